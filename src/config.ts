@@ -1,0 +1,137 @@
+import { ModelFormatError } from './errors.ts';
+
+/**
+ * The shapes and constants that the MoLM / ModuleFormer math needs, read from a Hugging Face
+ * config.json. Names follow the JSON keys in camelCase. Keys the math does not use are ignored.
+ */
+export interface ModelConfig {
+  vocabSize: number;
+  nEmbd: number; // C
+  nLayer: number;
+  nHead: number;
+  attHidden: number; // A: width of one attention expert's query (all heads together)
+  ffdHidden: number; // F
+  gatingSize: number; // G: hidden width of the router MLP
+  nAttExperts: number;
+  kAtt: number;
+  nMlpExperts: number;
+  kMlp: number;
+  layerNormEpsilon: number;
+  bosTokenId: number;
+  eosTokenId: number;
+}
+
+/** Head size d = A / n_head. */
+export function headSize(c: ModelConfig): number {
+  return c.attHidden / c.nHead;
+}
+
+/**
+ * MoLM proper (n_head 1 and att_hidden == n_embd) uses the LayerNorm output as both key and value
+ * and has no k_proj / v_proj. Every other ModuleFormer has both projections.
+ */
+export function hasKvProjections(c: ModelConfig): boolean {
+  return !(c.nHead === 1 && c.attHidden === c.nEmbd);
+}
+
+/** Width of one cached key (and value) row. */
+export function kvWidth(c: ModelConfig): number {
+  return hasKvProjections(c) ? c.attHidden : c.nEmbd;
+}
+
+type Json = Record<string, unknown>;
+
+function positiveInt(json: Json, key: string, fallback?: number): number {
+  const v = json[key] ?? fallback;
+  if (v === undefined) {
+    throw new ModelFormatError(`config.json: field "${key}" is missing; it must be a positive integer.`);
+  }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+    throw new ModelFormatError(`config.json: field "${key}" must be a positive integer, got ${JSON.stringify(v)}.`);
+  }
+  return v;
+}
+
+function tokenId(json: Json, key: string, vocab: number): number {
+  const v = json[key] ?? 50256;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw new ModelFormatError(`config.json: field "${key}" must be a non-negative integer token id, got ${JSON.stringify(v)}.`);
+  }
+  // Tiny test models have vocabularies smaller than the tokenizer's special ids: clamp is wrong,
+  // so keep the value and let the engine decide whether it can be generated.
+  void vocab;
+  return v;
+}
+
+function expectString(json: Json, key: string, allowed: string[], fallback: string): void {
+  const v = json[key] ?? fallback;
+  if (typeof v !== 'string' || !allowed.includes(v)) {
+    throw new ModelFormatError(
+      `config.json: field "${key}" is ${JSON.stringify(v)}; molm-web supports ${allowed.map((a) => JSON.stringify(a)).join(' or ')}.`,
+    );
+  }
+}
+
+/** Parses and validates a ModuleFormer config.json (an object or its text). */
+export function parseConfig(input: string | Json): ModelConfig {
+  let json: Json;
+  if (typeof input === 'string') {
+    try {
+      json = JSON.parse(input) as Json;
+    } catch (e) {
+      throw new ModelFormatError(`config.json is not valid JSON (${(e as Error).message}).`);
+    }
+  } else {
+    json = input;
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new ModelFormatError('config.json must hold a JSON object.');
+  }
+  if (json.model_type !== undefined && json.model_type !== 'moduleformer') {
+    throw new ModelFormatError(
+      `config.json: field "model_type" is ${JSON.stringify(json.model_type)}; molm-web runs "moduleformer" (MoLM) models only.`,
+    );
+  }
+  expectString(json, 'att_func', ['stickbreaking'], 'stickbreaking');
+  expectString(json, 'gate_type', ['mlp'], 'mlp');
+  expectString(json, 'moe_type', ['moe'], 'moe');
+  expectString(json, 'activation_function', ['gelu_new'], 'gelu_new');
+  if (json.pre_norm !== undefined && json.pre_norm !== true) {
+    throw new ModelFormatError('config.json: field "pre_norm" must be true; post-norm ModuleFormers are not supported.');
+  }
+
+  const vocabSize = positiveInt(json, 'vocab_size');
+  const c: ModelConfig = {
+    vocabSize,
+    nEmbd: positiveInt(json, 'n_embd'),
+    nLayer: positiveInt(json, 'n_layer'),
+    nHead: positiveInt(json, 'n_head'),
+    attHidden: positiveInt(json, 'att_hidden'),
+    ffdHidden: positiveInt(json, 'ffd_hidden'),
+    gatingSize: positiveInt(json, 'gating_size'),
+    nAttExperts: positiveInt(json, 'n_att_experts'),
+    kAtt: positiveInt(json, 'k_att'),
+    nMlpExperts: positiveInt(json, 'n_mlp_experts'),
+    kMlp: positiveInt(json, 'k_mlp'),
+    layerNormEpsilon: 1e-5,
+    bosTokenId: tokenId(json, 'bos_token_id', vocabSize),
+    eosTokenId: tokenId(json, 'eos_token_id', vocabSize),
+  };
+  const eps = json.layer_norm_epsilon ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) {
+    throw new ModelFormatError(`config.json: field "layer_norm_epsilon" must be a positive number, got ${JSON.stringify(eps)}.`);
+  }
+  c.layerNormEpsilon = eps;
+  if (c.attHidden % c.nHead !== 0) {
+    throw new ModelFormatError(
+      `config.json: field "att_hidden" (${c.attHidden}) must be divisible by "n_head" (${c.nHead}).`,
+    );
+  }
+  if (c.kAtt > c.nAttExperts) {
+    throw new ModelFormatError(`config.json: field "k_att" (${c.kAtt}) exceeds "n_att_experts" (${c.nAttExperts}).`);
+  }
+  if (c.kMlp > c.nMlpExperts) {
+    throw new ModelFormatError(`config.json: field "k_mlp" (${c.kMlp}) exceeds "n_mlp_experts" (${c.nMlpExperts}).`);
+  }
+  return c;
+}

@@ -1,0 +1,31 @@
+/**
+ * Errors a caller can act on. Each message says what went wrong and what to do next.
+ * Test with `instanceof`, or with `error.name` across a worker boundary.
+ */
+export class MolmError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A checkpoint, shard, manifest or config that cannot be read as the model it claims to be. */
+export class ModelFormatError extends MolmError {}
+
+/** No WebGPU, or an adapter that lacks a feature or limit the model needs. */
+export class DeviceLimitError extends MolmError {}
+
+/** The GPU device was lost (driver reset, out of memory, tab backgrounded too long). */
+export class DeviceLostError extends MolmError {}
+
+/** A prompt or generation that does not fit the context the engine was created with. */
+export class ContextLengthError extends MolmError {}
+
+/** Browser storage is full, or the model will not fit in it. */
+export class QuotaError extends MolmError {}
+
+/** The caller aborted an operation through its AbortSignal. */
+export class AbortError extends MolmError {}
+
+/** Invalid arguments to an API call or a CLI command. */
+export class UsageError extends MolmError {}

@@ -1,0 +1,73 @@
+import { expect } from 'vitest';
+import { GpuContext } from '../../src/gpu/context.ts';
+import { nodeGpu } from '../../src/gpu/node-gpu.ts';
+import { readBuffer, uploadStorage } from '../../src/gpu/buffers.ts';
+import { StepUniform } from '../../src/kernels/step.ts';
+
+let shared: Promise<GpuContext> | undefined;
+
+/** One real WebGPU device (Dawn; SwiftShader on machines without a GPU) for a test file. */
+export function gpuContext(): Promise<GpuContext> {
+  shared ??= (async () => {
+    const ctx = await GpuContext.create({ maxBindingBytes: 256 << 20, maxBufferBytes: 256 << 20 }, { gpu: await nodeGpu() });
+    return ctx;
+  })();
+  return shared;
+}
+
+/** A deterministic generator so a failing case can be rerun; a new seed per test call site. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform values in [-scale, scale), rounded to float32 (what the GPU will see). */
+export function randomF32(n: number, rand: () => number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
+  return a;
+}
+
+export function upload(ctx: GpuContext, data: ArrayBufferView, label = 'test'): GPUBuffer {
+  return uploadStorage(ctx.device, data, label);
+}
+
+export function output(ctx: GpuContext, bytes: number, label = 'out'): GPUBuffer {
+  return upload(ctx, new Uint8Array(bytes), label);
+}
+
+export async function readF32(ctx: GpuContext, buffer: GPUBuffer, count?: number): Promise<Float32Array> {
+  return new Float32Array(await readBuffer(ctx.device, buffer, 0, (count ?? buffer.size / 4) * 4));
+}
+
+export async function readU32(ctx: GpuContext, buffer: GPUBuffer, count?: number): Promise<Uint32Array> {
+  return new Uint32Array(await readBuffer(ctx.device, buffer, 0, (count ?? buffer.size / 4) * 4));
+}
+
+export function stepUniform(ctx: GpuContext, rows: number, pos = 0): StepUniform {
+  const s = new StepUniform(ctx.device);
+  s.write(rows, pos);
+  return s;
+}
+
+/** Largest |a - b| over the arrays (lengths must match). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+/** Asserts max |actual - expected| <= tol, reporting the error found. */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = 'values'): void {
+  const err = maxAbsDiff(actual, expected);
+  expect(err, `${what}: max abs error ${err} exceeds ${tol}`).toBeLessThanOrEqual(tol);
+}

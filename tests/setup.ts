@@ -1,0 +1,2 @@
+// Shared Vitest setup. GPU tests get their device from tests/gpu/harness.ts.
+export {};
