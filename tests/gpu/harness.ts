@@ -3,6 +3,8 @@ import { GpuContext } from '../../src/gpu/context.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { readBuffer, uploadStorage } from '../../src/gpu/buffers.ts';
 import { StepUniform } from '../../src/kernels/step.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/checkpoint/dtype.ts';
+import type { WeightType } from '../../src/gpu/wgsl.ts';
 
 let shared: Promise<GpuContext> | undefined;
 
@@ -70,4 +72,21 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = 'values'): void {
   const err = maxAbsDiff(actual, expected);
   expect(err, `${what}: max abs error ${err} exceeds ${tol}`).toBeLessThanOrEqual(tol);
+}
+
+/**
+ * A weight tensor as the GPU stores it for `type` (16-bit values packed two per u32, element 0
+ * in the low half), and the float32 values it really holds after rounding: references must run
+ * on `rounded`, so that only the kernel's arithmetic is under test.
+ */
+export function weightData(values: Float32Array, type: WeightType): { data: ArrayBufferView; rounded: Float32Array } {
+  if (type === 'f32') return { data: values, rounded: values };
+  const bits = new Uint16Array(values.length);
+  const rounded = new Float32Array(values.length);
+  const [encode, decode] = type === 'bf16' ? [f32ToBf16, bf16ToF32] : [f32ToF16, f16ToF32];
+  for (let i = 0; i < values.length; i++) {
+    bits[i] = encode(values[i]);
+    rounded[i] = decode(bits[i]);
+  }
+  return { data: bits, rounded };
 }

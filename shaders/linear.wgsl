@@ -1,0 +1,133 @@
+// nn.Linear over token rows: y[r, j] = sum_i x[r, i] * weight[j, i] + bias[j], weight [OUT, IN]
+// row-major (torch layout). At decode this is pure weight streaming (lm_head is the largest
+// matrix of the model), so every weight is read once per step, by neighbouring invocations at
+// neighbouring addresses: a workgroup owns RPW output rows, LANES invocations share one output
+// row and stride along it, and their partial sums meet in workgroup memory. When a step carries
+// several token rows, each weight read serves up to 4 of them (vec4 accumulators, one component
+// per token row).
+// Grid: x (folded into z beyond 65535) over blocks of RPW output rows; y over chunks of CHUNK
+// token rows (1 with LAST_ROW_ONLY).
+// Defines: IN, OUT, LANES and RPW (powers of two), CHUNK, HAS_BIAS, LAST_ROW_ONLY.
+#include "lib/step.wgsl"
+
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // [n_tokens, IN]
+// [OUT, IN]
+#weights weight 2
+#if HAS_BIAS
+@group(0) @binding(3) var<storage, read> bias: array<f32>;     // [OUT]
+fn bias_at(j: u32) -> f32 { return bias[j]; }
+#endif
+#if !HAS_BIAS
+fn bias_at(j: u32) -> f32 { return 0.0; }
+#endif
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [n_tokens, OUT]; [1, OUT] with LAST_ROW_ONLY
+
+const WG: u32 = LANES * RPW;
+var<workgroup> partial: array<vec4f, WG>;
+
+// This invocation's share of one output row's dot product with one token row.
+fn dot1(wrow: u32, xrow: u32, lane: u32) -> f32 {
+  var acc = 0.0;
+  if (IN % 2u == 0u) {
+    // Rows start on a packed-word boundary: read 16-bit weights a word (two values) at a time.
+    for (var i = 2u * lane; i < IN; i += 2u * LANES) {
+      acc += dot(weight_at2(wrow + i), vec2f(x[xrow + i], x[xrow + i + 1u]));
+    }
+  } else {
+    for (var i = lane; i < IN; i += LANES) {
+      acc += weight_at(wrow + i) * x[xrow + i];
+    }
+  }
+  return acc;
+}
+
+// The same for four token rows at once (offsets xrows), sharing each weight read.
+fn dot4(wrow: u32, xrows: vec4u, lane: u32) -> vec4f {
+  var acc = vec4f(0.0);
+  if (IN % 2u == 0u) {
+    for (var i = 2u * lane; i < IN; i += 2u * LANES) {
+      let w = weight_at2(wrow + i);
+      let x0 = vec4f(x[xrows.x + i], x[xrows.y + i], x[xrows.z + i], x[xrows.w + i]);
+      let i1 = i + 1u;
+      let x1 = vec4f(x[xrows.x + i1], x[xrows.y + i1], x[xrows.z + i1], x[xrows.w + i1]);
+      acc += w.x * x0 + w.y * x1;
+    }
+  } else {
+    for (var i = lane; i < IN; i += LANES) {
+      let xi = vec4f(x[xrows.x + i], x[xrows.y + i], x[xrows.z + i], x[xrows.w + i]);
+      acc += weight_at(wrow + i) * xi;
+    }
+  }
+  return acc;
+}
+
+// Sums `v` over the LANES invocations of each output row; the row's lane 0 gets the total.
+// Every invocation must call it (barriers).
+fn lanes_sum(v: vec4f, lid: u32, lane: u32) -> vec4f {
+  partial[lid] = v;
+  workgroupBarrier();
+  for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
+    if (lane < stride) {
+      partial[lid] += partial[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  // Only lane 0 reads, and only its own slot, which no other invocation writes again before
+  // the next call's first barrier.
+  return partial[lid];
+}
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let lane = lid % LANES;
+  let j = (wid.z * groups.x + wid.x) * RPW + lid / LANES;
+  // Invocations past the last output row repeat it without storing: all must reach the barriers.
+  let wrow = min(j, OUT - 1u) * IN;
+  let store = j < OUT && lane == 0u;
+  let b = select(0.0, bias_at(min(j, OUT - 1u)), store);
+
+  // Token rows [first, first + count) of x, written to y from row out_first.
+  var first: u32;
+  var count: u32;
+  var out_first: u32;
+  if (LAST_ROW_ONLY) {
+    if (step.n_tokens == 0u) { return; }
+    first = step.n_tokens - 1u;
+    count = 1u;
+    out_first = 0u;
+  } else {
+    first = wid.y * CHUNK;
+    if (first >= step.n_tokens) { return; }
+    count = min(CHUNK, step.n_tokens - first);
+    out_first = first;
+  }
+
+  var t = 0u;
+  // Groups of four rows; a final group of two or three repeats its last row in the spare lanes.
+  while (count - t >= 2u) {
+    let n = min(4u, count - t);
+    let r = first + t;
+    let last = r + n - 1u;
+    let xrows = vec4u(r, r + 1u, min(r + 2u, last), min(r + 3u, last)) * IN;
+    let s = lanes_sum(dot4(wrow, xrows, lane), lid, lane);
+    if (store) {
+      let o = (out_first + t) * OUT + j;
+      y[o] = s.x + b;
+      y[o + OUT] = s.y + b;
+      if (n > 2u) { y[o + 2u * OUT] = s.z + b; }
+      if (n > 3u) { y[o + 3u * OUT] = s.w + b; }
+    }
+    t += n;
+  }
+  if (t < count) {
+    // One row left (always the case when decoding).
+    let s = lanes_sum(vec4f(dot1(wrow, (first + t) * IN, lane), 0.0, 0.0, 0.0), lid, lane);
+    if (store) {
+      y[(out_first + t) * OUT + j] = s.x + b;
+    }
+  }
+}

@@ -1,0 +1,191 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { writeFile } from 'node:fs/promises';
+import { MolmError, UsageError } from '../errors.ts';
+import { GREEDY, type SamplingOptions } from '../model/model.ts';
+import { openModel, type OpenOptions } from './backend.ts';
+import { runBench } from './bench.ts';
+import { synthesize } from './synth.ts';
+
+const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU reference.
+
+  molm logits   --model DIR --ids 5,17,3 --out FILE
+      float32 little-endian logits [T, vocab] of every position, from one prefill.
+  molm generate --model DIR --ids 5,17,3 --max-new-tokens N [--greedy | --temperature T --top-k K --top-p P --seed S] [--json]
+      prefill, then token-by-token decode with the KV cache.
+  molm bench    --model DIR --prompt-tokens P --new-tokens N [--json]
+      prefill and decode throughput on this adapter.
+  molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
+      a random-weight checkpoint of a config's shapes (for benchmarks).
+
+  Common: --device gpu|cpu (cpu runs the float64 TypeScript reference), --max-context N, --prefill-chunk N.
+  DIR is a Hugging Face checkpoint folder: config.json with model.safetensors, pytorch_model.bin,
+  or their sharded forms with an *.index.json.`;
+
+const options = {
+  model: { type: 'string' },
+  ids: { type: 'string' },
+  out: { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  greedy: { type: 'boolean' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  json: { type: 'boolean' },
+  'prompt-tokens': { type: 'string' },
+  'new-tokens': { type: 'string' },
+  config: { type: 'string' },
+  layers: { type: 'string' },
+  dtype: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  device: { type: 'string' },
+  'max-context': { type: 'string' },
+  'prefill-chunk': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>['values'];
+
+function required(v: Values, key: keyof Values): string {
+  const x = v[key];
+  if (typeof x !== 'string' || x === '') throw new UsageError(`--${key} is required.`);
+  return x;
+}
+
+function int(v: Values, key: keyof Values, fallback?: number): number {
+  const x = v[key];
+  if (x === undefined) {
+    if (fallback === undefined) throw new UsageError(`--${key} is required.`);
+    return fallback;
+  }
+  const n = Number(x);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${key} must be a non-negative integer, got "${x}".`);
+  return n;
+}
+
+function num(v: Values, key: keyof Values, fallback: number): number {
+  const x = v[key];
+  if (x === undefined) return fallback;
+  const n = Number(x);
+  if (!Number.isFinite(n)) throw new UsageError(`--${key} must be a number, got "${x}".`);
+  return n;
+}
+
+function parseIds(text: string): number[] {
+  const ids = text.split(',').map((s) => Number(s.trim()));
+  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new UsageError(`--ids must be comma-separated non-negative integers, got "${text}".`);
+  }
+  return ids;
+}
+
+function openOptions(v: Values): OpenOptions {
+  const device = v.device ?? 'gpu';
+  if (device !== 'gpu' && device !== 'cpu') throw new UsageError(`--device must be gpu or cpu, got "${device}".`);
+  return {
+    device,
+    maxContext: v['max-context'] !== undefined ? int(v, 'max-context') : undefined,
+    prefillChunk: v['prefill-chunk'] !== undefined ? int(v, 'prefill-chunk') : undefined,
+  };
+}
+
+function sampling(v: Values): SamplingOptions {
+  if (v.greedy || v.temperature === undefined) return GREEDY;
+  return {
+    temperature: num(v, 'temperature', 1),
+    topK: int(v, 'top-k', 0),
+    topP: num(v, 'top-p', 1),
+    seed: int(v, 'seed', 0),
+  };
+}
+
+async function logitsCommand(v: Values): Promise<void> {
+  const ids = parseIds(required(v, 'ids'));
+  const out = required(v, 'out');
+  const model = await openModel(required(v, 'model'), { maxContext: ids.length, ...openOptions(v) });
+  try {
+    const logits = await model.prefillLogits(ids);
+    await writeFile(out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
+  } finally {
+    model.close();
+  }
+}
+
+async function generateCommand(v: Values): Promise<void> {
+  const ids = parseIds(required(v, 'ids'));
+  const n = int(v, 'max-new-tokens', 32);
+  const model = await openModel(required(v, 'model'), { maxContext: Math.max(ids.length + n, 1), ...openOptions(v) });
+  try {
+    const tokens: number[] = [];
+    for await (const id of model.generate(ids, n, sampling(v))) {
+      tokens.push(id);
+      if (!v.json) process.stdout.write(`${id}\n`);
+    }
+    if (v.json) process.stdout.write(JSON.stringify({ new_tokens: tokens }) + '\n');
+  } finally {
+    model.close();
+  }
+}
+
+async function benchCommand(v: Values): Promise<void> {
+  const promptTokens = int(v, 'prompt-tokens', 128);
+  const newTokens = int(v, 'new-tokens', 32);
+  const model = await openModel(required(v, 'model'), { maxContext: promptTokens + newTokens, ...openOptions(v) });
+  try {
+    const r = await runBench(model, { promptTokens, newTokens });
+    process.stdout.write(v.json ? JSON.stringify(r) + '\n' : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join('\n') + '\n');
+  } finally {
+    model.close();
+  }
+}
+
+async function synthCommand(v: Values): Promise<void> {
+  const overrides: Record<string, number> = {};
+  for (const kv of v.set ?? []) {
+    const [k, x] = kv.split('=');
+    if (!k || x === undefined || !Number.isFinite(Number(x))) throw new UsageError(`--set takes key=number, got "${kv}".`);
+    overrides[k] = Number(x);
+  }
+  await synthesize({
+    configPath: required(v, 'config'),
+    layers: v.layers !== undefined ? int(v, 'layers') : undefined,
+    outDir: required(v, 'out'),
+    dtype: (v.dtype ?? 'bf16').toUpperCase() as 'F32' | 'BF16' | 'F16',
+    seed: int(v, 'seed', 1),
+    overrides,
+  });
+}
+
+const COMMANDS: Record<string, (v: Values) => Promise<void>> = {
+  logits: logitsCommand,
+  generate: generateCommand,
+  bench: benchCommand,
+  synth: synthCommand,
+};
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true });
+    const command = positionals[0];
+    if (values.help || !command) {
+      process.stdout.write(USAGE + '\n');
+      return command || values.help ? 0 : 2;
+    }
+    const run = COMMANDS[command];
+    if (!run) throw new UsageError(`Unknown command "${command}". Commands: ${Object.keys(COMMANDS).join(', ')}.`);
+    await run(values);
+    return 0;
+  } catch (e) {
+    if (e instanceof MolmError || (e as Error).name === 'TypeError' && /parseArgs|Unknown option/.test(String(e))) {
+      process.stderr.write(`molm: ${(e as Error).message}\n`);
+      return e instanceof UsageError ? 2 : 1;
+    }
+    if ((e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`molm: ${(e as Error).message}\n${USAGE}\n`);
+      return 2;
+    }
+    process.stderr.write(`molm: ${(e as Error).stack ?? e}\n`);
+    return 1;
+  }
+}

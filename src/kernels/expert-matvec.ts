@@ -1,0 +1,154 @@
+import type { GpuContext } from '../gpu/context.ts';
+import type { WeightType } from '../gpu/wgsl.ts';
+import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+
+export interface ExpertProjectShape {
+  inDim: number;
+  outDim: number;
+  experts: number;
+  k: number;
+  /** x is [rows, k, in] (one input per slot) instead of [rows, in] shared by the k slots. */
+  perSlotInput: boolean;
+  activation: 'none' | 'gelu_tanh';
+}
+
+export interface ExpertProjectBuffers {
+  step: Binding; // Step uniform
+  x: Binding; // [rows, in] f32, or [rows, k, in] with perSlotInput
+  weight: Binding; // [experts, in, out] in the variant's WeightType
+  ids: Binding; // [rows, k] u32 expert of each slot (router output)
+  y: Binding; // [rows, k, out] f32
+}
+
+export interface ExpertCombineShape {
+  inDim: number;
+  outDim: number;
+  experts: number;
+  k: number;
+}
+
+export interface ExpertCombineBuffers {
+  step: Binding; // Step uniform
+  x: Binding; // [rows, k, in] f32
+  weight: Binding; // [experts, in, out] in the variant's WeightType
+  ids: Binding; // [rows, k] u32
+  gates: Binding; // [rows, k] f32
+  h: Binding; // [rows, out] f32 residual stream, added to in place
+}
+
+const MAX_GROUPS = 65535;
+const WG = 256;
+
+function pow2AtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/**
+ * Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in`. Wide tiles
+ * (32 pairs: 128 contiguous bytes of a 16-bit weight row per read) unless that leaves a single
+ * token row with fewer than 64 workgroups, since decode needs many workgroups in flight to
+ * saturate memory bandwidth; never narrower than 8 pairs (32 bytes, one memory sector).
+ * Untuned beyond that: no GPU was available to measure.
+ */
+function tile(inDim: number, outDim: number, groupsPerRow: number): { COLS: number; SPLIT: number } {
+  const pairs = Math.ceil(outDim / 2);
+  let cols = 32;
+  while (cols > 8 && Math.ceil(pairs / cols) * groupsPerRow < 64) cols /= 2;
+  cols = Math.min(cols, pow2AtLeast(pairs));
+  return { COLS: cols, SPLIT: Math.min(WG / cols, pow2AtLeast(inDim)) };
+}
+
+function checkShape(label: string, s: { inDim: number; outDim: number; experts: number; k: number }): void {
+  for (const [name, v] of Object.entries(s)) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${label}: ${name} must be a positive integer, got ${v}`);
+  }
+  if (s.experts * s.inDim * s.outDim > 2 ** 32) throw new Error(`${label}: expert tensor too large to index with u32`);
+}
+
+function grid(columnTiles: number, unitsPerRow: number, label: string): (rows: number) => readonly [number, number, number] {
+  return (rows) => {
+    const units = rows * unitsPerRow;
+    if (units === 0) return [0, 1, 1];
+    const gz = Math.ceil(units / MAX_GROUPS);
+    if (gz > MAX_GROUPS) throw new Error(`${label}: ${rows} rows exceed one dispatch`);
+    return [columnTiles, Math.ceil(units / gz), gz];
+  };
+}
+
+/**
+ * y[r, s, :] = act(x[r, (s,) :] @ W[ids[r, s]]) for the k selected experts of every token row:
+ * the attention query projection and the MLP up-projection (shaders/expert_matvec.wgsl).
+ */
+export async function expertProject(
+  gpu: GpuContext,
+  shape: ExpertProjectShape,
+  weightType: WeightType,
+  b: ExpertProjectBuffers,
+  label = 'expert_project',
+): Promise<Dispatch> {
+  const { inDim, outDim, experts, k } = shape;
+  checkShape(label, { inDim, outDim, experts, k });
+  const t = tile(inDim, outDim, k);
+  const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
+    defines: {
+      IN: inDim,
+      OUT: outDim,
+      E: experts,
+      K: k,
+      ...t,
+      PER_SLOT_INPUT: shape.perSlotInput,
+      GELU: shape.activation === 'gelu_tanh',
+      COMBINE: false,
+    },
+    weights: { weight: weightType },
+  });
+  return {
+    label,
+    pipeline,
+    bindGroup: bindGroup(gpu.device, pipeline, { 0: b.step, 1: b.x, 2: b.weight, 3: b.ids, 5: b.y }, label),
+    grid: grid(Math.ceil(outDim / (2 * t.COLS)), k, label),
+  };
+}
+
+/**
+ * h[r, :] += Σ_s gates[r, s] · (x[r, s, :] @ W[ids[r, s]]): the attention output projection and
+ * the MLP down-projection with the gate-weighted sum and the residual add fused in
+ * (shaders/expert_matvec.wgsl).
+ */
+export async function expertCombine(
+  gpu: GpuContext,
+  shape: ExpertCombineShape,
+  weightType: WeightType,
+  b: ExpertCombineBuffers,
+  label = 'expert_combine',
+): Promise<Dispatch> {
+  const { inDim, outDim, experts, k } = shape;
+  checkShape(label, shape);
+  const t = tile(inDim, outDim, 1);
+  const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
+    defines: {
+      IN: inDim,
+      OUT: outDim,
+      E: experts,
+      K: k,
+      ...t,
+      PER_SLOT_INPUT: true,
+      GELU: false,
+      COMBINE: true,
+    },
+    weights: { weight: weightType },
+  });
+  return {
+    label,
+    pipeline,
+    bindGroup: bindGroup(
+      gpu.device,
+      pipeline,
+      { 0: b.step, 1: b.x, 2: b.weight, 3: b.ids, 4: b.gates, 5: b.h },
+      label,
+    ),
+    grid: grid(Math.ceil(outDim / (2 * t.COLS)), 1, label),
+  };
+}

@@ -1,0 +1,79 @@
+import type { GpuContext } from '../gpu/context.ts';
+import type { WeightType } from '../gpu/wgsl.ts';
+import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+
+export interface LinearShape {
+  inDim: number;
+  outDim: number;
+  hasBias: boolean;
+  /** Read only x row (n_tokens − 1), write y row 0: generation needs only the last position's logits. */
+  lastRowOnly?: boolean;
+}
+
+export interface LinearBuffers {
+  step: Binding; // Step uniform
+  x: Binding; // [rows, inDim] f32
+  weight: Binding; // [outDim, inDim] (nn.Linear layout) in the variant's WeightType
+  bias?: Binding; // [outDim] f32; required iff shape.hasBias
+  y: Binding; // [rows, outDim] f32, or [1, outDim] with lastRowOnly
+}
+
+/** Output rows per workgroup. */
+const RPW = 8;
+/** Token rows per workgroup along grid y: bounds the x rows one workgroup streams per weight row. */
+const CHUNK = 16;
+const MAX_GROUPS = 65535;
+
+/**
+ * Invocations sharing one output row: 32 for real widths (32 consecutive words of a weight row
+ * per read), fewer for narrow inputs so most lanes are not idle.
+ */
+function lanesFor(inDim: number): number {
+  let lanes = 4;
+  while (lanes < 32 && lanes * 16 < inDim) lanes *= 2;
+  return lanes;
+}
+
+/** nn.Linear `y = x Wᵀ + b` over the step's token rows (shaders/linear.wgsl). */
+export async function linear(
+  gpu: GpuContext,
+  shape: LinearShape,
+  weightType: WeightType,
+  b: LinearBuffers,
+  label = 'linear',
+): Promise<Dispatch> {
+  const { inDim, outDim, hasBias } = shape;
+  const lastRowOnly = shape.lastRowOnly ?? false;
+  if (hasBias !== (b.bias !== undefined)) {
+    throw new Error(`${label}: hasBias is ${hasBias} but a bias buffer was${b.bias ? '' : ' not'} given`);
+  }
+  if (!(inDim >= 1 && outDim >= 1)) throw new Error(`${label}: bad shape ${inDim} -> ${outDim}`);
+  const pipeline = await gpu.pipelines.get('linear.wgsl', {
+    defines: {
+      IN: inDim,
+      OUT: outDim,
+      LANES: lanesFor(inDim),
+      RPW,
+      CHUNK,
+      HAS_BIAS: hasBias,
+      LAST_ROW_ONLY: lastRowOnly,
+    },
+    weights: { weight: weightType },
+  });
+  const resources: Record<number, Binding> = { 0: b.step, 1: b.x, 2: b.weight, 4: b.y };
+  if (b.bias) resources[3] = b.bias;
+  const blocks = Math.ceil(outDim / RPW);
+  const gz = Math.ceil(blocks / MAX_GROUPS);
+  const gx = Math.ceil(blocks / gz);
+  return {
+    label,
+    pipeline,
+    bindGroup: bindGroup(gpu.device, pipeline, resources, label),
+    grid: (rows) => {
+      if (rows === 0) return [0, 1, 1];
+      const gy = lastRowOnly ? 1 : Math.ceil(rows / CHUNK);
+      if (gy > MAX_GROUPS) throw new Error(`${label}: ${rows} rows exceed one dispatch`);
+      return [gx, gy, gz];
+    },
+  };
+}

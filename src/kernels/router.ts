@@ -1,0 +1,69 @@
+import type { GpuContext } from '../gpu/context.ts';
+import type { WeightType } from '../gpu/wgsl.ts';
+import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+
+export interface RouterShape {
+  width: number; // C
+  gating: number; // G, the router's hidden size
+  experts: number; // E
+  k: number; // experts chosen per token
+}
+
+export interface RouterBuffers {
+  step: Binding; // Step uniform
+  x: Binding; // [rows, C] f32
+  w0: Binding; // [G, C] nn.Linear weight, in the weight type
+  b0: Binding; // [G] f32
+  w3: Binding; // [E, G] nn.Linear weight, no bias, in the weight type
+  ids: Binding; // [rows, k] u32 out: expert ids, slot 0 the most probable
+  gates: Binding; // [rows, k] f32 out: their softmax probabilities (not renormalised)
+  probs: Binding; // [rows, E] f32 out: the full softmax, for routing traces
+}
+
+// The shader keeps the input row, the hidden layer and the logits in workgroup memory, within
+// the 16 KiB every adapter grants; softmax and ranking give one expert to each invocation.
+const WG = 256;
+const LANES = 32;
+export const ROUTER_LIMITS = { maxWidth: 2048, maxGating: 1024, maxExperts: 128, maxK: 8 } as const;
+
+function checkShape(s: RouterShape): void {
+  const intIn = (v: number, lo: number, hi: number) => Number.isInteger(v) && v >= lo && v <= hi;
+  const L = ROUTER_LIMITS;
+  const problems: string[] = [];
+  if (!intIn(s.width, 1, L.maxWidth)) problems.push(`width ${s.width} must be an integer in 1..${L.maxWidth}`);
+  if (!intIn(s.gating, 1, L.maxGating)) problems.push(`gating ${s.gating} must be an integer in 1..${L.maxGating}`);
+  if (!intIn(s.experts, 1, L.maxExperts)) problems.push(`experts ${s.experts} must be an integer in 1..${L.maxExperts}`);
+  if (!intIn(s.k, 1, Math.min(L.maxK, s.experts))) {
+    problems.push(`k ${s.k} must be an integer in 1..min(${L.maxK}, experts)`);
+  }
+  if (problems.length) throw new Error(`router_topk cannot run this router: ${problems.join('; ')}`);
+}
+
+/**
+ * The MoLM router of every token row (shaders/router_topk.wgsl): top-k experts and their gates
+ * from softmax(gelu_erf(x·W0ᵀ + b0)·W3ᵀ). One workgroup per row.
+ */
+export async function routerTopK(
+  gpu: GpuContext,
+  shape: RouterShape,
+  weightType: WeightType,
+  b: RouterBuffers,
+  label = 'router_topk',
+): Promise<Dispatch> {
+  checkShape(shape);
+  const pipeline = await gpu.pipelines.get('router_topk.wgsl', {
+    defines: { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k, WG, LANES },
+    weights: { w0: weightType, w3: weightType },
+  });
+  return {
+    label,
+    pipeline,
+    bindGroup: bindGroup(
+      gpu.device,
+      pipeline,
+      { 0: b.step, 1: b.x, 2: b.w0, 3: b.b0, 4: b.w3, 5: b.ids, 6: b.gates, 7: b.probs },
+      label,
+    ),
+    grid: (rows) => [rows, 1, 1],
+  };
+}

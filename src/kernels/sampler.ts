@@ -1,0 +1,68 @@
+import { createUniform } from '../gpu/buffers.ts';
+import type { GpuContext } from '../gpu/context.ts';
+import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+
+export interface SamplingOptions {
+  /** ≤ 0: greedy (argmax, lowest index on ties). */
+  temperature: number;
+  /** Keep the topK most probable tokens (ties at the boundary kept too); 0: no limit. */
+  topK: number;
+  /** Keep the most probable tokens until their mass reaches topP of the top-k mass; ≥ 1: no limit. */
+  topP: number;
+  /** Seeds the draw; the same seed and position always give the same token. */
+  seed: number;
+}
+
+/**
+ * The sampler's uniform (struct SamplerParams in shaders/sample.wgsl): {temperature: f32,
+ * top_k: u32, top_p: f32, seed: u32}. Written when a generation starts, not per token: the
+ * position that varies the draw comes from the step uniform.
+ */
+export class SamplerParams {
+  readonly buffer: GPUBuffer;
+  private readonly data = new ArrayBuffer(16);
+  private readonly f32 = new Float32Array(this.data);
+  private readonly u32 = new Uint32Array(this.data);
+
+  constructor(private readonly device: GPUDevice) {
+    this.buffer = createUniform(device, 16, 'sampler params');
+  }
+
+  write(o: SamplingOptions): void {
+    if (![o.temperature, o.topP].every(Number.isFinite) || !Number.isInteger(o.topK) || o.topK < 0 || !Number.isInteger(o.seed)) {
+      throw new Error(
+        `sampler: temperature and topP must be finite numbers, topK a non-negative integer and seed an integer (got ${JSON.stringify(o)})`,
+      );
+    }
+    this.f32[0] = o.temperature;
+    this.u32[1] = Math.min(o.topK, 0xffffffff);
+    this.f32[2] = o.topP;
+    this.u32[3] = o.seed >>> 0;
+    this.device.queue.writeBuffer(this.buffer, 0, this.data);
+  }
+}
+
+export interface SamplerBuffers {
+  step: Binding; // Step uniform: the draw uses position pos + n_tokens
+  logits: Binding; // [V] f32: the logits row to sample from (bind row 0 of the step's logits)
+  params: Binding; // SamplerParams uniform
+  out: Binding; // u32 [≥ 1] out: the chosen id at index 0 (the next decode step's embedding input)
+}
+
+/** Samples one token id from a row of logits on the GPU (shaders/sample.wgsl): one workgroup. */
+export async function sampler(
+  gpu: GpuContext,
+  shape: { vocab: number },
+  b: SamplerBuffers,
+  label = 'sample',
+): Promise<Dispatch> {
+  if (!Number.isInteger(shape.vocab) || shape.vocab < 1) throw new Error(`sampler: vocab ${shape.vocab} must be a positive integer`);
+  const pipeline = await gpu.pipelines.get('sample.wgsl', { defines: { V: shape.vocab, WG: 256 } });
+  return {
+    label,
+    pipeline,
+    bindGroup: bindGroup(gpu.device, pipeline, { 0: b.step, 1: b.logits, 2: b.params, 3: b.out }, label),
+    // A single workgroup whatever the step's row count: only one token is sampled per step.
+    grid: () => [1, 1, 1],
+  };
+}

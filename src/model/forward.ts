@@ -1,0 +1,155 @@
+import { hasKvProjections, headSize, type ModelConfig } from '../config.ts';
+import type { GpuContext } from '../gpu/context.ts';
+import type { Dispatch } from '../kernels/dispatch.ts';
+import { embedding } from '../kernels/embedding.ts';
+import { expertCombine, expertProject } from '../kernels/expert-matvec.ts';
+import { kvAppend } from '../kernels/kv-append.ts';
+import { layerNorm } from '../kernels/layer-norm.ts';
+import { linear } from '../kernels/linear.ts';
+import { routerTopK } from '../kernels/router.ts';
+import { sampler, type SamplerParams } from '../kernels/sampler.ts';
+import { stickBreakingDecode, stickBreakingPrefill } from '../kernels/stickbreaking.ts';
+import type { StepUniform } from '../kernels/step.ts';
+import type { Activations } from './activations.ts';
+import type { KvCache } from './kv-cache.ts';
+import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from './tensor-names.ts';
+import type { GpuWeights } from './weights.ts';
+
+/** What a step computes after the last block. */
+export type StepHead =
+  | 'none' // a prefill chunk that is not the last: only the KV cache matters
+  | 'sample' // logits of the last row, then the sampler writes the next id on the GPU
+  | 'all'; // logits of every row (the `logits` command, the golden tests)
+
+export interface ForwardResources {
+  ctx: GpuContext;
+  config: ModelConfig;
+  weights: GpuWeights;
+  cache: KvCache;
+  acts: Activations;
+  step: StepUniform;
+  samplerParams: SamplerParams;
+}
+
+/**
+ * The dispatches of one step, in order: ARCHITECTURE.md's "One block" for every layer, then the
+ * head. Planned once at load time per kind of step; a step only writes the Step uniform and
+ * records these dispatches.
+ */
+export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', head: StepHead): Promise<Dispatch[]> {
+  const { ctx, config: c, weights: w, cache, acts: a } = r;
+  const step = r.step.buffer;
+  const mt = w.plan.matrixType;
+  const C = c.nEmbd;
+  const eps = c.layerNormEpsilon;
+  const kv = hasKvProjections(c);
+  const d: Promise<Dispatch | Dispatch[]>[] = [];
+
+  d.push(
+    embedding(ctx, { width: C, vocab: c.vocabSize }, mt, {
+      step,
+      ids: kind === 'decode' ? a.nextId : a.ids,
+      wte: w.get(WTE),
+      h: a.h,
+    }),
+  );
+  for (let l = 0; l < c.nLayer; l++) {
+    const n = layerTensorNames(l);
+    d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln1Weight), bias: w.get(n.ln1Bias), y: a.x }, `ln_1.${l}`));
+    if (kv) {
+      const proj = { inDim: C, outDim: c.attHidden, hasBias: true };
+      d.push(linear(ctx, proj, mt, { step, x: a.x, weight: w.get(n.kWeight), bias: w.get(n.kBias), y: a.k! }, `k_proj.${l}`));
+      d.push(linear(ctx, proj, mt, { step, x: a.x, weight: w.get(n.vWeight), bias: w.get(n.vBias), y: a.v! }, `v_proj.${l}`));
+      d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.k!, cache: cache.keys[l] }, `kv_append.k.${l}`));
+      d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.v!, cache: cache.values[l] }, `kv_append.v.${l}`));
+    } else {
+      d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.x, cache: cache.keys[l] }, `kv_append.${l}`));
+    }
+    d.push(
+      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nAttExperts, k: c.kAtt }, mt, {
+        step,
+        x: a.x,
+        w0: w.get(n.attGate0Weight),
+        b0: w.get(n.attGate0Bias),
+        w3: w.get(n.attGate3Weight),
+        ids: a.attIds[l],
+        gates: a.attGates[l],
+        probs: a.attProbs[l],
+      }, `router.att.${l}`),
+    );
+    d.push(
+      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: c.nAttExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, mt, {
+        step,
+        x: a.x,
+        weight: w.get(n.queryExperts),
+        ids: a.attIds[l],
+        y: a.q,
+      }, `q_proj.${l}`),
+    );
+    const att = { k: c.kAtt, heads: c.nHead, headSize: headSize(c) };
+    const attBuffers = { step, q: a.q, keys: cache.keys[l], values: cache.values[l], o: a.attnOut };
+    d.push(
+      kind === 'decode'
+        ? stickBreakingDecode(ctx, { ...att, maxContext: cache.maxContext }, attBuffers, `attention.${l}`)
+        : stickBreakingPrefill(ctx, att, attBuffers, `attention.${l}`),
+    );
+    d.push(
+      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: c.nAttExperts, k: c.kAtt }, mt, {
+        step,
+        x: a.attnOut,
+        weight: w.get(n.outputExperts),
+        ids: a.attIds[l],
+        gates: a.attGates[l],
+        h: a.h,
+      }, `o_proj.${l}`),
+    );
+    d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
+    d.push(
+      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nMlpExperts, k: c.kMlp }, mt, {
+        step,
+        x: a.x,
+        w0: w.get(n.mlpGate0Weight),
+        b0: w.get(n.mlpGate0Bias),
+        w3: w.get(n.mlpGate3Weight),
+        ids: a.mlpIds[l],
+        gates: a.mlpGates[l],
+        probs: a.mlpProbs[l],
+      }, `router.mlp.${l}`),
+    );
+    d.push(
+      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: c.nMlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, mt, {
+        step,
+        x: a.x,
+        weight: w.get(n.upExperts),
+        ids: a.mlpIds[l],
+        y: a.up,
+      }, `mlp_up.${l}`),
+    );
+    d.push(
+      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: c.nMlpExperts, k: c.kMlp }, mt, {
+        step,
+        x: a.up,
+        weight: w.get(n.downExperts),
+        ids: a.mlpIds[l],
+        gates: a.mlpGates[l],
+        h: a.h,
+      }, `mlp_down.${l}`),
+    );
+  }
+  if (head !== 'none') {
+    d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(LN_F_WEIGHT), bias: w.get(LN_F_BIAS), y: a.x }, 'ln_f'));
+    const all = head === 'all';
+    d.push(
+      linear(ctx, { inDim: C, outDim: c.vocabSize, hasBias: false, lastRowOnly: !all }, mt, {
+        step,
+        x: a.x,
+        weight: w.get(LM_HEAD),
+        y: all ? a.allLogits : a.lastLogits,
+      }, 'lm_head'),
+    );
+    if (!all) {
+      d.push(sampler(ctx, { vocab: c.vocabSize }, { step, logits: a.lastLogits, params: r.samplerParams.buffer, out: a.nextId }, 'sample'));
+    }
+  }
+  return (await Promise.all(d)).flat();
+}

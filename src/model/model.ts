@@ -1,0 +1,250 @@
+import { hasKvProjections, type ModelConfig } from '../config.ts';
+import type { TensorSource } from '../checkpoint/types.ts';
+import { ContextLengthError, DeviceLostError, UsageError } from '../errors.ts';
+import type { DeviceRequirements, GpuContext } from '../gpu/context.ts';
+import type { WeightType } from '../gpu/wgsl.ts';
+import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
+import { SamplerParams } from '../kernels/sampler.ts';
+import { StepUniform } from '../kernels/step.ts';
+import { Activations } from './activations.ts';
+import { planStep, type ForwardResources, type StepHead } from './forward.ts';
+import { KvCache } from './kv-cache.ts';
+import { GpuWeights, planWeights, type WeightPlan, type WeightProgress } from './weights.ts';
+
+const MAP_READ = 0x01;
+
+export interface SamplingOptions {
+  /** 0 (or less) picks the most likely token. */
+  temperature: number;
+  /** Keep the k most likely tokens; 0 keeps all. */
+  topK: number;
+  /** Keep the smallest set of tokens holding this share of the probability; 1 keeps all. */
+  topP: number;
+  seed: number;
+}
+
+export const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+export interface GpuModelOptions {
+  /** Tokens the KV cache holds (prompt and generated). MoLM was trained with 512 and works best up to 2048. */
+  maxContext?: number;
+  /** Prompt tokens per prefill step; longer prompts run in several steps. */
+  prefillChunk?: number;
+  /** Force a storage type for matrices (default: the checkpoint's own, or f32 when mixed). */
+  matrixType?: WeightType;
+  onProgress?: (p: WeightProgress) => void;
+}
+
+/**
+ * A MoLM model on the GPU: weights, KV cache, activations and the planned dispatches of its
+ * steps. Prefill and decode only write the Step uniform, record the planned dispatches and read
+ * back what the caller asked for: during generation that is one u32 per token.
+ */
+export class GpuModel {
+  private decodePlan: Dispatch[] = [];
+  private prefillPlans = new Map<StepHead, Promise<Dispatch[]>>();
+  private idSlot = 0;
+  /** Set when the model was given its own device (loadGpuModel): destroying the model ends it. */
+  ownsContext = false;
+
+  private constructor(
+    readonly ctx: GpuContext,
+    readonly config: ModelConfig,
+    readonly weights: GpuWeights,
+    readonly cache: KvCache,
+    readonly acts: Activations,
+    private readonly step: StepUniform,
+    private readonly samplerParams: SamplerParams,
+  ) {}
+
+  /** The device limits this model needs, known before any weight is read. */
+  static requirements(config: ModelConfig, plan: WeightPlan, options: GpuModelOptions = {}): DeviceRequirements {
+    const maxContext = options.maxContext ?? 2048;
+    const rows = options.prefillChunk ?? 128;
+    const largestActivation = Math.max(
+      rows * config.vocabSize * 4,
+      rows * config.kMlp * config.ffdHidden * 4,
+      maxContext * Math.max(config.nEmbd, config.attHidden) * 4,
+    );
+    const maxBindingBytes = Math.max(plan.maxTensorBytes, largestActivation);
+    return { maxBindingBytes, maxBufferBytes: maxBindingBytes };
+  }
+
+  static async load(ctx: GpuContext, config: ModelConfig, source: TensorSource, options: GpuModelOptions = {}): Promise<GpuModel> {
+    const plan = planWeights(config, source, { matrixType: options.matrixType });
+    const maxContext = options.maxContext ?? 2048;
+    const rows = Math.min(options.prefillChunk ?? 128, maxContext);
+    if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
+    if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
+    const weights = await GpuWeights.upload(ctx, source, plan, options.onProgress);
+    const device = ctx.device;
+    const cache = new KvCache(device, config, maxContext);
+    const acts = new Activations(device, config, rows, hasKvProjections(config));
+    const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device));
+    model.decodePlan = await planStep(model.resources, 'decode', 'sample');
+    await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
+    return model;
+  }
+
+  private get resources(): ForwardResources {
+    const { ctx, config, weights, cache, acts, step, samplerParams } = this;
+    return { ctx, config, weights, cache, acts, step, samplerParams };
+  }
+
+  private prefillPlan(head: StepHead): Promise<Dispatch[]> {
+    let p = this.prefillPlans.get(head);
+    if (!p) {
+      p = planStep(this.resources, 'prefill', head);
+      this.prefillPlans.set(head, p);
+    }
+    return p;
+  }
+
+  /** Tokens in the KV cache. */
+  get position(): number {
+    return this.cache.length;
+  }
+
+  get maxContext(): number {
+    return this.cache.maxContext;
+  }
+
+  /** Forgets the context (the cache contents are simply overwritten later). */
+  reset(): void {
+    this.cache.length = 0;
+  }
+
+  /** GPU memory held by weights, KV cache and activations. */
+  get gpuBytes(): number {
+    return this.weights.plan.totalBytes + this.cache.bytes + this.acts.bytes;
+  }
+
+  /** Dispatches recorded for one decoded token. */
+  get dispatchesPerToken(): number {
+    return this.decodePlan.length;
+  }
+
+  private checkIds(ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new UsageError(`Token id ${id} is outside the vocabulary [0, ${this.config.vocabSize}).`);
+      }
+    }
+  }
+
+  private checkRoom(tokens: number): void {
+    if (this.cache.length + tokens > this.cache.maxContext) {
+      throw new ContextLengthError(
+        `${this.cache.length + tokens} tokens do not fit the context of ${this.cache.maxContext} tokens (${this.cache.length} already in it). Shorten the prompt, lower maxNewTokens, or create the engine with a larger maxContext.`,
+      );
+    }
+  }
+
+  /** Records one step: writes the Step uniform, the planned dispatches, then `after` (copies). */
+  private submit(dispatches: Dispatch[], rows: number, after?: (enc: GPUCommandEncoder) => void): void {
+    this.ctx.assertAlive();
+    this.step.write(rows, this.cache.length);
+    const enc = this.ctx.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    encodeDispatches(pass, dispatches, rows);
+    pass.end();
+    after?.(enc);
+    this.ctx.device.queue.submit([enc.finish()]);
+    this.cache.length += rows;
+  }
+
+  private async mapRead(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    try {
+      await buffer.mapAsync(MAP_READ, 0, bytes);
+    } catch (e) {
+      this.ctx.assertAlive();
+      throw new DeviceLostError(`Reading results from the GPU failed (${(e as Error).message}). Create a new engine.`, { cause: e });
+    }
+    const out = buffer.getMappedRange(0, bytes).slice(0);
+    buffer.unmap();
+    return out;
+  }
+
+  /** Runs the prompt through the model in chunks; logits of every position, [T, vocab]. */
+  async prefillLogits(ids: readonly number[]): Promise<Float32Array> {
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    const V = this.config.vocabSize;
+    const plan = await this.prefillPlan('all');
+    const out = new Float32Array(ids.length * V);
+    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
+      const chunk = ids.slice(start, start + this.acts.maxRows);
+      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
+      const bytes = chunk.length * V * 4;
+      this.submit(plan, chunk.length, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
+      out.set(new Float32Array(await this.mapRead(this.acts.allLogitsReadback, bytes)), start * V);
+    }
+    return out;
+  }
+
+  /** Feeds one token through a decode step; its logits, [vocab]. */
+  async decodeLogits(id: number): Promise<Float32Array> {
+    this.checkIds([id]);
+    this.checkRoom(1);
+    this.ctx.device.queue.writeBuffer(this.acts.nextId, 0, Uint32Array.of(id));
+    const bytes = this.config.vocabSize * 4;
+    this.submit(this.decodePlan, 1, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, bytes));
+    return new Float32Array(await this.mapRead(this.acts.lastLogitsReadback, bytes));
+  }
+
+  /** Submits the prompt's prefill; the sampler leaves the first new token in `nextId` on the GPU. */
+  private async submitPrefill(ids: readonly number[]): Promise<void> {
+    const [body, last] = await Promise.all([this.prefillPlan('none'), this.prefillPlan('sample')]);
+    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
+      const chunk = ids.slice(start, start + this.acts.maxRows);
+      const isLast = start + this.acts.maxRows >= ids.length;
+      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
+      this.submit(isLast ? last : body, chunk.length, isLast ? (enc) => this.copyId(enc) : undefined);
+    }
+  }
+
+  private copyId(enc: GPUCommandEncoder): void {
+    enc.copyBufferToBuffer(this.acts.nextId, 0, this.acts.idReadback[this.idSlot], 0, 4);
+  }
+
+  private async readId(): Promise<number> {
+    const slot = this.idSlot;
+    this.idSlot ^= 1;
+    return new Uint32Array(await this.mapRead(this.acts.idReadback[slot], 4))[0];
+  }
+
+  /**
+   * Appends the prompt to the context and yields up to `maxNewTokens` sampled ids. Each decode
+   * step is queued before the previous token is read back, so the GPU never waits on the CPU;
+   * the only readback is the sampled id. Stops early when the consumer stops iterating.
+   */
+  async *generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions = GREEDY): AsyncGenerator<number> {
+    if (prompt.length === 0) throw new UsageError('The prompt is empty: give at least one token.');
+    this.checkIds(prompt);
+    // The last new token is returned but never fed back, so it needs no cache row.
+    this.checkRoom(prompt.length + Math.max(0, maxNewTokens - 1));
+    if (maxNewTokens <= 0) return;
+    this.samplerParams.write(sampling);
+    this.idSlot = 0;
+    await this.submitPrefill(prompt);
+    for (let i = 0; i < maxNewTokens; i++) {
+      if (i + 1 < maxNewTokens) {
+        // The slot after the one being read receives the next step's id.
+        const readSlot = this.idSlot;
+        this.idSlot ^= 1;
+        this.submit(this.decodePlan, 1, (enc) => this.copyId(enc));
+        this.idSlot = readSlot;
+      }
+      yield await this.readId();
+    }
+  }
+
+  destroy(): void {
+    this.weights.destroy();
+    this.cache.destroy();
+    this.acts.destroy();
+    this.step.buffer.destroy();
+    this.samplerParams.buffer.destroy();
+    if (this.ownsContext) this.ctx.destroy();
+  }
+}

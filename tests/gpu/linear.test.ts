@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { runDispatches } from '../../src/kernels/dispatch.ts';
+import { linear } from '../../src/kernels/linear.ts';
+import type { WeightType } from '../../src/gpu/wgsl.ts';
+import { linear as linearRef } from '../../src/reference/linear.ts';
+import { expectClose, gpuContext, output, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
+
+const U = 2 ** -24;
+
+/**
+ * Float32 error allowed in y[r, j] = Σ_i x[r, i]·W[j, i] + b[j]: 4·√in·2^-24·max_r ‖x_r‖₁·max|W|
+ * + 2·2^-24·max|y|. Rounding errors of a long sum grow like √in times the size of its terms
+ * (the worst-case bound, in·2^-24·Σ|x·W|, is ~30× looser at in = 1024 and never reached);
+ * measured errors sit 80-800× below this (≈ 2e-7 at in = 1024, where it is 1.2e-4). With |x| ≤ 1
+ * and |W| ≤ 1/√in, outputs are O(0.3): a wrong weight row or token row, a dropped or doubled term
+ * (≈ 0.25/√in, up to 1/√in) or a missing bias exceeds it.
+ */
+function tolerance(x: Float32Array, rows: number, inDim: number, maxW: number, expected: ArrayLike<number>): number {
+  let l1 = 0;
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let i = 0; i < inDim; i++) s += Math.abs(x[r * inDim + i]);
+    l1 = Math.max(l1, s);
+  }
+  let maxY = 0;
+  for (let i = 0; i < expected.length; i++) maxY = Math.max(maxY, Math.abs(expected[i]));
+  return 4 * Math.sqrt(inDim) * U * l1 * maxW + 2 * U * maxY;
+}
+
+interface Case {
+  rows: number;
+  inDim: number;
+  outDim: number;
+  hasBias: boolean;
+  lastRowOnly: boolean;
+}
+
+async function check(type: WeightType, c: Case, seed: number): Promise<void> {
+  const ctx = await gpuContext();
+  const rand = rng(seed);
+  const scale = 1 / Math.sqrt(c.inDim);
+  const x = randomF32(c.rows * c.inDim, rand);
+  const w = weightData(randomF32(c.outDim * c.inDim, rand, scale), type);
+  const bias = c.hasBias ? randomF32(c.outDim, rand) : null;
+  const outRows = c.lastRowOnly ? 1 : c.rows;
+  const weight = upload(ctx, w.data);
+  // NaN bytes: a row the kernel fails to write shows up as NaN.
+  const y = upload(ctx, new Float32Array(outRows * c.outDim).fill(NaN));
+  ctx.device.pushErrorScope('validation');
+  const d = await linear(ctx, c, type, {
+    step: stepUniform(ctx, c.rows).buffer,
+    x: upload(ctx, x),
+    weight,
+    bias: bias ? upload(ctx, bias) : undefined,
+    y,
+  });
+  runDispatches(ctx.device, [d], c.rows);
+  const got = await readF32(ctx, y, outRows * c.outDim);
+  expect(await ctx.device.popErrorScope()).toBeNull();
+  weight.destroy();
+
+  const xs = c.lastRowOnly ? x.subarray((c.rows - 1) * c.inDim) : x;
+  const expected = linearRef(Float64Array.from(xs), outRows, c.inDim, c.outDim, Float64Array.from(w.rounded), bias && Float64Array.from(bias));
+  expectClose(got, expected, tolerance(xs, outRows, c.inDim, scale, expected), `${type} ${JSON.stringify(c)}`);
+}
+
+describe('linear kernel', () => {
+  const types: WeightType[] = ['f32', 'bf16', 'f16'];
+  types.forEach((type, t) => {
+    describe(`${type} weights`, () => {
+      it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
+        check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t));
+      it('even shape 64 -> 33, 21 rows, no bias (packed path; chunks of 16 + 5: groups of 4, 4, 4, 4 | 4, 1)', () =>
+        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 21 + t));
+      it('one row, 97 -> 7 with bias', () => check(type, { rows: 1, inDim: 97, outDim: 7, hasBias: true, lastRowOnly: false }, 31 + t));
+      it('lastRowOnly reads row n_tokens - 1 and writes row 0', () =>
+        check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t));
+      it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
+        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t));
+    });
+  });
+
+  it('folds more than 65535 workgroups of output rows into grid z (3 -> 600000)', () =>
+    check('bf16', { rows: 1, inDim: 3, outDim: 600_000, hasBias: true, lastRowOnly: false }, 61));
+
+  it('a step of 0 rows dispatches nothing', async () => {
+    const ctx = await gpuContext();
+    const d = await linear(ctx, { inDim: 4, outDim: 4, hasBias: false }, 'f32', {
+      step: stepUniform(ctx, 0).buffer,
+      x: output(ctx, 16),
+      weight: output(ctx, 64),
+      y: output(ctx, 16),
+    });
+    expect(d.grid(0)).toEqual([0, 1, 1]);
+  });
+
+  it('rejects a bias buffer that does not match hasBias', async () => {
+    const ctx = await gpuContext();
+    const b = { step: stepUniform(ctx, 1).buffer, x: output(ctx, 16), weight: output(ctx, 64), y: output(ctx, 16) };
+    await expect(linear(ctx, { inDim: 4, outDim: 4, hasBias: true }, 'f32', b)).rejects.toThrow(/hasBias/);
+  });
+});

@@ -1,0 +1,67 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openCheckpoint } from '../../src/checkpoint/index.ts';
+import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
+import { synthesize } from '../../src/cli/synth.ts';
+import { nodeGpu } from '../../src/gpu/node-gpu.ts';
+import { loadGpuModel } from '../../src/model/load.ts';
+import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
+import { maxAbsDiff } from './harness.ts';
+
+// Shapes no golden has: odd widths, three heads, k/v projections, k = 3 of 5 attention experts.
+// Larger-than-default init so logits spread over several units and a routing error shows.
+const GENERIC = {
+  model_type: 'moduleformer', vocab_size: 301, n_embd: 40, n_layer: 3, n_head: 3, att_hidden: 36, ffd_hidden: 52,
+  gating_size: 12, n_att_experts: 5, k_att: 3, n_mlp_experts: 7, k_mlp: 2, layer_norm_epsilon: 1e-5,
+  initializer_range: 0.25, att_func: 'stickbreaking', gate_type: 'mlp', moe_type: 'moe', activation_function: 'gelu_new',
+};
+const MOLM_LIKE = { ...GENERIC, n_embd: 48, n_head: 1, att_hidden: 48, ffd_hidden: 64, n_att_experts: 4, k_att: 2, n_mlp_experts: 6, k_mlp: 2 };
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+async function synth(config: object, dtype: 'F32' | 'BF16'): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'molm-random-'));
+  dirs.push(dir);
+  const configPath = join(dir, 'source-config.json');
+  writeFileSync(configPath, JSON.stringify(config));
+  await synthesize({ configPath, outDir: join(dir, 'model'), dtype, seed: 7 });
+  return join(dir, 'model');
+}
+
+describe.each([
+  ['generic k/v model, f32', GENERIC, 'F32'],
+  ['MoLM-shaped model, bf16', MOLM_LIKE, 'BF16'],
+] as const)('random %s against the float64 reference', (_name, config, dtype) => {
+  it('prefill in chunks and decode past every attention split agree with the reference', async () => {
+    const dir = await synth(config, dtype);
+    const { config: cfg, tensors } = await openCheckpoint(nodeFileSource(dir));
+    const ref = new ReferenceModel(cfg, await loadReferenceWeights(tensors));
+    await tensors.close();
+    const V = cfg.vocabSize;
+    const ids = Array.from({ length: 90 }, (_, i) => (i * 37 + 11) % V);
+    const expected = ref.prefill(ids);
+    let scale = 0;
+    for (const x of expected) scale = Math.max(scale, Math.abs(x));
+    expect(scale, 'logits must be spread for the comparison to mean anything').toBeGreaterThan(1);
+    // f32 against f64 through 3 layers with a 90-token context: 1e-5 of the logit scale.
+    const tol = 1e-5 * Math.max(scale, 10);
+
+    const model = await loadGpuModel(nodeFileSource(dir), { gpu: await nodeGpu(), maxContext: 96, prefillChunk: 16 });
+    try {
+      const prefill = await model.prefillLogits(ids);
+      expect(maxAbsDiff(prefill, expected)).toBeLessThanOrEqual(tol);
+
+      model.reset();
+      const split = 40; // prefill 40 tokens (3 chunks), then decode 50 tokens one at a time
+      const got = new Float32Array(ids.length * V);
+      got.set(await model.prefillLogits(ids.slice(0, split)));
+      for (let t = split; t < ids.length; t++) got.set(await model.decodeLogits(ids[t]), t * V);
+      expect(maxAbsDiff(got, expected)).toBeLessThanOrEqual(tol);
+    } finally {
+      model.destroy();
+    }
+  });
+});

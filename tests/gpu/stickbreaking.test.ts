@@ -1,0 +1,217 @@
+import { describe, expect, it } from 'vitest';
+import { runDispatches } from '../../src/kernels/dispatch.ts';
+import { decodeSegments, stickBreakingDecode, stickBreakingPrefill } from '../../src/kernels/stickbreaking.ts';
+import { stickBreakingAttention } from '../../src/reference/attention.ts';
+import { gpuContext, maxAbsDiff, output, randomF32, readF32, rng, stepUniform, upload } from './harness.ts';
+
+// Tolerance on max |GPU − float64 reference| / max |V|. Every weight is ≤ 1 and they sum to ≤ 1,
+// so an output error is a weight error times |V|. Weight errors come from f32 logits (a d-term
+// dot product: ~1e-6 relative on a unit-sized logit at d = 1024) and f32 sums of −softplus over
+// the context (~1e-7 per key, through exp). Measured on SwiftShader: at most 5e-7 (decode) and
+// 1.2e-6 (prefill, whose logits are one 1024-term serial sum per invocation), 2e-6 with logits
+// of ±30; 2e-5 leaves room for GPUs whose exp is less exact.
+const TOL = 2e-5;
+
+interface Shape {
+  name: string;
+  k: number;
+  heads: number;
+  headSize: number;
+  /** MoLM: keys and values are one buffer. */
+  shared: boolean;
+}
+
+const MOLM: Shape = { name: 'MoLM k=2 H=1 d=1024', k: 2, heads: 1, headSize: 1024, shared: true };
+const GENERAL: Shape = { name: 'k=3 H=2 d=12', k: 3, heads: 2, headSize: 12, shared: false };
+// d = 100: a partial last chunk of the prefill's 64-dim staging and 128 lanes for 100 dims.
+const ODD: Shape = { name: 'k=1 H=3 d=100', k: 1, heads: 3, headSize: 100, shared: false };
+
+/** How the logits are drawn: about ±`spread` around `shift`. */
+interface Logits {
+  spread: number;
+  shift?: number;
+}
+/** Logits mostly near 0: a few recent keys take the stick. */
+const NORMAL: Logits = { spread: 6 };
+/** Logits of ±30: both tails of softplus. */
+const LARGE: Logits = { spread: 30 };
+/**
+ * Logits near −5: each key breaks off only ~0.7% of the stick, so hundreds of keys, every
+ * segment and every key block of a long context, carry visible weight (with logits near 0
+ * everything older than ~30 keys is below rounding and a wrong old block would go unseen).
+ */
+const SLOW: Logits = { spread: 1, shift: -5 };
+
+/**
+ * q and a cache of `rows` rows of which the first `filled` hold random data; the rest are NaN, so
+ * a kernel that reads past the keys of its step (even with weight 0) poisons the output. q and
+ * keys are uniform in ±a with a² = spread, so q·K/√d has standard deviation a²/3 and spans about
+ * ±spread. A shift adds 1 to every key element and shift/√d to every q element, which moves
+ * q·K/√d by `shift` (plus noise of order a).
+ */
+function inputs(seed: number, s: Shape, qRows: number, rows: number, filled: number, logits: Logits) {
+  const rand = rng(seed);
+  const width = s.heads * s.headSize;
+  const a = Math.sqrt(logits.spread);
+  const shift = logits.shift ?? 0;
+  const q = randomF32(qRows * s.k * width, rand, a);
+  const keys = new Float32Array(rows * width).fill(NaN);
+  keys.set(randomF32(filled * width, rand, a));
+  if (shift !== 0) {
+    // Σ_i (q_i + t)(K_i + 1) / √d = d·t / √d + noise = shift + noise with t = shift / √d.
+    const t = shift / Math.sqrt(s.headSize);
+    for (let i = 0; i < q.length; i++) q[i] += t;
+    for (let i = 0; i < filled * width; i++) keys[i] += 1;
+  }
+  let values = keys;
+  if (!s.shared) {
+    values = new Float32Array(rows * width).fill(NaN);
+    values.set(randomF32(filled * width, rand, 1));
+  }
+  let vmax = 0;
+  for (let i = 0; i < filled * width; i++) vmax = Math.max(vmax, Math.abs(values[i]));
+  return { q, keys, values, vmax, width };
+}
+
+function reference(s: Shape, x: ReturnType<typeof inputs>, T: number, pos: number): Float64Array {
+  const n = (pos + T) * x.width;
+  return stickBreakingAttention(
+    Float64Array.from(x.q),
+    Float64Array.from(x.keys.subarray(0, n)),
+    Float64Array.from(x.values.subarray(0, n)),
+    T,
+    s.k,
+    s.heads,
+    s.headSize,
+    pos,
+  );
+}
+
+function expectRelClose(actual: Float32Array, expected: Float64Array, vmax: number, tol: number, what: string): void {
+  const err = maxAbsDiff(actual, expected) / vmax;
+  expect(err, `${what}: max error ${err.toExponential(2)} × max|V| exceeds ${tol}`).toBeLessThanOrEqual(tol);
+}
+
+async function runDecode(s: Shape, maxContext: number, len: number, logits: Logits, seed: number) {
+  const ctx = await gpuContext();
+  const x = inputs(seed, s, 1, maxContext, len, logits);
+  const keys = upload(ctx, x.keys, 'keys');
+  const values = s.shared ? keys : upload(ctx, x.values, 'values');
+  const o = output(ctx, s.k * x.width * 4);
+  const step = stepUniform(ctx, 1, len - 1);
+  const d = await stickBreakingDecode(
+    ctx,
+    { k: s.k, heads: s.heads, headSize: s.headSize, maxContext },
+    { step: step.buffer, q: upload(ctx, x.q, 'q'), keys, values, o },
+  );
+  runDispatches(ctx.device, d, 1);
+  return { actual: await readF32(ctx, o), expected: reference(s, x, 1, len - 1), vmax: x.vmax };
+}
+
+async function runPrefill(s: Shape, T: number, pos: number, logits: Logits, seed: number) {
+  const ctx = await gpuContext();
+  // Two spare cache rows past the chunk: NaN, never to be read.
+  const x = inputs(seed, s, T, pos + T + 2, pos + T, logits);
+  const keys = upload(ctx, x.keys, 'keys');
+  const values = s.shared ? keys : upload(ctx, x.values, 'values');
+  const o = output(ctx, T * s.k * x.width * 4);
+  const step = stepUniform(ctx, T, pos);
+  const d = await stickBreakingPrefill(ctx, s, { step: step.buffer, q: upload(ctx, x.q, 'q'), keys, values, o });
+  runDispatches(ctx.device, [d], T);
+  return { actual: await readF32(ctx, o), expected: reference(s, x, T, pos), vmax: x.vmax };
+}
+
+describe('stick-breaking decode (split + merge)', () => {
+  // maxContext 2048: P = 64 segments of ceil(len / 64) keys, one 32-key block each at most.
+  // maxContext 4096: still 64 segments, now up to 64 keys: two blocks per segment.
+  // maxContext 200: P = 7, an odd count that does not divide the block size.
+  const cases: [Shape, number, number[]][] = [
+    [MOLM, 2048, [1, 2, 63, 64, 65, 127, 128, 129, 1500]],
+    [MOLM, 4096, [2049, 3000]],
+    [GENERAL, 2048, [1, 2, 63, 64, 65, 191, 192, 193, 2048]],
+    [GENERAL, 4096, [2047, 2049, 2113, 4096]],
+    [GENERAL, 200, [1, 6, 7, 8, 34, 35, 36, 200]],
+    [ODD, 2048, [1, 65, 700]],
+  ];
+  for (const [s, maxContext, lens] of cases) {
+    const P = decodeSegments(maxContext);
+    it(`${s.name}, maxContext ${maxContext} (P = ${P}), lengths ${lens.join(', ')}`, async () => {
+      for (const len of lens) {
+        const r = await runDecode(s, maxContext, len, NORMAL, len * 7 + s.headSize);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, `len ${len}`);
+      }
+    });
+  }
+  it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
+    for (const [s, len] of [
+      [MOLM, 300],
+      [GENERAL, 1000],
+    ] as const) {
+      const r = await runDecode(s, 2048, len, LARGE, len + 1);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
+    }
+  });
+  it('weighs every segment and block correctly when the stick lasts hundreds of keys', async () => {
+    for (const [s, maxContext, len] of [
+      [MOLM, 2048, 1500],
+      [MOLM, 4096, 3000],
+      [GENERAL, 4096, 2113],
+      [ODD, 2048, 700],
+    ] as const) {
+      const r = await runDecode(s, maxContext, len, SLOW, len + 3);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
+    }
+  });
+});
+
+describe('stick-breaking prefill', () => {
+  // BQ = 16 rows per tile, BK = 32 keys per block. pos > 0 continues a chunked prefill whose
+  // earlier keys are already in the cache.
+  const tc: [number, number][] = [
+    [1, 0],
+    [15, 0],
+    [16, 0],
+    [17, 0],
+    [35, 0],
+    [1, 33],
+    [17, 40],
+    [35, 29],
+  ];
+  for (const s of [MOLM, GENERAL]) {
+    it(`${s.name}, (T, pos) = ${tc.map(([t, p]) => `(${t}, ${p})`).join(' ')}`, async () => {
+      for (const [T, pos] of tc) {
+        const r = await runPrefill(s, T, pos, NORMAL, T * 100 + pos + s.headSize);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, `T ${T} pos ${pos}`);
+      }
+    });
+  }
+  it(`${GENERAL.name}: a long chunk after a long history`, async () => {
+    const r = await runPrefill(GENERAL, 100, 250, NORMAL, 5);
+    expectRelClose(r.actual, r.expected, r.vmax, TOL, 'T 100 pos 250');
+  });
+  it(`${ODD.name}`, async () => {
+    for (const [T, pos] of [
+      [17, 0],
+      [20, 45],
+    ]) {
+      const r = await runPrefill(ODD, T, pos, NORMAL, T + pos);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, `T ${T} pos ${pos}`);
+    }
+  });
+  it('weighs every key block correctly when the stick lasts hundreds of keys', async () => {
+    for (const [s, T, pos] of [
+      [MOLM, 35, 100],
+      [GENERAL, 100, 250],
+      [ODD, 20, 45],
+    ] as const) {
+      const r = await runPrefill(s, T, pos, SLOW, T + pos + 1);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} T ${T} pos ${pos}`);
+    }
+  });
+  it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
+    for (const s of [MOLM, GENERAL]) {
+      const r = await runPrefill(s, 35, 29, LARGE, 77);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, s.name);
+    }
+  });
+});
