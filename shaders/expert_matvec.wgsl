@@ -72,7 +72,7 @@ fn main(
     }
   } else {
     if (unit >= step.n_tokens * K) { return; }
-    acc = slot_dot(unit, unit / K * IN, cr, l.y);
+    acc = slot_dot(unit, select(unit / K, unit, PER_SLOT_INPUT) * IN, cr, l.y);
   }
 
   let p = l.y * COLS + l.x;

@@ -11,13 +11,13 @@
 // Keys go in blocks of KB, newest block first:
 //   1. logits: TPK = WG / KB invocations per key split the head's D dims and all slots' dot
 //      products, leaving NSLOT * TPK partial sums per key in workgroup memory;
-//   2. NSLOT * KB invocations add up one (slot, key) logit each and split it into log sigmoid and
+//   2. one invocation per (slot, key) adds up its logit and splits it into log sigmoid and
 //      -softplus (lib/softplus.wgsl);
 //   3. NSLOT invocations walk the block newest -> oldest, turning those into weights and the carry;
 //   4. every invocation adds weight * V into its own output dims: LANES invocations span the dims
 //      (DPT each), and when D is narrower than the workgroup, KG = WG / LANES groups of them take
 //      every KG-th key, their sums meeting once per segment rather than once per key.
-// Defines: NSLOT, H, D, P, WG, KB (KB divides WG), LANES (divides WG; LANES >= D when < WG),
+// Defines: NSLOT (<= WG), H, D, P, WG, KB (KB divides WG), LANES (divides WG; LANES >= D when < WG),
 // DPT = ceil(D / LANES), SCALE = 1 / sqrt(D) (f32).
 #include "lib/step.wgsl"
 #include "lib/softplus.wgsl"
@@ -39,7 +39,7 @@ var<workgroup> negsp: array<f32, NSLOT * KB>;      // [NSLOT][KB] -softplus(l)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let seg = wid.x;
   let h = wid.y;
-  let len = step.pos;
+  let len = step.pos + 1u;
   let seg_len = (len + P - 1u) / P;
   let start = seg * seg_len;
   if (start >= len) { return; }
@@ -76,12 +76,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     }
     workgroupBarrier();
 
-    if (lid < NSLOT * KB && lid % KB < n) {
-      var l = 0.0;
-      for (var t = 0u; t < TPK; t++) { l += dots[t * NSLOT * KB + lid]; }
-      let sp = sb_split(l * SCALE);
-      logsig[lid] = sp.x;
-      negsp[lid] = sp.y;
+    for (var e = lid; e < NSLOT * KB; e += WG) { // once, unless NSLOT > WG / KB
+      if (e % KB < n) {
+        var l = 0.0;
+        for (var t = 0u; t < TPK; t++) { l += dots[t * NSLOT * KB + e]; }
+        let sp = sb_split(l * SCALE);
+        logsig[e] = sp.x;
+        negsp[e] = sp.y;
+      }
     }
     workgroupBarrier();
 

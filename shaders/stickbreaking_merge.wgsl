@@ -16,7 +16,7 @@ const N: u32 = NSLOT * H * D;
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let e = gid.x; // (slot * H + head) * D + dim: the same index in o and in one segment's O
   if (e >= N) { return; }
-  let len = step.pos;
+  let len = step.pos + 1u;
   let seg_len = (len + P - 1u) / P;
   let used = (len + seg_len - 1u) / seg_len;
   let sidx = e / D;

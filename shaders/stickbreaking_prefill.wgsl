@@ -65,9 +65,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
     for (var c0 = 0u; c0 < D; c0 += DC) {
       for (var i = lid; i < BQ * DC; i += WG) {
         let r = i / DC;
-        let c = c0 + i % DC;
+        let c = i % DC;
         var v = 0.0;
-        if (r < rows && c < D) { v = q[((r0 + r) * NSLOT + s) * W + h * D + c]; }
+        if (r < rows && c0 + c < D) { v = q[((r0 + r) * NSLOT + s) * W + h * D + c0 + c]; }
         tile[i] = v;
       }
       for (var i = lid; i < BK * DC; i += WG) {

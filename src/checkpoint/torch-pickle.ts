@@ -137,7 +137,8 @@ const CALLABLES = new Set([
 
 /** Resolves a GLOBAL against the allow-list; anything else means the file is not a plain state dict. */
 function resolveGlobal(module: string, name: string, fileName: string): PyValue {
-  // Python 2 pickles spell builtins "__builtin__"; torch's storages live in torch or torch.storage.
+  // Storage classes and dtypes are only ever arguments (see call()); torch 2 may name them
+  // through torch.storage as well as torch. No builtins are needed by a state dict.
   if (module === 'torch' || module === 'torch.storage') {
     if (Object.hasOwn(STORAGE_TYPES, name)) return new StorageType(STORAGE_TYPES[name]);
     if (name === 'UntypedStorage') return new StorageType(UNTYPED);
@@ -261,10 +262,7 @@ function unpickle(bytes: Uint8Array, fileName: string): PyValue {
     switch (op) {
       case 0x80: r.u8(); break; // PROTO
       case 0x95: r.u64(); break; // FRAME: framing is only a hint for buffered readers
-      case 0x2e: { // STOP
-        const result = pop();
-        return result;
-      }
+      case 0x2e: return pop(); // STOP
       case 0x28: marks.push(stack.length); stack.push(MARK); break; // MARK
       case 0x30: pop(); break; // POP
       case 0x31: popToMark(); break; // POP_MARK

@@ -46,16 +46,18 @@ function pow2AtLeast(n: number): number {
 }
 
 /**
- * Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in`. Wide tiles
- * (32 pairs: 128 contiguous bytes of a 16-bit weight row per read) unless that leaves a single
- * token row with fewer than 64 workgroups, since decode needs many workgroups in flight to
- * saturate memory bandwidth; never narrower than 8 pairs (32 bytes, one memory sector).
- * Untuned beyond that: no GPU was available to measure.
+ * Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in` (256 in all).
+ * Decode is one token row, so the column tile is narrowed (from 32 pairs, 128 contiguous bytes of
+ * a 16-bit weight row per read, down to 8 pairs, one 32-byte memory sector) until that row gets
+ * at least 128 workgroups: a memory-bound kernel needs many loads in flight. A combine has one
+ * workgroup per row and column tile (the k slots are summed inside), so at out = 1024 it stays at
+ * 64 workgroups; splitting `in` across workgroups would need a second pass. These are reasoned
+ * defaults, not measured ones: no GPU was available to tune them.
  */
 function tile(inDim: number, outDim: number, groupsPerRow: number): { COLS: number; SPLIT: number } {
   const pairs = Math.ceil(outDim / 2);
   let cols = 32;
-  while (cols > 8 && Math.ceil(pairs / cols) * groupsPerRow < 64) cols /= 2;
+  while (cols > 8 && Math.ceil(pairs / cols) * groupsPerRow < 128) cols /= 2;
   cols = Math.min(cols, pow2AtLeast(pairs));
   return { COLS: cols, SPLIT: Math.min(WG / cols, pow2AtLeast(inDim)) };
 }

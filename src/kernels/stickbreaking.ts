@@ -23,7 +23,7 @@ const MAX_SEGMENTS = 64;
 /** Prefill tile: BQ rows × BK keys, 2 logits per invocation. */
 const PREFILL_BQ = 16;
 const PREFILL_BK = 32;
-/** Dims of q and K staged per step of the prefill logits: (16 + 32 · 33/32) · 64 floats = 12.4 KiB. */
+/** Dims of q and K staged per step of the prefill logits: q [16][64] + K [64][33] = 12.25 KiB. */
 const PREFILL_DC = 64;
 
 function pow2AtLeast(n: number): number {
@@ -57,20 +57,34 @@ function lanes(d: number): { LANES: number; DPT: number } {
   return { LANES, DPT: Math.ceil(d / LANES) };
 }
 
+export interface StickBreakingDecodeShape extends StickBreakingShape {
+  maxContext: number; // rows of the KV cache: fixes the number of context segments
+}
+
+/** Bytes of the decode kernel's scratch: O [P, k, H, d] then S [P, k, H], f32. */
+export function decodePartialsBytes(shape: StickBreakingDecodeShape): number {
+  return decodeSegments(shape.maxContext) * shape.k * shape.heads * (shape.headSize + 1) * 4;
+}
+
 /**
  * Stick-breaking attention of one decoded token (step.n_tokens = 1 at position step.pos) over
  * keys 0 .. step.pos: the split kernel (shaders/stickbreaking_decode.wgsl) writes one partial
  * result per context segment into a scratch buffer allocated here, and the merge kernel
  * (shaders/stickbreaking_merge.wgsl) combines them into o. Returns both dispatches, in order.
+ * `partials` may pass a scratch buffer of at least decodePartialsBytes(shape) to share between
+ * layers (each layer's merge has read it before the next layer's split writes it).
  */
 export async function stickBreakingDecode(
   gpu: GpuContext,
-  shape: StickBreakingShape & { maxContext: number },
-  b: StickBreakingBuffers,
+  shape: StickBreakingDecodeShape,
+  b: StickBreakingBuffers & { partials?: Binding },
   label = 'stickbreaking_decode',
 ): Promise<Dispatch[]> {
   const { k, heads, headSize, maxContext } = shape;
   checkShape(label, shape);
+  // Workgroup memory: partial dots [k][WG] and the block's log sigmoid and -softplus [2][k][KB].
+  const wgBytes = k * (WG + 2 * DECODE_KB) * 4;
+  if (wgBytes > 16384) throw new Error(`${label}: k = ${k} query slots need ${wgBytes} bytes of workgroup memory, over 16384`);
   const P = decodeSegments(maxContext);
   const n = k * heads * headSize;
   const common = { NSLOT: k, H: heads, D: headSize, P };
@@ -80,8 +94,8 @@ export async function stickBreakingDecode(
     }),
     gpu.pipelines.get('stickbreaking_merge.wgsl', { defines: { ...common, WG: 64 } }),
   ]);
-  // O [P, k, H, d] then S [P, k, H]; never read before written (the merge reads only used segments).
-  const partials = createStorage(gpu.device, P * k * heads * (headSize + 1) * 4, `${label}.partials`);
+  // Never read before written: the merge reads only the segments in use.
+  const partials = b.partials ?? createStorage(gpu.device, decodePartialsBytes(shape), `${label}.partials`);
   return [
     {
       label: `${label}.split`,

@@ -121,7 +121,7 @@ async function checkProject(
   const weight = upload(ctx, w.data);
   const got = await runProject(type, c, c.rows, x, weight, ids);
   weight.destroy();
-  const expected = projectRef(Float64Array.from(x), c.rows, c.k, c.perSlotInput, c.inDim, c.outDim, Float64Array.from(w.rounded), ids, c.activation);
+  const expected = projectRef(Float64Array.from(x), c.rows, c.k, c.perSlotInput, c.inDim, c.outDim, w.rounded, ids, c.activation);
   const bound = slotBound(x, c.inDim, scale);
   // Through the GELU: its slope, plus its own float32 evaluation (exp-based, a few ulp relative;
   // measured ≤ 1e-7).
@@ -141,7 +141,7 @@ async function checkCombine(type: WeightType, c: RandomCase, seed: number): Prom
   const weight = upload(ctx, w.data);
   const got = await runCombine(type, c, c.rows, x, weight, ids, gates, h0);
   weight.destroy();
-  const ys = projectRef(Float64Array.from(x), c.rows, c.k, true, c.inDim, c.outDim, Float64Array.from(w.rounded), ids, 'none');
+  const ys = projectRef(Float64Array.from(x), c.rows, c.k, true, c.inDim, c.outDim, w.rounded, ids, 'none');
   const add = combineRef(ys, Float64Array.from(gates), c.rows, c.k, c.outDim);
   const expected = Float64Array.from(h0, (v, i) => v + add[i]);
   // Each slot's bound scaled by its gate, plus k + 2 roundings of the gate products, their sum
@@ -205,7 +205,7 @@ describe('expert_matvec kernels', () => {
         const gates = Float32Array.of(0.375, 0.25);
         // The reference sees only the two selected experts (ids remapped to 0, 1): the full
         // tensor in float64 would be half a gigabyte.
-        const selected = new Float64Array(k * C * F);
+        const selected = new Float32Array(k * C * F);
         ids.forEach((e, s) => selected.set(w.rounded.subarray(e * C * F, (e + 1) * C * F), s * C * F));
         const local = Uint32Array.of(0, 1);
 

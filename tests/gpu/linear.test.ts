@@ -60,7 +60,7 @@ async function check(type: WeightType, c: Case, seed: number): Promise<void> {
   weight.destroy();
 
   const xs = c.lastRowOnly ? x.subarray((c.rows - 1) * c.inDim) : x;
-  const expected = linearRef(Float64Array.from(xs), outRows, c.inDim, c.outDim, Float64Array.from(w.rounded), bias && Float64Array.from(bias));
+  const expected = linearRef(Float64Array.from(xs), outRows, c.inDim, c.outDim, w.rounded, bias && Float64Array.from(bias));
   expectClose(got, expected, tolerance(xs, outRows, c.inDim, scale, expected), `${type} ${JSON.stringify(c)}`);
 }
 

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { preprocess } from '../../src/gpu/wgsl.ts';
+
+// The `#if` and `NAME_at2` additions of the WGSL preprocessor, on a real shader that uses both.
+const linear = (hasBias: boolean) => ({
+  defines: { IN: 8, OUT: 4, LANES: 4, RPW: 8, CHUNK: 16, HAS_BIAS: hasBias, LAST_ROW_ONLY: false },
+  weights: { weight: 'bf16' as const },
+});
+
+describe('WGSL preprocessor', () => {
+  it('#if / #if ! keep exactly one side, so an unused binding is not declared at all', () => {
+    const withBias = preprocess('linear.wgsl', linear(true));
+    expect(withBias).toContain('var<storage, read> bias: array<f32>;');
+    expect(withBias).toContain('return bias[j];');
+    expect(withBias).not.toContain('return 0.0;');
+    const without = preprocess('linear.wgsl', linear(false));
+    expect(without).not.toMatch(/var<storage, read> bias/);
+    expect(without).toContain('fn bias_at(j: u32) -> f32 { return 0.0; }');
+    expect(without).not.toMatch(/#(if|endif)/);
+  });
+
+  it('#if on a define the variant lacks is an error, not a silent false', () => {
+    const { HAS_BIAS: _, ...defines } = linear(true).defines;
+    expect(() => preprocess('linear.wgsl', { ...linear(true), defines })).toThrow(/#if HAS_BIAS/);
+  });
+
+  it('declares a pair accessor for every weight type', () => {
+    for (const type of ['f32', 'bf16', 'f16'] as const) {
+      expect(preprocess('linear.wgsl', { ...linear(false), weights: { weight: type } })).toContain('fn weight_at2(i: u32) -> vec2f');
+    }
+  });
+});
