@@ -1,4 +1,5 @@
-import { type ModelConfig, hasKvProjections, parseConfig } from '../config.ts';
+import { type ModelConfig, parseConfig } from '../config.ts';
+import { expectedTensorShapes, isUnusedBuffer } from '../model/tensor-names.ts';
 import { ModelFormatError } from '../errors.ts';
 import { formatShape } from './bytes.ts';
 import { openSafetensors } from './safetensors.ts';
@@ -23,41 +24,6 @@ const LAYOUTS = [
   { file: 'pytorch_model.bin.index.json', sharded: true },
 ] as const;
 
-/** Buffers real ModuleFormer checkpoints carry that the math never reads. */
-export function isUnusedBuffer(name: string): boolean {
-  return name.endsWith('.attn.mask') || name.endsWith('.attn.cum_weight');
-}
-
-/**
- * Every tensor the forward pass reads, with the shape config.json implies (ARCHITECTURE.md,
- * "Checkpoint tensors"), in the order the model uses them.
- */
-export function expectedTensors(c: ModelConfig): Map<string, number[]> {
-  const C = c.nEmbd;
-  const G = c.gatingSize;
-  const A = c.attHidden;
-  const shapes = new Map<string, number[]>([['transformer.wte.weight', [c.vocabSize, C]]]);
-  for (let l = 0; l < c.nLayer; l++) {
-    const p = `transformer.h.${l}`;
-    shapes.set(`${p}.ln_1.weight`, [C]).set(`${p}.ln_1.bias`, [C]);
-    shapes.set(`${p}.attn.q_proj.gate.w_gate.0.weight`, [G, C]).set(`${p}.attn.q_proj.gate.w_gate.0.bias`, [G]);
-    shapes.set(`${p}.attn.q_proj.gate.w_gate.3.weight`, [c.nAttExperts, G]);
-    shapes.set(`${p}.attn.q_proj.experts.weight`, [c.nAttExperts, C, A]);
-    shapes.set(`${p}.attn.q_proj.output_experts.weight`, [c.nAttExperts, A, C]);
-    if (hasKvProjections(c)) {
-      shapes.set(`${p}.attn.k_proj.weight`, [A, C]).set(`${p}.attn.k_proj.bias`, [A]);
-      shapes.set(`${p}.attn.v_proj.weight`, [A, C]).set(`${p}.attn.v_proj.bias`, [A]);
-    }
-    shapes.set(`${p}.ln_2.weight`, [C]).set(`${p}.ln_2.bias`, [C]);
-    shapes.set(`${p}.mlpf.gate.w_gate.0.weight`, [G, C]).set(`${p}.mlpf.gate.w_gate.0.bias`, [G]);
-    shapes.set(`${p}.mlpf.gate.w_gate.3.weight`, [c.nMlpExperts, G]);
-    shapes.set(`${p}.mlpf.experts.weight`, [c.nMlpExperts, C, c.ffdHidden]);
-    shapes.set(`${p}.mlpf.output_experts.weight`, [c.nMlpExperts, c.ffdHidden, C]);
-  }
-  shapes.set('transformer.ln_f.weight', [C]).set('transformer.ln_f.bias', [C]);
-  shapes.set('lm_head.weight', [c.vocabSize, C]);
-  return shapes;
-}
 
 /**
  * Opens a checkpoint folder: parses config.json, indexes the weights and checks that every tensor
@@ -186,7 +152,7 @@ async function openSharded(files: FileSource, indexName: string, index: Record<s
 /** Checks the tensors the math needs against config.json; extra tensors are fine. */
 function validateTensors(config: ModelConfig, file: TensorFile): void {
   const missing: string[] = [];
-  for (const [name, shape] of expectedTensors(config)) {
+  for (const [name, shape] of expectedTensorShapes(config)) {
     const info = file.tensors.get(name);
     const unreadable = file.unreadable.get(name);
     if (unreadable !== undefined) {
