@@ -1,0 +1,97 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.ts';
+import { expectClose } from './harness.ts';
+
+const FIXTURES = join(__dirname, '..', 'fixtures');
+const tmp = mkdtempSync(join(tmpdir(), 'molm-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function expected(name: string) {
+  const dir = join(FIXTURES, 'golden', name);
+  const e = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8')) as { input_ids: number[]; greedy_new_tokens: number[] };
+  const raw = readFileSync(join(dir, 'expected_logits.f32'));
+  return { ...e, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
+}
+
+/** Runs the CLI in-process and captures what it prints. */
+async function molm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
+  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
+  try {
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+  }
+}
+
+// Every checkpoint form holds the same tiny-molm weights (tools/fixtures/make_checkpoints.py).
+const FORMS = [
+  ['safetensors', 'golden/tiny-molm', 'tiny-molm'],
+  ['pytorch_model.bin', 'checkpoints/tiny-molm-bin', 'tiny-molm'],
+  ['sharded pytorch_model.bin', 'checkpoints/tiny-molm-bin-sharded', 'tiny-molm'],
+  ['sharded safetensors', 'checkpoints/tiny-molm-st-sharded', 'tiny-molm'],
+  ['bf16 pytorch_model.bin, k/v projections', 'checkpoints/tiny-generic-bf16-bin', 'tiny-generic-bf16'],
+] as const;
+
+describe('molm CLI on WebGPU', () => {
+  it.each(FORMS)('logits and generate on %s match the reference', async (_form, dir, golden) => {
+    const e = expected(golden);
+    const model = join(FIXTURES, dir);
+    const out = join(tmp, `${golden}-${_form.replace(/\W/g, '_')}.f32`);
+    const r = await molm('logits', '--model', model, '--ids', e.input_ids.join(','), '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    const raw = readFileSync(out);
+    expectClose(new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4), e.logits, 1e-4, 'logits file');
+
+    const g = await molm('generate', '--model', model, '--ids', e.input_ids.join(','), '--max-new-tokens', '8', '--greedy', '--json');
+    expect(g.code, g.stderr).toBe(0);
+    expect(JSON.parse(g.stdout)).toEqual({ new_tokens: e.greedy_new_tokens });
+  });
+
+  it('runs the float64 reference with --device cpu', async () => {
+    const e = expected('tiny-generic-bf16');
+    const g = await molm('generate', '--model', join(FIXTURES, 'golden/tiny-generic-bf16'), '--ids', e.input_ids.join(','), '--max-new-tokens', '8', '--greedy', '--json', '--device', 'cpu');
+    expect(g.code, g.stderr).toBe(0);
+    expect(JSON.parse(g.stdout)).toEqual({ new_tokens: e.greedy_new_tokens });
+  });
+
+  it('bench reports throughput and the adapter', async () => {
+    const r = await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--prompt-tokens', '8', '--new-tokens', '4', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout);
+    expect(b.prefill_tokens_per_s).toBeGreaterThan(0);
+    expect(b.decode_tokens_per_s).toBeGreaterThan(0);
+    expect(typeof b.adapter).toBe('string');
+    expect(b.new_tokens).toBe(4);
+  });
+
+  it('synth writes a checkpoint the engine loads', async () => {
+    const out = join(tmp, 'synth');
+    const r = await molm('synth', '--config', join(FIXTURES, 'configs/molm-350m-4b.json'), '--layers', '1', '--out', out,
+      '--set', 'n_embd=64', '--set', 'att_hidden=64', '--set', 'ffd_hidden=32', '--set', 'gating_size=8', '--set', 'vocab_size=500');
+    expect(r.code, r.stderr).toBe(0);
+    const g = await molm('generate', '--model', out, '--ids', '1,2,3', '--max-new-tokens', '3', '--json');
+    expect(g.code, g.stderr).toBe(0);
+    expect(JSON.parse(g.stdout).new_tokens).toHaveLength(3);
+  });
+
+  it('gives clear errors for bad input', async () => {
+    const missing = await molm('generate', '--model', join(tmp, 'nope'), '--ids', '1');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/config\.json/);
+    const badIds = await molm('logits', '--model', join(FIXTURES, 'golden/tiny-molm'), '--ids', '1,x', '--out', join(tmp, 'x'));
+    expect(badIds.code).toBe(2);
+    expect(badIds.stderr).toMatch(/--ids must be comma-separated/);
+    const outOfVocab = await molm('logits', '--model', join(FIXTURES, 'golden/tiny-molm'), '--ids', '1,500', '--out', join(tmp, 'x'));
+    expect(outOfVocab.code).toBe(2);
+    expect(outOfVocab.stderr).toMatch(/outside the vocabulary/);
+    const unknown = await molm('frobnicate');
+    expect(unknown.code).toBe(2);
+  });
+});
