@@ -34,6 +34,7 @@ export class GpuContext {
     readonly adapterInfo: GPUAdapterInfo,
   ) {
     this.pipelines = new PipelineCache(device);
+    this.kernelProfile = this.isCpuAdapter ? 'cpu' : 'gpu';
     device.lost.then((info) => {
       this.lostReason = info;
     });
@@ -99,6 +100,22 @@ export class GpuContext {
   get hasShaderF16(): boolean {
     return this.device.features.has('shader-f16');
   }
+
+  /**
+   * A CPU implementation of WebGPU (SwiftShader, or a browser's fallback adapter). There, every
+   * workgroup barrier is a switch between CPU fibers, so kernels prefer fewer, longer-running
+   * invocations over the cooperative reductions that suit a GPU.
+   */
+  get isCpuAdapter(): boolean {
+    const i = this.adapterInfo as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+    return i.isFallbackAdapter === true || /swiftshader/i.test(`${i.architecture} ${i.device} ${i.description}`);
+  }
+
+  /**
+   * Which shape of kernels to plan: 'gpu' (cooperative workgroups) or 'cpu' (one invocation per
+   * output). Derived from the adapter; tests set it to cover both variants on one adapter.
+   */
+  kernelProfile: 'gpu' | 'cpu' = 'gpu';
 
   get hasSubgroups(): boolean {
     return this.device.features.has('subgroups');

@@ -18,8 +18,9 @@ export interface LinearBuffers {
   y: Binding; // [rows, outDim] f32, or [1, outDim] with lastRowOnly
 }
 
-/** Output rows per workgroup. */
+/** Output rows per workgroup on a GPU; on a CPU adapter one invocation owns a whole row. */
 const RPW = 8;
+const CPU_RPW = 256;
 /** Token rows per workgroup along grid y: bounds the x rows one workgroup streams per weight row. */
 const CHUNK = 16;
 const MAX_GROUPS = 65535;
@@ -44,6 +45,10 @@ export async function linear(
 ): Promise<Dispatch> {
   const { inDim, outDim, hasBias } = shape;
   const lastRowOnly = shape.lastRowOnly ?? false;
+  // Measured on SwiftShader (1024 → 50295, bf16): 3.9 s with 32 lanes per row, 0.41 s with one.
+  const cpu = gpu.kernelProfile === 'cpu';
+  const rpw = cpu ? CPU_RPW : RPW;
+  const lanes = cpu ? 1 : lanesFor(inDim);
   if (hasBias !== (b.bias !== undefined)) {
     throw new Error(`${label}: hasBias is ${hasBias} but a bias buffer was${b.bias ? '' : ' not'} given`);
   }
@@ -52,8 +57,8 @@ export async function linear(
     defines: {
       IN: inDim,
       OUT: outDim,
-      LANES: lanesFor(inDim),
-      RPW,
+      LANES: lanes,
+      RPW: rpw,
       CHUNK,
       HAS_BIAS: hasBias,
       LAST_ROW_ONLY: lastRowOnly,
@@ -62,7 +67,7 @@ export async function linear(
   });
   const resources: Record<number, Binding> = { 0: b.step, 1: b.x, 2: b.weight, 4: b.y };
   if (b.bias) resources[3] = b.bias;
-  const blocks = Math.ceil(outDim / RPW);
+  const blocks = Math.ceil(outDim / rpw);
   const gz = Math.ceil(blocks / MAX_GROUPS);
   const gx = Math.ceil(blocks / gz);
   return {

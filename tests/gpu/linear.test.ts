@@ -35,8 +35,10 @@ interface Case {
   lastRowOnly: boolean;
 }
 
-async function check(type: WeightType, c: Case, seed: number): Promise<void> {
+async function check(type: WeightType, c: Case, seed: number, profile: 'gpu' | 'cpu' = 'gpu'): Promise<void> {
   const ctx = await gpuContext();
+  // Both kernel shapes (cooperative lanes for GPUs, a row per invocation for CPU adapters) run here.
+  ctx.kernelProfile = profile;
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * c.inDim, rand);
@@ -66,17 +68,17 @@ async function check(type: WeightType, c: Case, seed: number): Promise<void> {
 
 describe('linear kernel', () => {
   const types: WeightType[] = ['f32', 'bf16', 'f16'];
-  types.forEach((type, t) => {
-    describe(`${type} weights`, () => {
+  for (const profile of ['gpu', 'cpu'] as const) types.forEach((type, t) => {
+    describe(`${type} weights, ${profile} kernel profile`, () => {
       it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
-        check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t));
+        check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t, profile));
       it('even shape 64 -> 33, 21 rows, no bias (packed path; chunks of 16 + 5: groups of 4, 4, 4, 4 | 4, 1)', () =>
-        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 21 + t));
-      it('one row, 97 -> 7 with bias', () => check(type, { rows: 1, inDim: 97, outDim: 7, hasBias: true, lastRowOnly: false }, 31 + t));
+        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 21 + t, profile));
+      it('one row, 97 -> 7 with bias', () => check(type, { rows: 1, inDim: 97, outDim: 7, hasBias: true, lastRowOnly: false }, 31 + t, profile));
       it('lastRowOnly reads row n_tokens - 1 and writes row 0', () =>
-        check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t));
+        check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t, profile));
       it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
-        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t));
+        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t, profile));
     });
   });
 
