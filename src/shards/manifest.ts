@@ -1,0 +1,46 @@
+import type { WeightType } from '../gpu/wgsl.ts';
+
+/**
+ * molm-web's shard format (docs/format.md): a manifest.json next to binary shards. Tensors are
+ * stored in their GPU storage layout, so shards are copied into GPU buffers without conversion.
+ */
+export const MANIFEST_FORMAT = 'molm-web-shards';
+export const MANIFEST_VERSION = 1;
+
+export interface ManifestTensor {
+  name: string;
+  /** Storage type (src/quant/ documents the q8 / q4 layouts). */
+  storage: WeightType;
+  /** Logical shape, as in the Hugging Face checkpoint. */
+  shape: number[];
+  /** Bytes of the tensor in its storage type (4-byte aligned). */
+  bytes: number;
+  /**
+   * Where the bytes are: the tensor is the concatenation of its pieces, in order. A stacked
+   * expert tensor is cut only at expert boundaries (when an expert fits in a shard), so one
+   * expert can be fetched or evicted alone; other tensors may be cut anywhere.
+   */
+  pieces: { shard: number; offset: number; bytes: number }[];
+  /** For stacked expert tensors [E, in, out]: bytes of one expert (expert e starts at e × this). */
+  expertBytes?: number;
+}
+
+export interface ManifestShard {
+  file: string;
+  bytes: number;
+  /** Lower-case hex sha256 of the shard's bytes. */
+  sha256: string;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  version: number;
+  /** The Hugging Face config.json, verbatim. */
+  config: Record<string, unknown>;
+  /** Relative path of tokenizer.json next to the manifest, or null. */
+  tokenizer: string | null;
+  /** The storage type the converter was asked for (matrices; vectors stay f32). */
+  dtype: WeightType;
+  tensors: ManifestTensor[];
+  shards: ManifestShard[];
+}
