@@ -5,7 +5,13 @@ import { defineConfig } from 'vitest/config';
 // the Node CLI bundle (vite.cli.config.ts) and the tests without a separate build step.
 export default defineConfig({
   root: '.',
+  // The demo lives in demo/; public/ (the built-in model) is served at the site root.
+  publicDir: 'public',
   server: { host: '127.0.0.1', port: 5173 },
+  build: {
+    outDir: 'dist/demo',
+    rollupOptions: { input: { demo: 'demo/index.html' } },
+  },
   test: {
     include: ['tests/**/*.test.ts'],
     // GPU tests share one SwiftShader adapter on 2 CPU cores: run files one after another.

@@ -31,6 +31,7 @@ export async function startViteServer(): Promise<{ server: ViteDevServer; url: s
   const server = await createServer({
     configFile: false,
     root: process.cwd(),
+    publicDir: 'public',
     logLevel: 'error',
     server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false },
     optimizeDeps: { noDiscovery: true, include: [] },
