@@ -1,30 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser } from 'playwright-core';
-import type { ViteDevServer } from 'vite';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchBrowser, startViteServer, watchPage } from './harness.ts';
+import { describe, expect, it } from 'vitest';
+import { useBrowser, watchPage } from './harness.ts';
 
-let browser: Browser;
-let server: ViteDevServer;
-let base: string;
-
-beforeAll(async () => {
-  ({ server, url: base } = await startViteServer());
-  browser = await launchBrowser();
-});
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useBrowser();
 
 describe('demo page', () => {
   it('generates the reference greedy tokens with the built-in model', async () => {
     // The built-in model is a copy of the tiny-molm golden; the demo's default prompt is its input.
     const expected = JSON.parse(readFileSync(join(__dirname, '..', 'fixtures', 'golden', 'tiny-molm', 'expected.json'), 'utf8'));
-    const page = await browser.newPage();
+    const page = await env.browser.newPage();
     const problems = watchPage(page);
-    await page.goto(`${base}/demo/`);
+    await page.goto(`${env.base}/demo/`);
     await page.getByLabel('New tokens').fill(String(expected.greedy_new_tokens.length));
     await page.getByRole('button', { name: 'Generate' }).click();
     await page.waitForFunction(() => /tokens ·/.test(document.getElementById('status')?.textContent ?? ''), null, { timeout: 60_000 });
@@ -36,9 +23,9 @@ describe('demo page', () => {
   });
 
   it('says so when WebGPU is missing', async () => {
-    const page = await browser.newPage();
+    const page = await env.browser.newPage();
     await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
-    await page.goto(`${base}/demo/`);
+    await page.goto(`${env.base}/demo/`);
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect.poll(() => page.locator('#status').textContent()).toMatch(/WebGPU is not available/);
     await page.close();

@@ -1,22 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser } from 'playwright-core';
-import type { ViteDevServer } from 'vite';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchBrowser, startViteServer, watchPage } from './harness.ts';
+import { describe, expect, it } from 'vitest';
+import { useBrowser, watchPage } from './harness.ts';
 
-let browser: Browser;
-let server: ViteDevServer;
-let base: string;
-
-beforeAll(async () => {
-  ({ server, url: base } = await startViteServer());
-  browser = await launchBrowser();
-});
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useBrowser();
 
 describe('the engine in headless Chromium (WebGPU on SwiftShader)', () => {
   it.each(['tiny-molm', 'tiny-generic-bf16'])('%s: same logits and greedy tokens as the reference', async (name) => {
@@ -25,13 +12,13 @@ describe('the engine in headless Chromium (WebGPU on SwiftShader)', () => {
     const raw = readFileSync(join(dir, 'expected_logits.f32'));
     const logits = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 
-    const page = await browser.newPage();
+    const page = await env.browser.newPage();
     const problems = watchPage(page);
-    await page.goto(`${base}/tests/browser/pages/engine.html`);
+    await page.goto(`${env.base}/tests/browser/pages/engine.html`);
     await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
     const result = await page.evaluate(
       ([url, ids, n]) => (window as unknown as { engineCheck: Function }).engineCheck(url, ids, n),
-      [`${base}/tests/fixtures/golden/${name}`, expected.input_ids, expected.greedy_new_tokens.length] as const,
+      [`${env.base}/tests/fixtures/golden/${name}`, expected.input_ids, expected.greedy_new_tokens.length] as const,
     );
     expect(problems).toEqual([]);
     expect(result.adapter).toMatch(/swiftshader/i);

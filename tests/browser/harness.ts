@@ -1,4 +1,5 @@
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 import { createServer, type ViteDevServer } from 'vite';
 
 // Debian's Chromium with SwiftShader's WebGPU (no GPU here), never a downloaded browser.
@@ -50,4 +51,23 @@ export function watchPage(page: Page): string[] {
     if (m.type() === 'error') problems.push(`console: ${m.text()}`);
   });
   return problems;
+}
+
+/**
+ * A browser and a Vite server shared by the tests of one file: registers beforeAll / afterAll
+ * and returns a handle whose fields are set once beforeAll has run.
+ */
+export function useBrowser(): { browser: Browser; base: string } {
+  const handle = {} as { browser: Browser; base: string; server: ViteDevServer };
+  beforeAll(async () => {
+    const { server, url } = await startViteServer();
+    handle.server = server;
+    handle.base = url;
+    handle.browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await handle.browser?.close();
+    await handle.server?.close();
+  });
+  return handle;
 }
