@@ -62,7 +62,10 @@ export function f32ToF16(x: number): number {
   return sign | (e << 10) | m;
 }
 
-/** Decodes stored bytes of any supported dtype into float32 values. */
+/**
+ * Decodes stored bytes of an element dtype into float32 values. Q8 / Q4 need the tensor's shape:
+ * use `decodeTensor` (src/quant/decode.ts), which handles every dtype.
+ */
 export function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
@@ -87,6 +90,9 @@ export function toFloat32(bytes: Uint8Array, dtype: DType): Float32Array {
       for (let i = 0; i < out.length; i++) out[i] = view.getInt8(i);
       return out;
     }
+    case 'Q8':
+    case 'Q4':
+      throw new Error(`${dtype} tensors need their shape to be decoded: use decodeTensor (src/quant/decode.ts)`);
   }
 }
 

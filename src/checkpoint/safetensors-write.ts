@@ -1,8 +1,8 @@
-import { DTYPE_BYTES, type DType } from './types.ts';
+import { DTYPE_BYTES, type ElementDType } from './types.ts';
 
 export interface SafetensorsEntry {
   name: string;
-  dtype: DType;
+  dtype: ElementDType;
   shape: number[];
 }
 

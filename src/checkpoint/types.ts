@@ -1,7 +1,14 @@
-/** Storage types a checkpoint tensor can have on disk. */
-export type DType = 'F32' | 'F16' | 'BF16' | 'I8';
+/** Element types a checkpoint tensor can have on disk: one value per element. */
+export type ElementDType = 'F32' | 'F16' | 'BF16' | 'I8';
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, I8: 1 };
+/**
+ * Storage types a tensor can have on disk: the element types, and molm-web's 8- and 4-bit
+ * quantised matrices of converted shards (layout in src/quant/layout.ts; decode with
+ * `decodeTensor`, which needs the shape).
+ */
+export type DType = ElementDType | 'Q8' | 'Q4';
+
+export const DTYPE_BYTES: Record<ElementDType, number> = { F32: 4, F16: 2, BF16: 2, I8: 1 };
 
 /** Random access to the bytes of one file: a local file, a Blob, or a URL with Range requests. */
 export interface ByteSource {

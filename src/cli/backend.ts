@@ -1,4 +1,3 @@
-import { openCheckpoint } from '../checkpoint/index.ts';
 import { nodeFileSource } from '../checkpoint/node-files.ts';
 import type { ModelConfig } from '../config.ts';
 import { nodeGpu } from '../gpu/node-gpu.ts';
@@ -6,6 +5,7 @@ import { loadGpuModel } from '../model/load.ts';
 import type { GpuModel, SamplingOptions } from '../model/model.ts';
 import { ReferenceModel, loadReferenceWeights } from '../reference/model.ts';
 import { sample, uniformFromSeed } from '../reference/sampler.ts';
+import { openModelFolder } from '../shards/model-folder.ts';
 
 /** What the CLI commands need of a model, on WebGPU or on the CPU reference. */
 export interface CliModel {
@@ -44,7 +44,7 @@ async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {
 
 /** The float64 TypeScript reference behind the same interface (`--device cpu`). */
 async function openCpu(dir: string): Promise<CliModel> {
-  const { config, tensors } = await openCheckpoint(nodeFileSource(dir));
+  const { config, tensors } = await openModelFolder(nodeFileSource(dir));
   const weights = await loadReferenceWeights(tensors);
   await tensors.close();
   const ref = new ReferenceModel(config, weights);

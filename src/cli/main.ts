@@ -4,6 +4,7 @@ import { MolmError, UsageError } from '../errors.ts';
 import { GREEDY, type SamplingOptions } from '../model/model.ts';
 import { openModel, type OpenOptions } from './backend.ts';
 import { runBench } from './bench.ts';
+import { runConvert } from './convert.ts';
 import { synthesize } from './synth.ts';
 
 const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU reference.
@@ -16,10 +17,13 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       prefill and decode throughput on this adapter.
   molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
       a random-weight checkpoint of a config's shapes (for benchmarks).
+  molm convert  --model HF_DIR --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32]
+      molm-web's shard format (manifest.json + shard-NNNNN.bin, docs/format.md); matrices in the
+      dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32.
 
   Common: --device gpu|cpu (cpu runs the float64 TypeScript reference), --max-context N, --prefill-chunk N.
   DIR is a Hugging Face checkpoint folder: config.json with model.safetensors, pytorch_model.bin,
-  or their sharded forms with an *.index.json.`;
+  or their sharded forms with an *.index.json; or a folder written by molm convert.`;
 
 const options = {
   model: { type: 'string' },
@@ -38,6 +42,7 @@ const options = {
   layers: { type: 'string' },
   dtype: { type: 'string' },
   set: { type: 'string', multiple: true },
+  'shard-mib': { type: 'string' },
   device: { type: 'string' },
   'max-context': { type: 'string' },
   'prefill-chunk': { type: 'string' },
@@ -156,11 +161,22 @@ async function synthCommand(v: Values): Promise<void> {
   });
 }
 
+async function convertCommand(v: Values): Promise<void> {
+  const summary = await runConvert({
+    modelDir: required(v, 'model'),
+    outDir: required(v, 'out'),
+    dtype: required(v, 'dtype'),
+    shardMiB: v['shard-mib'] !== undefined ? num(v, 'shard-mib', 32) : undefined,
+  });
+  process.stdout.write(summary + '\n');
+}
+
 const COMMANDS: Record<string, (v: Values) => Promise<void>> = {
   logits: logitsCommand,
   generate: generateCommand,
   bench: benchCommand,
   synth: synthCommand,
+  convert: convertCommand,
 };
 
 /** Runs the CLI; resolves to the exit code. */

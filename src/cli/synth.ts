@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parseConfig } from '../config.ts';
 import { f32ToBf16, f32ToF16 } from '../checkpoint/dtype.ts';
 import { safetensorsHeader } from '../checkpoint/safetensors-write.ts';
-import type { DType } from '../checkpoint/types.ts';
+import type { ElementDType } from '../checkpoint/types.ts';
 import { UsageError } from '../errors.ts';
 import { expectedTensorShapes } from '../model/tensor-names.ts';
 
@@ -32,7 +32,7 @@ export async function synthesize(o: SynthOptions): Promise<void> {
   raw.torch_dtype = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[dtype];
   const config = parseConfig(raw);
   const std = typeof raw.initializer_range === 'number' ? raw.initializer_range : 0.02;
-  const shapes = [...expectedTensorShapes(config)].map(([name, shape]) => ({ name, shape, dtype: dtype as DType }));
+  const shapes = [...expectedTensorShapes(config)].map(([name, shape]) => ({ name, shape, dtype: dtype as ElementDType }));
   const { header, fileBytes } = safetensorsHeader(shapes, { format: 'pt', generator: 'molm synth' });
 
   await mkdir(o.outDir, { recursive: true });

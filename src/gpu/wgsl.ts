@@ -1,11 +1,30 @@
+import { quantGeometry, type QuantType } from '../quant/layout.ts';
 import { shaderSource } from './shader-sources.ts';
 
 /**
  * How weights of one tensor are stored in its GPU buffer. Compute is always f32; 16-bit weights
  * stay packed two per u32 and are unpacked in the shader, so adapters without shader-f16 can
- * read them. (q8 and q4 join this list with the shard format.)
+ * read them. q8 / q4 are 8- and 4-bit values with an f16 scale per 32 inputs, dequantised in the
+ * shader (layout: src/quant/layout.ts).
  */
-export type WeightType = 'f32' | 'bf16' | 'f16';
+export type WeightType = 'f32' | 'bf16' | 'f16' | 'q8' | 'q4';
+
+/**
+ * A weight binding's storage type with the tensor's logical (Hugging Face) shape: [R, IN] for an
+ * nn.Linear weight or the embedding, [E, IN, OUT] for stacked experts. q8 / q4 need it (the
+ * accessors map logical indices into the quantised layout); other types ignore it.
+ */
+export interface WeightGeometry {
+  type: WeightType;
+  shape: readonly number[];
+}
+
+export type WeightSpec = WeightType | WeightGeometry;
+
+/** A weight binding spec for a kernel variant: the plain type, plus the shape when q8 / q4 need it. */
+export function weightSpec(type: WeightType, shape: readonly number[]): WeightSpec {
+  return type === 'q8' || type === 'q4' ? { type, shape: [...shape] } : type;
+}
 
 /** Compile-time numbers of a kernel variant: u32 by default, {f32: x} for floats. */
 export type Define = number | boolean | { f32: number };
@@ -13,8 +32,11 @@ export type Define = number | boolean | { f32: number };
 export interface Variant {
   /** Constants prepended as `const NAME: u32 = ...;` (the "define step"). */
   defines?: Record<string, Define>;
-  /** Storage type of each weight binding declared with `#weights NAME BINDING`. */
-  weights?: Record<string, WeightType>;
+  /**
+   * Storage of each weight binding declared with `#weights NAME BINDING`: its type, with the
+   * tensor's shape for q8 / q4 (`weightSpec` builds either).
+   */
+  weights?: Record<string, WeightSpec>;
 }
 
 function constLine(name: string, value: Define): string {
@@ -30,11 +52,14 @@ function constLine(name: string, value: Define): string {
 }
 
 /**
- * The binding and accessors for one weight tensor: `NAME_at(i) -> f32` (element i) and
- * `NAME_at2(i) -> vec2f` (elements i and i + 1, i even), which reads 16-bit weights as one
- * packed word instead of loading and unpacking the same word twice.
+ * The binding and accessors for one weight tensor: `NAME_at(i) -> f32` (element i, the flat
+ * row-major index in the tensor's logical shape) and `NAME_at2(i) -> vec2f` (elements i and
+ * i + 1, i even), which reads 16-bit weights as one packed word instead of loading and unpacking
+ * the same word twice. For q types, i + 1 must be in the same row of a 2-D tensor (true when IN
+ * is even) and the neighbouring column of the same input of a 3-D one (true when OUT is even).
  */
-function weightDecl(name: string, binding: string, type: WeightType): string {
+function weightDecl(name: string, binding: string, spec: WeightSpec): string {
+  const type = typeof spec === 'string' ? spec : spec.type;
   const decl = (elem: string) => `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;`;
   switch (type) {
     case 'f32':
@@ -53,7 +78,69 @@ fn ${name}_at2(i: u32) -> vec2f {
     case 'f16':
       return `${decl('u32')}\nfn ${name}_at(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }
 fn ${name}_at2(i: u32) -> vec2f { return unpack2x16float(${name}[i >> 1u]); }`;
+    case 'q8':
+    case 'q4':
+      if (typeof spec === 'string') throw new Error(`${type} weights "${name}" need the tensor's shape: pass weightSpec(type, shape)`);
+      return decl('u32') + '\n' + quantAccessors(name, type, spec.shape);
   }
+}
+
+/**
+ * Accessors of a q8 / q4 tensor (src/quant/layout.ts). Every number is a literal, so divisions
+ * by IN and OUT are by compile-time constants (shifts for powers of two).
+ */
+function quantAccessors(name: string, type: QuantType, shape: readonly number[]): string {
+  const g = quantGeometry(shape, type);
+  const total = g.blocks * g.blockElements;
+  if (total > 2 ** 32 || g.blocks * g.blockWords > 0x3fffffff) {
+    throw new Error(`${type} weights "${name}" [${shape}] are too large to index with u32`);
+  }
+  const logPer = Math.log2(g.per);
+  const shift = 32 - g.bits;
+  const u = (n: number) => `${n}u`;
+  // Value k of a word, sign-extended: shift it to the top, then arithmetic shift right.
+  const common = `fn ${name}_q(word: u32, k: u32) -> f32 { return f32(bitcast<i32>(word << (${u(shift)} - ${u(g.bits)} * k)) >> ${u(shift)}); }
+fn ${name}_q2(word: u32, k: u32) -> vec2f { return vec2f(${name}_q(word, k), ${name}_q(word, k + 1u)); }`;
+  if (shape.length === 2) {
+    // One block, rows of IN: element idx is value idx % P of word idx / P, and its scale is
+    // scale idx / 32 (IN is a multiple of 32, so rows never share a word or a group).
+    const sbase = g.wordsPerBlock;
+    return `${common}
+fn ${name}_scale(h: u32) -> f32 { return unpack2x16float(${name}[${u(sbase)} + (h >> 1u)])[h & 1u]; }
+fn ${name}_at(i: u32) -> f32 { return ${name}_q(${name}[i >> ${u(logPer)}], i & ${u(g.per - 1)}) * ${name}_scale(i >> 5u); }
+fn ${name}_at2(i: u32) -> vec2f { return ${name}_q2(${name}[i >> ${u(logPer)}], i & ${u(g.per - 1)}) * ${name}_scale(i >> 5u); }`;
+  }
+  // [E, IN, OUT]: i = (e·IN + r)·OUT + j; block e starts at word e·blockWords, holds words
+  // [IN/P, OUT] then scales [IN/32, OUT].
+  const IN = g.inDim;
+  const OUT = g.cols;
+  const at2 =
+    OUT % 2 === 0
+      ? `fn ${name}_at2(i: u32) -> vec2f {
+  let row = i / ${u(OUT)};
+  let j = i - row * ${u(OUT)};
+  let e = row / ${u(IN)};
+  let r = row - e * ${u(IN)};
+  let base = e * ${u(g.blockWords)};
+  let w = base + (r >> ${u(logPer)}) * ${u(OUT)} + j;
+  let k = r & ${u(g.per - 1)};
+  // j is even and the block's scale count is even (OUT is): scales j, j + 1 share a word.
+  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (((r >> 5u) * ${u(OUT)} + j) >> 1u)]);
+  return vec2f(${name}_q(${name}[w], k), ${name}_q(${name}[w + 1u], k)) * s;
+}`
+      : `fn ${name}_at2(i: u32) -> vec2f { return vec2f(${name}_at(i), ${name}_at(i + 1u)); }`;
+  return `${common}
+fn ${name}_at(i: u32) -> f32 {
+  let row = i / ${u(OUT)};
+  let j = i - row * ${u(OUT)};
+  let e = row / ${u(IN)};
+  let r = row - e * ${u(IN)};
+  let base = e * ${u(g.blockWords)};
+  let h = (r >> 5u) * ${u(OUT)} + j;
+  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (h >> 1u)])[h & 1u];
+  return ${name}_q(${name}[base + (r >> ${u(logPer)}) * ${u(OUT)} + j], r & ${u(g.per - 1)}) * s;
+}
+${at2}`;
 }
 
 /** Whether `#if NAME` / `#if !NAME` keeps its lines: NAME must be a boolean or u32 define. */
@@ -101,9 +188,9 @@ export function preprocess(name: string, variant: Variant = {}): string {
         }
         const w = /^\s*#weights\s+(\w+)\s+(\d+)\s*$/.exec(line);
         if (w) {
-          const type = variant.weights?.[w[1]];
-          if (!type) throw new Error(`${file}: variant gives no storage type for weights "${w[1]}"`);
-          return weightDecl(w[1], w[2], type);
+          const spec = variant.weights?.[w[1]];
+          if (!spec) throw new Error(`${file}: variant gives no storage type for weights "${w[1]}"`);
+          return weightDecl(w[1], w[2], spec);
         }
         if (/^\s*#/.test(line)) throw new Error(`${file}: unknown directive: ${line.trim()}`);
         return line;

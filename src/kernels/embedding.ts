@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface EmbeddingBuffers {
@@ -24,7 +24,7 @@ export async function embedding(
   if (width * vocab > 0xffffffff) throw new Error(`embedding: a ${vocab}×${width} table overflows u32 indexing`);
   const pipeline = await gpu.pipelines.get('embedding.wgsl', {
     defines: { C: width, V: vocab, WG: 64 },
-    weights: { wte: weightType },
+    weights: { wte: weightSpec(weightType, [vocab, width]) },
   });
   return {
     label,

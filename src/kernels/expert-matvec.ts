@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface ExpertProjectShape {
@@ -104,7 +104,7 @@ export async function expertProject(
       GELU: shape.activation === 'gelu_tanh',
       COMBINE: false,
     },
-    weights: { weight: weightType },
+    weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
   });
   return {
     label,
@@ -140,7 +140,7 @@ export async function expertCombine(
       GELU: false,
       COMBINE: true,
     },
-    weights: { weight: weightType },
+    weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
   });
   return {
     label,

@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface LinearShape {
@@ -63,7 +63,7 @@ export async function linear(
       HAS_BIAS: hasBias,
       LAST_ROW_ONLY: lastRowOnly,
     },
-    weights: { weight: weightType },
+    weights: { weight: weightSpec(weightType, [outDim, inDim]) },
   });
   const resources: Record<number, Binding> = { 0: b.step, 1: b.x, 2: b.weight, 4: b.y };
   if (b.bias) resources[3] = b.bias;

@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface RouterShape {
@@ -46,14 +46,19 @@ function checkShape(s: RouterShape): void {
 export async function routerTopK(
   gpu: GpuContext,
   shape: RouterShape,
-  weightType: WeightType,
+  weightType: WeightType | { w0: WeightType; w3: WeightType },
   b: RouterBuffers,
   label = 'router_topk',
 ): Promise<Dispatch> {
   checkShape(shape);
+  // Each matrix has its own storage: under q8 / q4 one may have fallen back to f16.
+  const types = typeof weightType === 'string' ? { w0: weightType, w3: weightType } : weightType;
   const pipeline = await gpu.pipelines.get('router_topk.wgsl', {
     defines: { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k, WG, LANES },
-    weights: { w0: weightType, w3: weightType },
+    weights: {
+      w0: weightSpec(types.w0, [shape.gating, shape.width]),
+      w3: weightSpec(types.w3, [shape.experts, shape.gating]),
+    },
   });
   return {
     label,

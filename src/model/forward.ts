@@ -39,14 +39,15 @@ export interface ForwardResources {
 export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', head: StepHead): Promise<Dispatch[]> {
   const { ctx, config: c, weights: w, cache, acts: a } = r;
   const step = r.step.buffer;
-  const mt = w.plan.matrixType;
+  // Each matrix's own storage type: under q8 / q4, matrices that cannot be quantised are f16.
+  const st = (name: string) => w.storage(name);
   const C = c.nEmbd;
   const eps = c.layerNormEpsilon;
   const kv = hasKvProjections(c);
   const d: Promise<Dispatch | Dispatch[]>[] = [];
 
   d.push(
-    embedding(ctx, { width: C, vocab: c.vocabSize }, mt, {
+    embedding(ctx, { width: C, vocab: c.vocabSize }, st(WTE), {
       step,
       ids: kind === 'decode' ? a.nextId : a.ids,
       wte: w.get(WTE),
@@ -58,15 +59,15 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln1Weight), bias: w.get(n.ln1Bias), y: a.x }, `ln_1.${l}`));
     if (kv) {
       const proj = { inDim: C, outDim: c.attHidden, hasBias: true };
-      d.push(linear(ctx, proj, mt, { step, x: a.x, weight: w.get(n.kWeight), bias: w.get(n.kBias), y: a.k! }, `k_proj.${l}`));
-      d.push(linear(ctx, proj, mt, { step, x: a.x, weight: w.get(n.vWeight), bias: w.get(n.vBias), y: a.v! }, `v_proj.${l}`));
+      d.push(linear(ctx, proj, st(n.kWeight), { step, x: a.x, weight: w.get(n.kWeight), bias: w.get(n.kBias), y: a.k! }, `k_proj.${l}`));
+      d.push(linear(ctx, proj, st(n.vWeight), { step, x: a.x, weight: w.get(n.vWeight), bias: w.get(n.vBias), y: a.v! }, `v_proj.${l}`));
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.k!, cache: cache.keys[l] }, `kv_append.k.${l}`));
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.v!, cache: cache.values[l] }, `kv_append.v.${l}`));
     } else {
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.x, cache: cache.keys[l] }, `kv_append.${l}`));
     }
     d.push(
-      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nAttExperts, k: c.kAtt }, mt, {
+      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nAttExperts, k: c.kAtt }, { w0: st(n.attGate0Weight), w3: st(n.attGate3Weight) }, {
         step,
         x: a.x,
         w0: w.get(n.attGate0Weight),
@@ -78,7 +79,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       }, `router.att.${l}`),
     );
     d.push(
-      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: c.nAttExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, mt, {
+      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: c.nAttExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
         step,
         x: a.x,
         weight: w.get(n.queryExperts),
@@ -94,7 +95,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
         : stickBreakingPrefill(ctx, att, attBuffers, `attention.${l}`),
     );
     d.push(
-      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: c.nAttExperts, k: c.kAtt }, mt, {
+      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: c.nAttExperts, k: c.kAtt }, st(n.outputExperts), {
         step,
         x: a.attnOut,
         weight: w.get(n.outputExperts),
@@ -105,7 +106,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     );
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
     d.push(
-      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nMlpExperts, k: c.kMlp }, mt, {
+      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nMlpExperts, k: c.kMlp }, { w0: st(n.mlpGate0Weight), w3: st(n.mlpGate3Weight) }, {
         step,
         x: a.x,
         w0: w.get(n.mlpGate0Weight),
@@ -117,7 +118,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       }, `router.mlp.${l}`),
     );
     d.push(
-      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: c.nMlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, mt, {
+      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: c.nMlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
         step,
         x: a.x,
         weight: w.get(n.upExperts),
@@ -126,7 +127,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       }, `mlp_up.${l}`),
     );
     d.push(
-      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: c.nMlpExperts, k: c.kMlp }, mt, {
+      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: c.nMlpExperts, k: c.kMlp }, st(n.downExperts), {
         step,
         x: a.up,
         weight: w.get(n.downExperts),
@@ -140,7 +141,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(LN_F_WEIGHT), bias: w.get(LN_F_BIAS), y: a.x }, 'ln_f'));
     const all = head === 'all';
     d.push(
-      linear(ctx, { inDim: C, outDim: c.vocabSize, hasBias: false, lastRowOnly: !all }, mt, {
+      linear(ctx, { inDim: C, outDim: c.vocabSize, hasBias: false, lastRowOnly: !all }, st(LM_HEAD), {
         step,
         x: a.x,
         weight: w.get(LM_HEAD),

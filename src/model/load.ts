@@ -1,16 +1,16 @@
-import { openCheckpoint } from '../checkpoint/index.ts';
 import type { FileSource } from '../checkpoint/types.ts';
+import { openModelFolder } from '../shards/model-folder.ts';
 import { GpuContext, type GpuContextOptions } from '../gpu/context.ts';
 import { GpuModel, type GpuModelOptions } from './model.ts';
 import { planWeights } from './weights.ts';
 
 /**
- * Checkpoint folder → GPU model: reads config.json and the tensor table, plans the weight
- * storage, asks the adapter for a device with exactly the limits that plan needs, then streams
- * the weights in. Nothing is uploaded before the device is known to be able to hold the model.
+ * Model folder (a Hugging Face checkpoint, or a converted one: src/shards/model-folder.ts) → GPU
+ * model: reads the config and the tensor table, plans the weight storage, asks the adapter for a
+ * device with exactly the limits that plan needs, then streams the weights in. Nothing is uploaded before the device is known to be able to hold the model.
  */
 export async function loadGpuModel(files: FileSource, options: GpuModelOptions & GpuContextOptions = {}): Promise<GpuModel> {
-  const { config, tensors } = await openCheckpoint(files);
+  const { config, tensors } = await openModelFolder(files);
   try {
     const plan = planWeights(config, tensors, { matrixType: options.matrixType });
     const ctx = await GpuContext.create(GpuModel.requirements(config, plan, options), options);

@@ -35,6 +35,15 @@ export interface GpuModelOptions {
   onProgress?: (p: WeightProgress) => void;
 }
 
+/** The KV cache's rows and the prefill chunk's rows, validated. */
+function contextSizes(options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'>): { maxContext: number; rows: number } {
+  const maxContext = options.maxContext ?? 2048;
+  const rows = Math.min(options.prefillChunk ?? 128, maxContext);
+  if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
+  if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
+  return { maxContext, rows };
+}
+
 /**
  * A MoLM model on the GPU: weights, KV cache, activations and the planned dispatches of its
  * steps. Prefill and decode only write the Step uniform, record the planned dispatches and read
@@ -72,18 +81,39 @@ export class GpuModel {
 
   static async load(ctx: GpuContext, config: ModelConfig, source: TensorSource, options: GpuModelOptions = {}): Promise<GpuModel> {
     const plan = planWeights(config, source, { matrixType: options.matrixType });
-    const maxContext = options.maxContext ?? 2048;
-    const rows = Math.min(options.prefillChunk ?? 128, maxContext);
-    if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
-    if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
+    contextSizes(options);
     const weights = await GpuWeights.upload(ctx, source, plan, options.onProgress);
-    const device = ctx.device;
-    const cache = new KvCache(device, config, maxContext);
-    const acts = new Activations(device, config, rows, hasKvProjections(config));
-    const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device));
-    model.decodePlan = await planStep(model.resources, 'decode', 'sample');
-    await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
-    return model;
+    return GpuModel.fromWeights(ctx, config, weights, options);
+  }
+
+  /**
+   * A model on weights that are already in GPU buffers (converted shards are written piece by
+   * piece: GpuWeights.create, writePiece, finishWrites). The model owns the weights from here:
+   * if this fails, they are destroyed.
+   */
+  static async fromWeights(
+    ctx: GpuContext,
+    config: ModelConfig,
+    weights: GpuWeights,
+    options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'> = {},
+  ): Promise<GpuModel> {
+    let cache: KvCache | undefined;
+    let acts: Activations | undefined;
+    try {
+      const { maxContext, rows } = contextSizes(options);
+      const device = ctx.device;
+      cache = new KvCache(device, config, maxContext);
+      acts = new Activations(device, config, rows, hasKvProjections(config));
+      const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device));
+      model.decodePlan = await planStep(model.resources, 'decode', 'sample');
+      await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
+      return model;
+    } catch (e) {
+      weights.destroy();
+      cache?.destroy();
+      acts?.destroy();
+      throw e;
+    }
   }
 
   private get resources(): ForwardResources {

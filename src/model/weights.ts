@@ -1,34 +1,54 @@
 import type { ModelConfig } from '../config.ts';
-import { f32ToBf16, f32ToF16, toFloat32 } from '../checkpoint/dtype.ts';
-import type { DType, TensorSource } from '../checkpoint/types.ts';
-import { ModelFormatError } from '../errors.ts';
+import { f32ToBf16, f32ToF16 } from '../checkpoint/dtype.ts';
+import type { DType, TensorInfo, TensorSource } from '../checkpoint/types.ts';
+import { DeviceLimitError, ModelFormatError } from '../errors.ts';
 import { align4, createStorage, writeBytes } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import type { WeightType } from '../gpu/wgsl.ts';
+import { decodeTensor } from '../quant/decode.ts';
+import { canQuantize, isQuantType, matrixStorage, quantize, quantizedBytes } from '../quant/layout.ts';
 import { expectedTensorShapes } from './tensor-names.ts';
 
 /** How each tensor will sit in GPU memory: decided before the device exists (it sets the limits). */
 export interface WeightPlan {
-  /** Storage type of every matrix; vectors (LayerNorm, biases) are always f32. */
+  /**
+   * The storage type asked for (or chosen) for matrices. Individual matrices may differ: under
+   * q8 / q4, those whose input dimension is not a multiple of 32 are f16 (see `entries`).
+   * Vectors (LayerNorm, biases) are always f32.
+   */
   matrixType: WeightType;
   entries: { name: string; shape: number[]; storage: WeightType; bytes: number }[];
   maxTensorBytes: number;
   totalBytes: number;
 }
 
-const STORAGE_OF: Partial<Record<DType, WeightType>> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
+const STORAGE_OF: Record<DType, WeightType | undefined> = {
+  F32: 'f32',
+  BF16: 'bf16',
+  F16: 'f16',
+  Q8: 'q8',
+  Q4: 'q4',
+  I8: undefined,
+};
 
-function storageBytes(elements: number, type: WeightType): number {
+function storageBytes(shape: number[], type: WeightType): number {
+  if (isQuantType(type)) return quantizedBytes(shape, type);
+  const elements = shape.reduce((a, b) => a * b, 1);
   return align4(elements * (type === 'f32' ? 4 : 2));
 }
 
 /**
- * Keeps matrices in the checkpoint's own 16-bit type when all of them share it (half the memory
- * and bandwidth, exact), and falls back to f32 when they are mixed or when asked to.
+ * Storage of every tensor. Without `matrixType`: quantised matrices (Q8 / Q4, from converted
+ * shards) stay as they are, and the other matrices keep the checkpoint's own float type when all
+ * of them share it (half the memory and bandwidth, exact), f32 when they are mixed. With
+ * `matrixType`: every matrix gets that type; a q8 / q4 matrix that is already stored in it is
+ * uploaded as is, other matrices are quantised at upload, and a matrix that cannot be quantised
+ * (input dimension not a multiple of 32) is stored as f16.
  */
 export function planWeights(config: ModelConfig, source: TensorSource, options: { matrixType?: WeightType } = {}): WeightPlan {
   const shapes = expectedTensorShapes(config);
-  const matrixDtypes = new Set<DType>();
+  const floatDtypes = new Set<DType>();
+  const quantDtypes = new Set<DType>();
   for (const [name, shape] of shapes) {
     const info = source.tensors.get(name);
     if (!info) throw new ModelFormatError(`The checkpoint has no tensor "${name}", which the model needs. Is it a complete MoLM checkpoint?`);
@@ -37,15 +57,30 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
         `Tensor "${name}" has shape [${info.shape}], but config.json implies [${shape}]. The weights and config.json do not belong together.`,
       );
     }
-    if (!STORAGE_OF[info.dtype]) throw new ModelFormatError(`Tensor "${name}" is ${info.dtype}; weights must be F32, F16 or BF16.`);
-    if (shape.length > 1) matrixDtypes.add(info.dtype);
+    const stored = STORAGE_OF[info.dtype];
+    if (!stored) throw new ModelFormatError(`Tensor "${name}" is ${info.dtype}; weights must be F32, F16, BF16, Q8 or Q4.`);
+    if (isQuantType(stored)) {
+      if (shape.length < 2 || !canQuantize(shape)) {
+        throw new ModelFormatError(`Tensor "${name}" [${shape}] is stored as ${info.dtype}, which only matrices whose shape[1] is a multiple of 32 can be.`);
+      }
+      const bytes = quantizedBytes(shape, stored);
+      if (info.byteLength !== bytes) {
+        throw new ModelFormatError(`Tensor "${name}" is ${info.dtype} [${shape}], which takes ${bytes} bytes, but the file holds ${info.byteLength}.`);
+      }
+      quantDtypes.add(info.dtype);
+    } else if (shape.length > 1) {
+      floatDtypes.add(info.dtype);
+    }
   }
-  const matrixType: WeightType =
-    options.matrixType ?? (matrixDtypes.size === 1 ? STORAGE_OF[[...matrixDtypes][0]]! : 'f32');
+  const floatType: WeightType = floatDtypes.size === 1 ? STORAGE_OF[[...floatDtypes][0]]! : 'f32';
+  const matrixType: WeightType = options.matrixType ?? (quantDtypes.size === 1 ? STORAGE_OF[[...quantDtypes][0]]! : floatType);
   const entries = [...shapes].map(([name, shape]) => {
-    const storage: WeightType = shape.length > 1 ? matrixType : 'f32';
-    const elements = shape.reduce((a, b) => a * b, 1);
-    return { name, shape, storage, bytes: storageBytes(elements, storage) };
+    const stored = STORAGE_OF[source.tensors.get(name)!.dtype]!;
+    let storage: WeightType;
+    if (shape.length === 1) storage = 'f32';
+    else if (options.matrixType) storage = matrixStorage(options.matrixType, shape);
+    else storage = isQuantType(stored) ? stored : floatType;
+    return { name, shape, storage, bytes: storageBytes(shape, storage) };
   });
   return {
     matrixType,
@@ -55,15 +90,54 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
   };
 }
 
-/** Converts a tensor's stored bytes into the bytes of its GPU storage type. */
-function toStorage(bytes: Uint8Array, dtype: DType, storage: WeightType): Uint8Array {
-  if (STORAGE_OF[dtype] === storage) return bytes;
-  if (storage === 'f32') {
-    const f = toFloat32(bytes, dtype);
-    return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+/** A tensor as a converted model stores it (manifest.json): already in its GPU storage layout. */
+export interface StoredTensor {
+  name: string;
+  shape: readonly number[];
+  storage: WeightType;
+  /** Bytes of its GPU buffer (4-byte aligned), as the shards hold them. */
+  bytes: number;
+}
+
+/**
+ * The plan of a converted model (src/shards): every tensor keeps the storage type and byte count
+ * the converter wrote, since shards are copied into GPU buffers as they are. Checks that every
+ * tensor the config implies is there with its shape, that vectors are f32 and that matrices are
+ * stored as `matrixType` (or f16 where a q8 / q4 model could not quantise them).
+ */
+export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTensor>, matrixType: WeightType): WeightPlan {
+  const byName = new Map([...stored].map((t) => [t.name, t]));
+  const entries: WeightPlan['entries'] = [];
+  for (const [name, shape] of expectedTensorShapes(config)) {
+    const t = byName.get(name);
+    if (!t) throw new ModelFormatError(`The converted model has no tensor "${name}", which the model needs. Convert the model again.`);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new ModelFormatError(`Tensor "${name}" has shape [${t.shape}], but the config implies [${shape}]. Convert the model again.`);
+    }
+    const want: WeightType = shape.length > 1 ? matrixStorage(matrixType, shape) : 'f32';
+    if (t.storage !== want) {
+      throw new ModelFormatError(`Tensor "${name}" is stored as ${t.storage}, but this engine reads it as ${want}. Convert the model again.`);
+    }
+    if (!Number.isSafeInteger(t.bytes) || t.bytes <= 0 || t.bytes % 4 !== 0) {
+      throw new ModelFormatError(`Tensor "${name}" has ${t.bytes} bytes; a stored tensor takes a positive multiple of 4.`);
+    }
+    entries.push({ name, shape: [...shape], storage: t.storage, bytes: t.bytes });
   }
+  return {
+    matrixType,
+    entries,
+    maxTensorBytes: Math.max(...entries.map((e) => e.bytes)),
+    totalBytes: entries.reduce((a, e) => a + e.bytes, 0),
+  };
+}
+
+/** Converts a tensor's stored bytes into the bytes of its GPU storage type. */
+function toStorage(bytes: Uint8Array, info: TensorInfo, storage: WeightType): Uint8Array {
+  if (STORAGE_OF[info.dtype] === storage) return bytes;
+  const f = decodeTensor(bytes, info);
+  if (isQuantType(storage)) return quantize(f, info.shape, storage);
+  if (storage === 'f32') return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
   // Narrowing (f32 → 16-bit, or between 16-bit types) is lossy and goes through f32.
-  const f = toFloat32(bytes, dtype);
   const out = new Uint16Array(f.length);
   const round = storage === 'bf16' ? f32ToBf16 : f32ToF16;
   for (let i = 0; i < f.length; i++) out[i] = round(f[i]);
@@ -95,7 +169,7 @@ export class GpuWeights {
     try {
       for (const e of plan.entries) {
         const info = source.tensors.get(e.name)!;
-        const bytes = toStorage(await source.read(e.name), info.dtype, e.storage);
+        const bytes = toStorage(await source.read(e.name), info, e.storage);
         const buffer = createStorage(ctx.device, e.bytes, e.name);
         writeBytes(ctx.device, buffer, 0, bytes);
         buffers.set(e.name, buffer);
@@ -108,6 +182,71 @@ export class GpuWeights {
       throw err;
     }
     return new GpuWeights(plan, buffers);
+  }
+
+  /** The storage type of a tensor's buffer (matrices under q8 / q4 may be f16: see planWeights). */
+  storage(name: string): WeightType {
+    const e = this.plan.entries.find((x) => x.name === name);
+    if (!e) throw new Error(`no planned tensor ${name}`);
+    return e.storage;
+  }
+
+  /** The device and the bytes written per tensor, while the weights are written piece by piece. */
+  private writing: { device: GPUDevice; written: Map<string, number>; sizes: Map<string, number> } | null = null;
+
+  /**
+   * Allocates every tensor's buffer, empty, for a model whose bytes arrive in pieces (shards):
+   * fill them with `writePiece`, then call `finishWrites`. Fails with DeviceLimitError when the
+   * GPU cannot hold the weights, before any byte is read.
+   */
+  static async create(ctx: GpuContext, plan: WeightPlan): Promise<GpuWeights> {
+    const buffers = new Map<string, GPUBuffer>();
+    const device = ctx.device;
+    device.pushErrorScope('out-of-memory');
+    for (const e of plan.entries) buffers.set(e.name, createStorage(device, e.bytes, e.name));
+    const oom = await device.popErrorScope();
+    if (oom) {
+      for (const b of buffers.values()) b.destroy();
+      throw new DeviceLimitError(
+        `The GPU has no room for the model's ${(plan.totalBytes / 2 ** 20).toFixed(0)} MiB of weights (${oom.message}). Close other GPU-heavy tabs or use a smaller or more compressed model (q4).`,
+      );
+    }
+    ctx.assertAlive();
+    const weights = new GpuWeights(plan, buffers);
+    weights.writing = {
+      device,
+      written: new Map(plan.entries.map((e) => [e.name, 0])),
+      sizes: new Map(plan.entries.map((e) => [e.name, e.bytes])),
+    };
+    return weights;
+  }
+
+  /**
+   * Writes bytes of a tensor, in its storage layout, at `offset` inside the tensor (both 4-byte
+   * aligned, as the shard format guarantees). The bytes are copied by the queue: the caller may
+   * drop them as soon as this returns.
+   */
+  writePiece(name: string, offset: number, bytes: Uint8Array): void {
+    const w = this.writing;
+    if (!w) throw new Error('GpuWeights.writePiece: these weights were not made by GpuWeights.create, or are finished');
+    const size = w.sizes.get(name);
+    if (size === undefined) throw new ModelFormatError(`A shard holds a piece of "${name}", which the model does not use.`);
+    if (offset % 4 !== 0 || bytes.byteLength % 4 !== 0 || offset < 0 || offset + bytes.byteLength > size) {
+      throw new ModelFormatError(`A piece of "${name}" (${bytes.byteLength} bytes at ${offset}) is unaligned or runs past its ${size} bytes.`);
+    }
+    w.device.queue.writeBuffer(this.get(name), offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    w.written.set(name, w.written.get(name)! + bytes.byteLength);
+  }
+
+  /** Checks that every tensor received all its bytes; the weights are then ready for a model. */
+  finishWrites(): void {
+    const w = this.writing;
+    if (!w) return;
+    for (const [name, size] of w.sizes) {
+      const got = w.written.get(name)!;
+      if (got !== size) throw new ModelFormatError(`Tensor "${name}" received ${got} of its ${size} bytes from the shards: the manifest's pieces do not cover it.`);
+    }
+    this.writing = null;
   }
 
   get(name: string): GPUBuffer {

@@ -1,7 +1,7 @@
-import { toFloat64 } from '../checkpoint/dtype.ts';
 import type { TensorSource } from '../checkpoint/types.ts';
 import { type ModelConfig, hasKvProjections, headSize, kvWidth } from '../config.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
+import { decodeTensor } from '../quant/decode.ts';
 import { stickBreakingAttention } from './attention.ts';
 import { embedding } from './embedding.ts';
 import { expertCombine, expertProject } from './experts.ts';
@@ -17,12 +17,15 @@ import { argmax } from './sampler.ts';
 /** Hugging Face tensor name → values in float64, row-major as stored. */
 export type ReferenceWeights = Map<string, Float64Array>;
 
-/** Reads every tensor of a checkpoint into float64 (the unused attention buffers excepted). */
+/**
+ * Reads every tensor of a checkpoint into float64 (the unused attention buffers excepted), in any
+ * stored dtype: Q8 / Q4 matrices of converted models give their dequantised values.
+ */
 export async function loadReferenceWeights(source: TensorSource): Promise<ReferenceWeights> {
   const weights: ReferenceWeights = new Map();
   for (const [name, info] of source.tensors) {
     if (name.endsWith('.attn.mask') || name.endsWith('.attn.cum_weight')) continue;
-    weights.set(name, toFloat64(await source.read(name), info.dtype));
+    weights.set(name, Float64Array.from(decodeTensor(await source.read(name), info)));
   }
   return weights;
 }

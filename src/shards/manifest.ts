@@ -1,4 +1,8 @@
 import type { WeightType } from '../gpu/wgsl.ts';
+import type { QuantType } from '../quant/layout.ts';
+
+/** How a tensor's values are stored: a GPU weight type (f32, f16, bf16) or a quantised one. */
+export type StorageType = WeightType | QuantType;
 
 /**
  * molm-web's shard format (docs/format.md): a manifest.json next to binary shards. Tensors are
@@ -6,11 +10,13 @@ import type { WeightType } from '../gpu/wgsl.ts';
  */
 export const MANIFEST_FORMAT = 'molm-web-shards';
 export const MANIFEST_VERSION = 1;
+/** The manifest's file name inside a converted model folder. */
+export const MANIFEST_FILE = 'manifest.json';
 
 export interface ManifestTensor {
   name: string;
   /** Storage type (src/quant/ documents the q8 / q4 layouts). */
-  storage: WeightType;
+  storage: StorageType;
   /** Logical shape, as in the Hugging Face checkpoint. */
   shape: number[];
   /** Bytes of the tensor in its storage type (4-byte aligned). */
@@ -40,7 +46,7 @@ export interface Manifest {
   /** Relative path of tokenizer.json next to the manifest, or null. */
   tokenizer: string | null;
   /** The storage type the converter was asked for (matrices; vectors stay f32). */
-  dtype: WeightType;
+  dtype: StorageType;
   tensors: ManifestTensor[];
   shards: ManifestShard[];
 }

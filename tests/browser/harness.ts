@@ -43,12 +43,19 @@ export async function startViteServer(): Promise<{ server: ViteDevServer; url: s
   return { server, url: `http://127.0.0.1:${address.port}` };
 }
 
-/** Collects page errors and console errors so a failing page says why. */
-export function watchPage(page: Page): string[] {
+/**
+ * Collects page errors, console errors and failed requests so a failing page says why. A 404
+ * for `allowMissing` files (the loader probes for manifest.json before a Hugging Face layout)
+ * is expected; the browser's own console line for it is not counted, the response is.
+ */
+export function watchPage(page: Page, allowMissing: RegExp = /\/manifest\.json$/): string[] {
   const problems: string[] = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !allowMissing.test(new URL(r.url()).pathname)) problems.push(`HTTP ${r.status()}: ${r.url()}`);
   });
   return problems;
 }

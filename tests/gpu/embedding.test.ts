@@ -13,12 +13,16 @@ describe('embedding kernel', () => {
     ['f32', 3, 64, 50],
     ['bf16', 5, 33, 17],
     ['f16', 2, 1024, 100],
+    // Quantised (grouped along C): q · s is exact in float32 on both sides, so still bit for bit.
+    ['q8', 3, 64, 50],
+    ['q4', 4, 96, 17],
+    ['q4', 2, 1024, 100],
   ];
   for (const [type, rows, width, vocab] of cases) {
     it(`copies rows of a ${type} table (${rows} ids, C=${width}, V=${vocab}) and zeroes out-of-range ids`, async () => {
       const ctx = await gpuContext();
       const rand = rng(rows * 131 + width * 7 + vocab);
-      const wte = weightData(randomF32(vocab * width, rand, 2), type);
+      const wte = weightData(randomF32(vocab * width, rand, 2), type, [vocab, width]);
       // Valid ids (the last row of the table included), then two past the end: one row each.
       const valid = Array.from({ length: rows }, (_, i) => (i === 0 ? vocab - 1 : Math.floor(rand() * vocab)));
       const ids = Uint32Array.from([...valid, vocab, 0xffffffff]);

@@ -3,6 +3,7 @@ import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
+import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
 import { expectClose, gpuContext, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
 
 const U = 2 ** -24;
@@ -116,7 +117,7 @@ async function checkProject(
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * (c.perSlotInput ? c.k : 1) * c.inDim, rand);
-  const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type);
+  const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type, [c.experts, c.inDim, c.outDim]);
   const ids = randomIds(c.rows, c.k, c.experts, rand);
   const weight = upload(ctx, w.data);
   const got = await runProject(type, c, c.rows, x, weight, ids);
@@ -134,7 +135,7 @@ async function checkCombine(type: WeightType, c: RandomCase, seed: number): Prom
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * c.k * c.inDim, rand);
-  const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type);
+  const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type, [c.experts, c.inDim, c.outDim]);
   const ids = randomIds(c.rows, c.k, c.experts, rand);
   const gates = randomGates(c.rows, c.k, rand);
   const h0 = randomF32(c.rows * c.outDim, rand);
@@ -175,7 +176,86 @@ function handExpert(e: number, x: Float32Array, off: number, inDim: number, outD
   return Array.from({ length: outDim }, (_, j) => [at(j), 2 * at(j), 0, at(outDim - 1 - j), -at(j + 1)][Math.min(e, 4)]);
 }
 
+/**
+ * MoLM's MLP experts, 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row. The reference sees
+ * only the two selected experts (ids remapped to 0, 1): the full tensors in float64 would be half
+ * a gigabyte. Float types: one random [32, 1024, 2048] tensor serves as both the up [E, C, F] and
+ * the down [E, F, C] weights. Quantised types lay out up and down differently, so each is built
+ * from its two selected experts, quantised alone (an expert is one contiguous block), with random
+ * words (garbage scales, often NaN) in every other expert's block.
+ */
+async function checkMolmMlp(type: WeightType, seed: number): Promise<void> {
+  const ctx = await gpuContext();
+  const rand = rng(seed);
+  const [C, F, E, k] = [1024, 2048, 32, 2];
+  const ids = Uint32Array.of(29, 6);
+  const gates = Float32Array.of(0.375, 0.25);
+  const local = Uint32Array.of(0, 1);
+  let up: { weight: GPUBuffer; selected: Float32Array };
+  let down: { weight: GPUBuffer; selected: Float32Array };
+  if (isQuantType(type)) {
+    const stacked = (inDim: number, outDim: number) => {
+      const block = blockBytes([1, inDim, outDim], type);
+      const bytes = new Uint8Array(E * block);
+      const garbage = new Uint32Array(bytes.buffer);
+      for (let i = 0; i < garbage.length; i++) garbage[i] = Math.floor(rand() * 2 ** 32);
+      const selected = new Float32Array(k * inDim * outDim);
+      ids.forEach((e, s) => {
+        const w = weightData(randomF32(inDim * outDim, rand, 1 / Math.sqrt(C)), type, [1, inDim, outDim]);
+        bytes.set(w.data as Uint8Array, e * block);
+        selected.set(w.rounded, s * inDim * outDim);
+      });
+      return { weight: upload(ctx, bytes), selected };
+    };
+    up = stacked(C, F);
+    down = stacked(F, C);
+  } else {
+    const w = weightData(randomF32(E * C * F, rand, 1 / Math.sqrt(C)), type);
+    const selected = new Float32Array(k * C * F);
+    ids.forEach((e, s) => selected.set(w.rounded.subarray(e * C * F, (e + 1) * C * F), s * C * F));
+    const weight = upload(ctx, w.data);
+    up = { weight, selected };
+    down = { weight, selected };
+  }
+
+  const x = randomF32(C, rand);
+  const upGot = await runProject(type, { inDim: C, outDim: F, experts: E, k, perSlotInput: false, activation: 'gelu_tanh' }, 1, x, up.weight, ids);
+  const upRef = projectRef(Float64Array.from(x), 1, k, false, C, F, up.selected, local, 'gelu_tanh');
+  const upTol = GELU_SLOPE * slotBound(x, C, 1 / Math.sqrt(C)) + 2e-6 * Math.max(1, maxAbs(upRef));
+  expectClose(upGot, upRef, upTol, `${type} up`);
+
+  // The down projection runs on the reference's up output, so its check is independent of the first.
+  const mid = Float32Array.from(upRef);
+  const h0 = randomF32(C, rand);
+  const h = await runCombine(type, { inDim: F, outDim: C, experts: E, k }, 1, mid, down.weight, ids, gates, h0);
+  up.weight.destroy();
+  down.weight.destroy();
+  const add = combineRef(projectRef(Float64Array.from(mid), 1, k, true, F, C, down.selected, local, 'none'), Float64Array.from(gates), 1, k, C);
+  const hRef = Float64Array.from(h0, (v, i) => v + add[i]);
+  const downTol = maxGateSum(gates, k) * slotBound(mid, F, 1 / Math.sqrt(C)) + (k + 2) * U * maxAbs(hRef);
+  expectClose(h, hRef, downTol, `${type} down`);
+}
+
 describe('expert_matvec kernels', () => {
+  // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
+  // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
+  const quantTypes: WeightType[] = ['q8', 'q4'];
+  quantTypes.forEach((type, t) => {
+    describe(`${type} weights`, () => {
+      it('project, 64 -> 33 (odd out), E 5, k 2, shared input, 3 rows', () =>
+        checkProject(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 2, perSlotInput: false, activation: 'none' }, 300 + t));
+      it('project, 96 -> 40, E 5, k 3, per-slot input, tanh GELU, 3 rows', () =>
+        checkProject(type, { rows: 3, inDim: 96, outDim: 40, experts: 5, k: 3, perSlotInput: true, activation: 'gelu_tanh' }, 310 + t));
+      it('combine, 64 -> 33, E 5, k 3, 3 rows', () => checkCombine(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 3 }, 330 + t));
+      it('combine, 96 -> 40, E 5, k 2, 4 rows', () => checkCombine(type, { rows: 4, inDim: 96, outDim: 40, experts: 5, k: 2 }, 340 + t));
+      it('MoLM attention query projection 1024 -> 1024, E 16, k 2, one row', () =>
+        checkProject(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2, perSlotInput: false, activation: 'none' }, 350 + t));
+      it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
+        checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 360 + t));
+      it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 370 + t));
+    });
+  });
+
   const types: WeightType[] = ['f32', 'bf16', 'f16'];
   types.forEach((type, t) => {
     describe(`${type} weights`, () => {
@@ -194,37 +274,7 @@ describe('expert_matvec kernels', () => {
       it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
         checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 160 + t));
 
-      it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', async () => {
-        const ctx = await gpuContext();
-        const rand = rng(170 + t);
-        const [C, F, E, k] = [1024, 2048, 32, 2];
-        // One random [32, 1024, 2048] tensor serves as both the up [E, C, F] and the down [E, F, C] weights.
-        const w = weightData(randomF32(E * C * F, rand, 1 / Math.sqrt(C)), type);
-        const weight = upload(ctx, w.data);
-        const ids = Uint32Array.of(29, 6);
-        const gates = Float32Array.of(0.375, 0.25);
-        // The reference sees only the two selected experts (ids remapped to 0, 1): the full
-        // tensor in float64 would be half a gigabyte.
-        const selected = new Float32Array(k * C * F);
-        ids.forEach((e, s) => selected.set(w.rounded.subarray(e * C * F, (e + 1) * C * F), s * C * F));
-        const local = Uint32Array.of(0, 1);
-
-        const x = randomF32(C, rand);
-        const up = await runProject(type, { inDim: C, outDim: F, experts: E, k, perSlotInput: false, activation: 'gelu_tanh' }, 1, x, weight, ids);
-        const upRef = projectRef(Float64Array.from(x), 1, k, false, C, F, selected, local, 'gelu_tanh');
-        const upTol = GELU_SLOPE * slotBound(x, C, 1 / Math.sqrt(C)) + 2e-6 * Math.max(1, maxAbs(upRef));
-        expectClose(up, upRef, upTol, `${type} up`);
-
-        // The down projection runs on the reference's up output, so its check is independent of the first.
-        const mid = Float32Array.from(upRef);
-        const h0 = randomF32(C, rand);
-        const h = await runCombine(type, { inDim: F, outDim: C, experts: E, k }, 1, mid, weight, ids, gates, h0);
-        weight.destroy();
-        const add = combineRef(projectRef(Float64Array.from(mid), 1, k, true, F, C, selected, local, 'none'), Float64Array.from(gates), 1, k, C);
-        const hRef = Float64Array.from(h0, (v, i) => v + add[i]);
-        const downTol = maxGateSum(gates, k) * slotBound(mid, F, 1 / Math.sqrt(C)) + (k + 2) * U * maxAbs(hRef);
-        expectClose(h, hRef, downTol, `${type} down`);
-      });
+      it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 170 + t));
 
       for (const [inDim, outDim] of [
         [6, 6],

@@ -5,6 +5,7 @@ import { readBuffer, uploadStorage } from '../../src/gpu/buffers.ts';
 import { StepUniform } from '../../src/kernels/step.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/checkpoint/dtype.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
+import { dequantize, isQuantType, quantize } from '../../src/quant/layout.ts';
 
 let shared: Promise<GpuContext> | undefined;
 
@@ -76,11 +77,17 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
 
 /**
  * A weight tensor as the GPU stores it for `type` (16-bit values packed two per u32, element 0
- * in the low half), and the float32 values it really holds after rounding: references must run
- * on `rounded`, so that only the kernel's arithmetic is under test.
+ * in the low half; q8 / q4 in the layout of src/quant/layout.ts, which needs the tensor's
+ * shape), and the float32 values it really holds after rounding or quantisation: references
+ * must run on `rounded`, so that only the kernel's arithmetic is under test.
  */
-export function weightData(values: Float32Array, type: WeightType): { data: ArrayBufferView; rounded: Float32Array } {
+export function weightData(values: Float32Array, type: WeightType, shape?: readonly number[]): { data: ArrayBufferView; rounded: Float32Array } {
   if (type === 'f32') return { data: values, rounded: values };
+  if (isQuantType(type)) {
+    if (!shape) throw new Error(`weightData: ${type} needs the tensor's shape`);
+    const data = quantize(values, shape, type);
+    return { data, rounded: dequantize(data, shape, type) };
+  }
   const bits = new Uint16Array(values.length);
   const rounded = new Float32Array(values.length);
   const [encode, decode] = type === 'bf16' ? [f32ToBf16, bf16ToF32] : [f32ToF16, f16ToF32];

@@ -42,7 +42,7 @@ async function check(type: WeightType, c: Case, seed: number, profile: 'gpu' | '
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * c.inDim, rand);
-  const w = weightData(randomF32(c.outDim * c.inDim, rand, scale), type);
+  const w = weightData(randomF32(c.outDim * c.inDim, rand, scale), type, [c.outDim, c.inDim]);
   const bias = c.hasBias ? randomF32(c.outDim, rand) : null;
   const outRows = c.lastRowOnly ? 1 : c.rows;
   const weight = upload(ctx, w.data);
@@ -79,6 +79,22 @@ describe('linear kernel', () => {
         check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t, profile));
       it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
         check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t, profile));
+    });
+  });
+
+  // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values.
+  const quantTypes: WeightType[] = ['q8', 'q4'];
+  for (const profile of ['gpu', 'cpu'] as const) quantTypes.forEach((type, t) => {
+    describe(`${type} weights, ${profile} kernel profile`, () => {
+      it('96 -> 40, 3 rows, bias (a group of 3 token rows)', () =>
+        check(type, { rows: 3, inDim: 96, outDim: 40, hasBias: true, lastRowOnly: false }, 211 + t, profile));
+      it('64 -> 33, 21 rows, no bias (chunks of 16 + 5)', () =>
+        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 221 + t, profile));
+      it('one row, 32 -> 7 with bias', () => check(type, { rows: 1, inDim: 32, outDim: 7, hasBias: true, lastRowOnly: false }, 231 + t, profile));
+      it('lastRowOnly, 5 rows, 96 -> 33', () =>
+        check(type, { rows: 5, inDim: 96, outDim: 33, hasBias: true, lastRowOnly: true }, 241 + t, profile));
+      it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
+        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 251 + t, profile));
     });
   });
 

@@ -17,7 +17,9 @@ interface Case {
 }
 
 /** Runs the kernel on the given (already rounded) weights; returns what it wrote. */
-async function runRouter(ctx: GpuContext, c: Case, type: WeightType, x: Float32Array, w0: ArrayBufferView, b0: Float32Array, w3: ArrayBufferView) {
+type RouterTypes = WeightType | { w0: WeightType; w3: WeightType };
+
+async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32Array, w0: ArrayBufferView, b0: Float32Array, w3: ArrayBufferView) {
   const ids = output(ctx, c.rows * c.k * 4);
   const gates = output(ctx, c.rows * c.k * 4);
   const probs = output(ctx, c.rows * c.experts * 4);
@@ -48,24 +50,32 @@ describe('router_topk kernel', () => {
   // Slots whose reference probability is within this of a neighbour's may legitimately swap.
   const MARGIN = 1e-4;
 
-  const cases: [WeightType, Case][] = [
+  const cases: [RouterTypes, Case][] = [
     ['f32', { rows: 3, width: 64, gating: 48, experts: 16, k: 2 }],
     ['bf16', { rows: 2, width: 97, gating: 33, experts: 7, k: 3 }],
     ['f16', { rows: 2, width: 130, gating: 65, experts: 128, k: 8 }],
     ['f32', { rows: 2, width: 5, gating: 3, experts: 1, k: 1 }],
     ['bf16', { rows: 1, width: 1024, gating: 256, experts: 32, k: 2 }], // MoLM's router
     ['f16', { rows: 1, width: 1024, gating: 256, experts: 16, k: 4 }],
+    // Quantised (C and G multiples of 32; the reference runs on the dequantised weights).
+    ['q8', { rows: 3, width: 64, gating: 32, experts: 16, k: 2 }],
+    ['q4', { rows: 2, width: 96, gating: 64, experts: 7, k: 3 }],
+    ['q8', { rows: 1, width: 1024, gating: 256, experts: 32, k: 2 }], // MoLM's router
+    ['q4', { rows: 1, width: 1024, gating: 256, experts: 16, k: 4 }],
+    // tiny-molm under q4: G = 16 is not a multiple of 32, so W3 falls back to f16.
+    [{ w0: 'q4', w3: 'f16' }, { rows: 2, width: 32, gating: 16, experts: 4, k: 2 }],
   ];
   for (const [type, c] of cases) {
-    it(`matches the float64 reference: ${type} weights, ${c.rows} rows, C=${c.width} G=${c.gating} E=${c.experts} k=${c.k}`, async () => {
+    const types = typeof type === 'string' ? { w0: type, w3: type } : type;
+    it(`matches the float64 reference: ${types.w0 === types.w3 ? types.w0 : `${types.w0}/${types.w3}`} weights, ${c.rows} rows, C=${c.width} G=${c.gating} E=${c.experts} k=${c.k}`, async () => {
       const ctx = await gpuContext();
       const rand = rng(c.width * 7919 + c.gating * 31 + c.experts + c.k);
       const x = randomF32(c.rows * c.width, rand, 2);
       // Scaled so the hidden pre-activations and the logits are O(1): routing is then decided by
       // real margins and the softmax is neither flat nor one-hot.
-      const w0 = weightData(randomF32(c.gating * c.width, rand, 1.5 / Math.sqrt(c.width)), type);
+      const w0 = weightData(randomF32(c.gating * c.width, rand, 1.5 / Math.sqrt(c.width)), types.w0, [c.gating, c.width]);
       const b0 = randomF32(c.gating, rand, 0.5);
-      const w3 = weightData(randomF32(c.experts * c.gating, rand, 4 / Math.sqrt(c.gating)), type);
+      const w3 = weightData(randomF32(c.experts * c.gating, rand, 4 / Math.sqrt(c.gating)), types.w3, [c.experts, c.gating]);
       const got = await runRouter(ctx, c, type, x, w0.data, b0, w3.data);
       const ref = routerRef(Float64Array.from(x), c.rows, c.width, w0.rounded, b0, w3.rounded, c.gating, c.experts, c.k);
 

@@ -1,0 +1,163 @@
+import { createHash, type Hash } from 'node:crypto';
+import { type FileHandle, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openCheckpoint } from '../checkpoint/index.ts';
+import type { FileSource } from '../checkpoint/types.ts';
+import { ModelFormatError } from '../errors.ts';
+import { tensorEncoder } from './encode.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest } from './manifest.ts';
+import { type ConvertDtype, DEFAULT_SHARD_BYTES, planShards, shardFileName, tensorsToPlace } from './plan.ts';
+
+// `molm convert`: a Hugging Face checkpoint folder → manifest.json + shard-NNNNN.bin (Node).
+// One tensor is read, then converted and appended to its shard file(s) one piece at a time
+// before the next tensor is read; shards are written through an open file handle and hashed as
+// they are written, so the peak memory is about one source tensor plus one piece (≤ one shard),
+// whatever the model's size (docs/format.md has the measured figure).
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+
+export interface ConvertProgress {
+  doneBytes: number;
+  totalBytes: number;
+  tensor: string;
+  shard: number;
+  shards: number;
+}
+
+export interface ConvertOptions {
+  /** The Hugging Face checkpoint folder (any form openCheckpoint reads). */
+  source: FileSource;
+  outDir: string;
+  dtype: ConvertDtype;
+  /** Largest shard, in bytes (default 32 MiB). */
+  shardBytes?: number;
+  onProgress?: (p: ConvertProgress) => void;
+}
+
+/** One shard file being appended to, hashed as it goes. */
+class ShardWriter {
+  private written = 0;
+  private readonly hash: Hash = createHash('sha256');
+
+  private constructor(
+    readonly index: number,
+    private readonly handle: FileHandle,
+  ) {}
+
+  static async create(dir: string, index: number): Promise<ShardWriter> {
+    return new ShardWriter(index, await open(join(dir, shardFileName(index)), 'w'));
+  }
+
+  async append(offset: number, bytes: Uint8Array): Promise<void> {
+    if (offset !== this.written) throw new Error(`shard ${this.index}: piece at ${offset}, but ${this.written} bytes written`);
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done);
+      done += bytesWritten;
+    }
+    this.hash.update(bytes);
+    this.written += bytes.byteLength;
+  }
+
+  /** Closes the file; resolves to its size and sha256. */
+  async finish(): Promise<{ bytes: number; sha256: string }> {
+    await this.handle.close();
+    return { bytes: this.written, sha256: this.hash.digest('hex') };
+  }
+
+  async abandon(): Promise<void> {
+    await this.handle.close().catch(() => {});
+  }
+}
+
+/** Copies a file of the source folder to `dest` in bounded chunks; false when it is absent. */
+async function copyFile(source: FileSource, name: string, dest: string): Promise<boolean> {
+  const src = await source.open(name);
+  if (src === null) return false;
+  const out = await open(dest, 'w');
+  try {
+    const chunk = 8 << 20;
+    for (let at = 0; at < src.size; at += chunk) {
+      const bytes = await src.read(at, Math.min(chunk, src.size - at));
+      await out.write(bytes);
+    }
+  } finally {
+    await out.close();
+    await src.close?.();
+  }
+  return true;
+}
+
+/**
+ * Converts a checkpoint into molm-web's shard format in `outDir` and resolves to the manifest it
+ * wrote. manifest.json is written last (through a rename), so a folder whose conversion was
+ * interrupted has no manifest and is never mistaken for a complete model.
+ */
+export async function convertModel(o: ConvertOptions): Promise<Manifest> {
+  const { config, rawConfig, tensors } = await openCheckpoint(o.source);
+  try {
+    const plan = planShards(tensorsToPlace(config, o.dtype), o.shardBytes ?? DEFAULT_SHARD_BYTES);
+    await mkdir(o.outDir, { recursive: true });
+    // A previous conversion's manifest would describe shards that are about to be overwritten.
+    await rm(join(o.outDir, MANIFEST_FILE), { force: true });
+
+    const shards: Manifest['shards'] = [];
+    let writer: ShardWriter | null = null;
+    let done = 0;
+    try {
+      for (const t of plan.tensors) {
+        const info = tensors.tensors.get(t.name);
+        if (!info) throw new ModelFormatError(`The checkpoint has no tensor "${t.name}".`);
+        const encoder = tensorEncoder(await tensors.read(t.name), info.dtype, t.shape, t.storage);
+        if (encoder.bytes !== t.bytes) throw new Error(`${t.name}: ${encoder.bytes} storage bytes, planned ${t.bytes}`);
+        let at = 0;
+        for (const p of t.pieces) {
+          if (writer === null || writer.index !== p.shard) {
+            if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
+            writer = await ShardWriter.create(o.outDir, p.shard);
+          }
+          await writer.append(p.offset, encoder.range(at, at + p.bytes));
+          at += p.bytes;
+          done += p.bytes;
+          o.onProgress?.({ doneBytes: done, totalBytes: plan.totalBytes, tensor: t.name, shard: p.shard, shards: plan.shardBytes.length });
+        }
+      }
+      if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
+      writer = null;
+    } catch (e) {
+      await writer?.abandon();
+      throw e;
+    }
+    for (let i = 0; i < shards.length; i++) {
+      if (shards[i].bytes !== plan.shardBytes[i]) throw new Error(`shard ${i}: wrote ${shards[i].bytes} bytes, planned ${plan.shardBytes[i]}`);
+    }
+
+    const hasTokenizer = await copyFile(o.source, TOKENIZER_FILE, join(o.outDir, TOKENIZER_FILE));
+    if (!hasTokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      config: rawConfig,
+      tokenizer: hasTokenizer ? TOKENIZER_FILE : null,
+      dtype: o.dtype,
+      tensors: plan.tensors,
+      shards,
+    };
+    const tmp = join(o.outDir, `${MANIFEST_FILE}.tmp`);
+    const file = await open(tmp, 'w');
+    try {
+      await file.writeFile(JSON.stringify(manifest, null, 1) + '\n');
+    } finally {
+      await file.close();
+    }
+    await rename(tmp, join(o.outDir, MANIFEST_FILE));
+    // Shards of an earlier, larger conversion into the same folder are no longer listed.
+    const listed = new Set(shards.map((s) => s.file));
+    for (const name of await readdir(o.outDir)) {
+      if (/^shard-\d{5,}\.bin$/.test(name) && !listed.has(name)) await rm(join(o.outDir, name), { force: true });
+    }
+    return manifest;
+  } finally {
+    await tensors.close();
+  }
+}

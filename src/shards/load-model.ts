@@ -1,0 +1,321 @@
+import { ModelFormatError, MolmError, QuotaError } from '../errors.ts';
+import { GpuContext } from '../gpu/context.ts';
+import { GpuModel } from '../model/model.ts';
+import { GpuWeights, planStoredWeights, type WeightPlan } from '../model/weights.ts';
+import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
+import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
+import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
+import type { Manifest } from './manifest.ts';
+import { sha256Hex, validateManifest } from './manifest-source.ts';
+
+// A converted model (manifest.json + shards) from a URL into the GPU, through the shard store:
+//   manifest ─► plan ─► device ─► quota check ─► download the missing shards (verified, stored)
+//            ─► one shard at a time: store ─► sha256 (cached shards) ─► pieces into GPU buffers
+// The JS heap holds one shard (plus the hash's copy of it) while the weights are uploaded.
+
+export type ShardSource = 'cache' | 'network';
+
+/** What loadModel is doing; events come in the order of this list (see docs/format.md). */
+export type LoadProgress =
+  /** The manifest is read: how much of the model is cached and how much will be downloaded. */
+  | { type: 'initiate'; url: string; shards: number; totalBytes: number; cachedBytes: number; downloadBytes: number }
+  /** A shard's download (re)starts, at `from` bytes (non-zero when resuming a partial download). */
+  | { type: 'download'; shard: string; index: number; from: number; total: number }
+  /** Bytes of a shard received, and of the whole download (network only). */
+  | { type: 'progress'; shard: string; index: number; source: 'network'; loaded: number; total: number; overallLoaded: number; overallTotal: number }
+  /** A shard's sha256 was checked: right after its download, or when a cached shard is read. */
+  | { type: 'verify'; shard: string; index: number; source: ShardSource; ok: boolean }
+  /** A shard's pieces were written into the GPU buffers; overall counts the whole model. */
+  | { type: 'upload'; shard: string; index: number; source: ShardSource; loaded: number; total: number; overallLoaded: number; overallTotal: number }
+  /** The model is on the GPU. */
+  | { type: 'ready'; url: string; totalBytes: number; cachedBytes: number; networkBytes: number; ms: number };
+
+export interface LoadModelOptions {
+  onProgress?: (event: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** `navigator.gpu` by default; in Node, `await nodeGpu()`. */
+  gpu?: GPU;
+  powerPreference?: GPUPowerPreference;
+  /** Tokens the KV cache holds (default 2048). */
+  maxContext?: number;
+  /** Prompt tokens per prefill step (default 128). */
+  prefillChunk?: number;
+  /** Where shards are cached: IndexedDB in a browser by default, memory elsewhere. */
+  store?: ShardStore;
+  /** Shards downloaded at once (default 2: the heap holds one shard per download in flight). */
+  concurrency?: number;
+  /** Retries per shard after network errors (default 4), with exponential backoff from `backoffMs` (500). */
+  retries?: number;
+  backoffMs?: number;
+  fetch?: typeof fetch;
+}
+
+const MB = 1e6;
+const mb = (bytes: number) => (bytes / MB).toFixed(bytes < 10 * MB ? 1 : 0);
+
+interface Piece {
+  tensor: string;
+  /** Where the piece starts inside its tensor. */
+  tensorOffset: number;
+  /** Where it starts inside its shard. */
+  offset: number;
+  bytes: number;
+}
+
+/** Each shard's pieces, in shard order, with where they go in their tensors. */
+function piecesByShard(manifest: Manifest, plan: WeightPlan): Piece[][] {
+  const used = new Set(plan.entries.map((e) => e.name));
+  const out: Piece[][] = manifest.shards.map(() => []);
+  for (const t of manifest.tensors) {
+    if (!used.has(t.name)) continue;
+    let at = 0;
+    for (const p of t.pieces) {
+      out[p.shard].push({ tensor: t.name, tensorOffset: at, offset: p.offset, bytes: p.bytes });
+      at += p.bytes;
+    }
+  }
+  return out;
+}
+
+/** The manifest: from the server, or the cached copy when the server cannot be reached. */
+async function fetchManifest(url: string, prior: ModelRecord | undefined, get: typeof fetch, signal?: AbortSignal): Promise<unknown> {
+  let res: Response;
+  try {
+    res = await get(url, { signal, cache: 'no-cache' });
+  } catch (e) {
+    if (signal?.aborted) throw abortError(signal);
+    if (prior?.complete) return prior.manifest;
+    throw new MolmError(`Could not fetch ${url} (${(e as Error).message}); check the address and the network.`, { cause: e });
+  }
+  if (res.status === 404 || res.status === 410) {
+    throw new ModelFormatError(`There is no manifest at ${url} (HTTP ${res.status}): give the URL of a converted model's manifest.json (\`molm convert\`) or of its folder.`);
+  }
+  if (!res.ok) {
+    if (prior?.complete && res.status >= 500) return prior.manifest;
+    throw new MolmError(`${url} answered HTTP ${res.status} ${res.statusText}.`);
+  }
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ModelFormatError(`${url} is not valid JSON (${(e as Error).message}); is it a molm-web manifest.json?`);
+  }
+}
+
+/** Throws QuotaError when the browser will not hold the bytes still to download. */
+async function checkQuota(needed: number): Promise<void> {
+  const storage = typeof navigator !== 'undefined' ? navigator.storage : undefined;
+  if (needed <= 0 || !storage?.estimate) return;
+  let estimate: StorageEstimate;
+  try {
+    estimate = await storage.estimate();
+  } catch {
+    return; // No estimate: the store's own QuotaExceededError will tell.
+  }
+  if (estimate.quota === undefined) return;
+  const offered = Math.max(0, estimate.quota - (estimate.usage ?? 0));
+  if (needed > offered) {
+    throw new QuotaError(
+      `The model needs ${mb(needed)} MB more, the browser offers ${mb(offered)} MB; free space on the disk, delete cached models (deleteCachedModel, clearCache), or load a smaller model (q4).`,
+    );
+  }
+}
+
+async function requestPersistence(): Promise<void> {
+  try {
+    await navigator.storage?.persist?.();
+  } catch {
+    // A refusal only means the browser may evict the cache under pressure.
+  }
+}
+
+async function putRecord(store: ShardStore, record: ModelRecord): Promise<void> {
+  try {
+    await store.putModel(record);
+  } catch (e) {
+    throw isQuotaExceeded(e) ? quotaErrorFrom(e, 'the model record') : e;
+  }
+}
+
+/**
+ * Loads a converted model (`molm convert`) from a URL onto the GPU, caching its shards: the
+ * first load downloads them (resuming interrupted downloads, verifying each sha256), later loads
+ * read them from the cache without the network. `url` is the manifest's or its folder's.
+ *
+ * Errors: ModelFormatError (manifest, a shard corrupt or missing on the server), QuotaError (the
+ * browser's storage cannot hold the model; nothing cached is lost), DeviceLimitError,
+ * AbortError (`signal`), MolmError (network).
+ */
+export async function loadModel(url: string, options: LoadModelOptions = {}): Promise<GpuModel> {
+  const started = Date.now();
+  const { signal, onProgress } = options;
+  const emit = (e: LoadProgress) => onProgress?.(e);
+  const checkAbort = () => {
+    if (signal?.aborted) throw abortError(signal);
+  };
+  checkAbort();
+  const get = options.fetch ?? ((input: RequestInfo | URL, init?: RequestInit) => fetch(input, init));
+  const store = options.store ?? defaultShardStore();
+  const manifestUrl = manifestUrlOf(url);
+
+  const prior = await store.getModel(manifestUrl).catch(() => undefined);
+  const json = await fetchManifest(manifestUrl, prior, get, signal);
+  const { manifest, config } = validateManifest(json, manifestUrl);
+  const plan = planStoredWeights(config, manifest.tensors, manifest.dtype);
+  const shards = manifest.shards;
+  const totalBytes = shards.reduce((a, s) => a + s.bytes, 0);
+
+  // What is cached; each distinct shard (by sha256) counts once.
+  const firstIndex = new Map<string, number>();
+  shards.forEach((s, i) => firstIndex.has(s.sha256) || firstIndex.set(s.sha256, i));
+  const missing: number[] = [];
+  let cachedBytes = 0;
+  let partialBytes = 0;
+  for (const [hash, i] of firstIndex) {
+    if (await store.has(hash)) {
+      cachedBytes += shards[i].bytes;
+    } else {
+      missing.push(i);
+      const p = await store.getPartial(hash).catch(() => undefined);
+      if (p && p.total === shards[i].bytes) partialBytes += p.bytes.byteLength;
+    }
+  }
+  const uniqueBytes = [...firstIndex.values()].reduce((a, i) => a + shards[i].bytes, 0);
+  const downloadBytes = uniqueBytes - cachedBytes;
+  emit({ type: 'initiate', url: manifestUrl, shards: shards.length, totalBytes, cachedBytes, downloadBytes });
+
+  if (store.persistent && missing.length > 0) {
+    await checkQuota(downloadBytes - partialBytes);
+    await requestPersistence();
+  }
+  checkAbort();
+  const record: ModelRecord = {
+    url: manifestUrl,
+    manifest,
+    shards: shards.map((s) => s.sha256),
+    totalBytes,
+    complete: missing.length === 0 && (prior?.complete ?? false),
+    lastUsed: Date.now(),
+  };
+  await putRecord(store, record);
+
+  // The device before any download: a GPU that cannot hold the model is known at once.
+  const ctx = await GpuContext.create(GpuModel.requirements(config, plan, { maxContext: options.maxContext, prefillChunk: options.prefillChunk }), { gpu: options.gpu, powerPreference: options.powerPreference });
+  let weights: GpuWeights | undefined;
+  try {
+    const requests = (i: number): ShardRequest => ({
+      url: new URL(shards[i].file, manifestUrl).toString(),
+      file: shards[i].file,
+      bytes: shards[i].bytes,
+      sha256: shards[i].sha256,
+    });
+    const fetchOptions = { store, signal, retries: options.retries, backoffMs: options.backoffMs, fetch: get };
+    const fromNetwork = new Set<string>();
+    let networkBytes = 0;
+
+    // 1. Download what is missing.
+    const received = new Map<number, number>();
+    let overallLoaded = 0;
+    await fetchShards(missing.map(requests), {
+      ...fetchOptions,
+      concurrency: options.concurrency,
+      onStart: (req, from) => {
+        const index = firstIndex.get(req.sha256)!;
+        overallLoaded += from - (received.get(index) ?? 0);
+        received.set(index, from);
+        emit({ type: 'download', shard: req.file, index, from, total: req.bytes });
+      },
+      onProgress: (req, loaded, total) => {
+        const index = firstIndex.get(req.sha256)!;
+        overallLoaded += loaded - (received.get(index) ?? 0);
+        received.set(index, loaded);
+        emit({ type: 'progress', shard: req.file, index, source: 'network', loaded, total, overallLoaded, overallTotal: downloadBytes });
+      },
+      onVerified: (req) => {
+        fromNetwork.add(req.sha256);
+        networkBytes += req.bytes;
+        emit({ type: 'verify', shard: req.file, index: firstIndex.get(req.sha256)!, source: 'network', ok: true });
+      },
+    });
+
+    // 2. One shard at a time from the store into the GPU buffers.
+    weights = await GpuWeights.create(ctx, plan);
+    const pieces = piecesByShard(manifest, plan);
+    const verified = new Set(fromNetwork);
+    // One shard-sized buffer, reused for every shard: the heap holds one shard here.
+    const reuse = new Uint8Array(Math.max(0, ...shards.map((x) => x.bytes)));
+    let uploaded = 0;
+    for (let i = 0; i < shards.length; i++) {
+      checkAbort();
+      const shard = shards[i];
+      let bytes = await store.get(shard.sha256, reuse);
+      if (bytes && !verified.has(shard.sha256)) {
+        const ok = bytes.byteLength === shard.bytes && (await sha256Hex(bytes)) === shard.sha256;
+        emit({ type: 'verify', shard: shard.file, index: i, source: 'cache', ok });
+        if (ok) verified.add(shard.sha256);
+        else {
+          // Damaged in the cache: never used, fetched again.
+          bytes = undefined;
+          await store.delete(shard.sha256);
+        }
+      }
+      if (!bytes || bytes.byteLength !== shard.bytes) {
+        bytes = undefined;
+        await fetchShard(requests(i), {
+          ...fetchOptions,
+          buffer: reuse,
+          onStart: (from) => emit({ type: 'download', shard: shard.file, index: i, from, total: shard.bytes }),
+          onProgress: (loaded, total) =>
+            emit({ type: 'progress', shard: shard.file, index: i, source: 'network', loaded, total, overallLoaded: loaded, overallTotal: total }),
+          onVerified: () => emit({ type: 'verify', shard: shard.file, index: i, source: 'network', ok: true }),
+        });
+        fromNetwork.add(shard.sha256);
+        verified.add(shard.sha256);
+        networkBytes += shard.bytes;
+        bytes = await store.get(shard.sha256, reuse);
+        if (!bytes || bytes.byteLength !== shard.bytes) {
+          throw new MolmError(`The shard store lost ${shard.file} right after storing it; clear the cache (clearCache) and load again.`);
+        }
+      }
+      for (const p of pieces[i]) weights.writePiece(p.tensor, p.tensorOffset, bytes.subarray(p.offset, p.offset + p.bytes));
+      bytes = undefined;
+      // The queue has copied the bytes; waiting here keeps at most one shard in flight.
+      await ctx.device.queue.onSubmittedWorkDone();
+      ctx.assertAlive();
+      uploaded += shard.bytes;
+      const source: 'cache' | 'network' = fromNetwork.has(shard.sha256) ? 'network' : 'cache';
+      emit({ type: 'upload', shard: shard.file, index: i, source, loaded: shard.bytes, total: shard.bytes, overallLoaded: uploaded, overallTotal: totalBytes });
+    }
+    weights.finishWrites();
+    checkAbort();
+    const model = await GpuModel.fromWeights(ctx, config, weights, { maxContext: options.maxContext, prefillChunk: options.prefillChunk });
+    weights = undefined;
+    model.ownsContext = true;
+
+    await finishRecord(store, record);
+    emit({ type: 'ready', url: manifestUrl, totalBytes, cachedBytes: uniqueBytes - networkBytes, networkBytes, ms: Date.now() - started });
+    return model;
+  } catch (e) {
+    weights?.destroy();
+    ctx.destroy();
+    if (signal?.aborted && !(e instanceof QuotaError)) throw abortError(signal);
+    throw e;
+  }
+}
+
+/**
+ * Marks the model complete and drops the shards no model lists any more: an earlier version's,
+ * after the manifest at this URL changed. (A load in progress has written its record before its
+ * first download, so its shards are listed.)
+ */
+async function finishRecord(store: ShardStore, record: ModelRecord): Promise<void> {
+  record.complete = true;
+  record.lastUsed = Date.now();
+  try {
+    await store.putModel(record);
+    await deleteUnlistedShards(store);
+  } catch {
+    // The model is loaded; a record that could not be updated only costs a re-check next time.
+  }
+}
+

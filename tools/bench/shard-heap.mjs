@@ -1,0 +1,165 @@
+// Memory of loadModel in headless Chromium, for a converted model folder (docs/performance.md,
+// "Loading from shards: memory"). Usage:
+//
+//   node tools/bench/shard-heap.mjs MODEL_DIR [--concurrency N]
+//
+// Serves MODEL_DIR with tests/browser/model-server.ts (another origin than the page), opens
+// tests/browser/pages/cache.html from a Vite dev server in a persistent Chromium profile (a real
+// IndexedDB quota), and loads the model twice: from the network, then from the cache. Every
+// 25 ms it samples, through the Chrome DevTools Protocol, Performance.getMetrics JSHeapUsedSize
+// (V8's heap: objects, not ArrayBuffer contents) and Runtime.getHeapUsage usedSize +
+// backingStorageSize (the heap plus ArrayBuffer backing stores: what the shards' bytes occupy),
+// and reads the renderer process's resident-set peak (VmHWM) from /proc.
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+import { createServer } from 'vite';
+
+const args = process.argv.slice(2);
+const modelDir = args[0] && resolve(args[0]);
+if (!modelDir) {
+  console.error('usage: node tools/bench/shard-heap.mjs MODEL_DIR [--concurrency N]');
+  process.exit(2);
+}
+const ci = args.indexOf('--concurrency');
+const concurrency = ci >= 0 ? Number(args[ci + 1]) : undefined;
+
+// The flags of tests/browser/harness.ts (SwiftShader WebGPU, no GPU needed).
+const FLAGS = [
+  '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
+  '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader',
+];
+
+const MiB = 2 ** 20;
+const fmt = (b) => `${(b / MiB).toFixed(1)} MiB`;
+
+async function procStatus(pid) {
+  try {
+    const text = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kb = (key) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN) * 1024;
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  } catch {
+    return null;
+  }
+}
+
+/** Renderer processes of the Chromium whose --user-data-dir is `profile`. */
+async function rendererPids(profile) {
+  const procs = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      // Zygote children rewrite their command line as one space-separated string.
+      const cmd = (await readFile(`/proc/${d}/cmdline`, 'utf8')).replaceAll('\0', ' ');
+      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      procs.push({ pid: Number(d), ppid, cmd });
+    } catch {
+      // gone
+    }
+  }
+  const root = procs.find((p) => p.cmd.includes(`--user-data-dir=${profile} `) && !p.cmd.includes('--type='));
+  if (!root) return [];
+  const mine = new Set([root.pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) if (!mine.has(p.pid) && mine.has(p.ppid)) mine.add(p.pid), (grew = true);
+  }
+  return procs.filter((p) => mine.has(p.pid) && p.cmd.includes('--type=renderer') && !p.cmd.includes('--top-chrome-webui')).map((p) => p.pid);
+}
+
+const manifest = JSON.parse(await readFile(join(modelDir, 'manifest.json'), 'utf8'));
+const shardSizes = manifest.shards.map((s) => s.bytes);
+const total = shardSizes.reduce((a, b) => a + b, 0);
+
+const vite = await createServer({
+  configFile: false,
+  root: process.cwd(),
+  logLevel: 'error',
+  server: { host: '127.0.0.1', port: 0, hmr: false },
+  optimizeDeps: { noDiscovery: true, include: [] },
+});
+await vite.listen();
+const base = `http://127.0.0.1:${vite.httpServer.address().port}`;
+const { startModelServer } = await vite.ssrLoadModule('/tests/browser/model-server.ts');
+const models = await startModelServer(dirname(modelDir));
+const url = `${models.url}/${basename(modelDir)}/manifest.json`;
+
+const profile = await mkdtemp(join(tmpdir(), 'molm-heap-profile-'));
+const context = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: FLAGS });
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  await page.goto(`${base}/tests/browser/pages/cache.html`);
+  await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  // The page's renderer: the largest one (a spare renderer may idle beside it).
+  let renderer;
+  let rendererRss = -1;
+  for (const pid of await rendererPids(profile)) {
+    const st = await procStatus(pid);
+    if (st && st.rss > rendererRss) [renderer, rendererRss] = [pid, st.rss];
+  }
+
+  const sample = async () => {
+    const { metrics } = await cdp.send('Performance.getMetrics');
+    const h = await cdp.send('Runtime.getHeapUsage');
+    return { jsHeap: metrics.find((m) => m.name === 'JSHeapUsedSize').value, withBuffers: h.usedSize + (h.backingStorageSize ?? 0) };
+  };
+
+  const measure = async (label) => {
+    await cdp.send('HeapProfiler.collectGarbage');
+    const before = await sample();
+    // Resets VmHWM to the current RSS (Linux), so the peak below is this load's.
+    await writeFile(`/proc/${renderer}/clear_refs`, '5').catch(() => {});
+    const rssBefore = await procStatus(renderer);
+    let peak = { jsHeap: 0, withBuffers: 0 };
+    let running = true;
+    const sampler = (async () => {
+      while (running) {
+        try {
+          const s = await sample();
+          peak = { jsHeap: Math.max(peak.jsHeap, s.jsHeap), withBuffers: Math.max(peak.withBuffers, s.withBuffers) };
+        } catch {
+          // the page is busy; next time
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    const t0 = Date.now();
+    const result = await page.evaluate(
+      ([u, c]) => window.cachePage.load({ url: u, concurrency: c, keepProgress: false }),
+      [url, concurrency],
+    );
+    const ms = Date.now() - t0;
+    running = false;
+    await sampler;
+    if (result.error) throw new Error(`${label}: ${result.error.name}: ${result.error.message}`);
+    const rss = await procStatus(renderer);
+    const ready = result.events.at(-1);
+    console.log(
+      `${label}: ${(ms / 1000).toFixed(1)} s, network ${fmt(ready.networkBytes)}, cache ${fmt(ready.cachedBytes)}\n` +
+        `  JSHeapUsedSize peak ${fmt(peak.jsHeap)} (before ${fmt(before.jsHeap)})\n` +
+        `  heap + ArrayBuffers peak ${fmt(peak.withBuffers)} (before ${fmt(before.withBuffers)}; +${fmt(peak.withBuffers - before.withBuffers)} = ${((peak.withBuffers - before.withBuffers) / Math.max(...shardSizes)).toFixed(2)} × the largest shard)\n` +
+        `  renderer process RSS before ${fmt(rssBefore?.rss ?? NaN)}, peak during the load (VmHWM) ${fmt(rss?.hwm ?? NaN)}`,
+    );
+  };
+
+  console.log(`model ${modelDir}: ${fmt(total)} in ${shardSizes.length} shards (largest ${fmt(Math.max(...shardSizes))}), concurrency ${concurrency ?? 'default'}`);
+  console.log(`chromium ${context.browser()?.version() ?? ''} (headless, SwiftShader WebGPU)`);
+  await measure('first load (network → IndexedDB → GPU)');
+  const kinds = await page.evaluate(async () => {
+    const { createStore, values } = await import('/node_modules/idb-keyval/dist/index.js');
+    const all = await values(createStore('molm-web-shards', 'shards'));
+    return { blobs: all.filter((v) => v instanceof Blob).length, arrays: all.filter((v) => ArrayBuffer.isView(v)).length };
+  });
+  console.log(`  stored: ${kinds.blobs} shards as Blobs, ${kinds.arrays} as Uint8Arrays (after a refused Blob write)`);
+  await measure('second load (IndexedDB → GPU)');
+} finally {
+  await context.close();
+  await models.close();
+  await vite.close();
+  await rm(profile, { recursive: true, force: true });
+}
