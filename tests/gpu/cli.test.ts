@@ -1,9 +1,9 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../../src/cli/main.ts';
+import { afterAll, describe, expect, it } from 'vitest';
 import { expectClose } from './harness.ts';
+import { molm } from '../molm-cli.ts';
 
 const FIXTURES = join(__dirname, '..', 'fixtures');
 const tmp = mkdtempSync(join(tmpdir(), 'molm-cli-'));
@@ -16,19 +16,6 @@ function expected(name: string) {
   return { ...e, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
 }
 
-/** Runs the CLI in-process and captures what it prints. */
-async function molm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
 
 // Every checkpoint form holds the same tiny-molm weights (tools/fixtures/make_checkpoints.py).
 const FORMS = [

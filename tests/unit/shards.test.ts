@@ -3,12 +3,11 @@ import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { f16ToF32, f32ToBf16, f32ToF16, toFloat32 } from '../../src/checkpoint/dtype.ts';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import type { ByteSource, FileSource, TensorSource } from '../../src/checkpoint/types.ts';
-import { main } from '../../src/cli/main.ts';
 import { ModelFormatError } from '../../src/errors.ts';
 import { GROUP, dequantize, quantize } from '../../src/quant/layout.ts';
 import { convertModel } from '../../src/shards/convert.ts';
@@ -17,6 +16,7 @@ import { MANIFEST_FILE, type Manifest } from '../../src/shards/manifest.ts';
 import { openManifest, validateManifest } from '../../src/shards/manifest-source.ts';
 import { openModelFolder } from '../../src/shards/model-folder.ts';
 import { type ConvertDtype, planShards, shardFileName, storageBytes } from '../../src/shards/plan.ts';
+import { molm } from '../molm-cli.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'molm-shards-'));
@@ -321,19 +321,6 @@ describe('molm convert round trips', () => {
   });
 });
 
-/** Runs the CLI in-process and captures what it prints. */
-async function molm(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((stdout += String(s)), true));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((stderr += String(s)), true));
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
 
 describe('molm convert (CLI)', () => {
   it('converts, reports progress on stderr and a summary on stdout', async () => {
