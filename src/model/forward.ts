@@ -46,6 +46,19 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
   const kv = hasKvProjections(c);
   const d: Promise<Dispatch | Dispatch[]>[] = [];
 
+  // The attention and MLP routers differ only in their weights and where their choices go.
+  const router = (kind: 'att' | 'mlp', w0: string, b0: string, w3: string, experts: number, k: number, l: number) =>
+    routerTopK(ctx, { width: C, gating: c.gatingSize, experts, k }, { w0: st(w0), w3: st(w3) }, {
+      step,
+      x: a.x,
+      w0: w.get(w0),
+      b0: w.get(b0),
+      w3: w.get(w3),
+      ids: (kind === 'att' ? a.attIds : a.mlpIds)[l],
+      gates: (kind === 'att' ? a.attGates : a.mlpGates)[l],
+      probs: (kind === 'att' ? a.attProbs : a.mlpProbs)[l],
+    }, `router.${kind}.${l}`);
+
   d.push(
     embedding(ctx, { width: C, vocab: c.vocabSize }, st(WTE), {
       step,
@@ -66,18 +79,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     } else {
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.x, cache: cache.keys[l] }, `kv_append.${l}`));
     }
-    d.push(
-      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nAttExperts, k: c.kAtt }, { w0: st(n.attGate0Weight), w3: st(n.attGate3Weight) }, {
-        step,
-        x: a.x,
-        w0: w.get(n.attGate0Weight),
-        b0: w.get(n.attGate0Bias),
-        w3: w.get(n.attGate3Weight),
-        ids: a.attIds[l],
-        gates: a.attGates[l],
-        probs: a.attProbs[l],
-      }, `router.att.${l}`),
-    );
+    d.push(router('att', n.attGate0Weight, n.attGate0Bias, n.attGate3Weight, c.nAttExperts, c.kAtt, l));
     d.push(
       expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: c.nAttExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
         step,
@@ -105,18 +107,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       }, `o_proj.${l}`),
     );
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
-    d.push(
-      routerTopK(ctx, { width: C, gating: c.gatingSize, experts: c.nMlpExperts, k: c.kMlp }, { w0: st(n.mlpGate0Weight), w3: st(n.mlpGate3Weight) }, {
-        step,
-        x: a.x,
-        w0: w.get(n.mlpGate0Weight),
-        b0: w.get(n.mlpGate0Bias),
-        w3: w.get(n.mlpGate3Weight),
-        ids: a.mlpIds[l],
-        gates: a.mlpGates[l],
-        probs: a.mlpProbs[l],
-      }, `router.mlp.${l}`),
-    );
+    d.push(router('mlp', n.mlpGate0Weight, n.mlpGate0Bias, n.mlpGate3Weight, c.nMlpExperts, c.kMlp, l));
     d.push(
       expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: c.nMlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
         step,
