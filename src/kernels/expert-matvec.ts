@@ -79,21 +79,6 @@ function grid(columnTiles: number, unitsPerRow: number, label: string): (rows: n
   };
 }
 
-/** The one shader behind both wrappers, for a shape, a tile and the mode flags. */
-function expertPipeline(
-  gpu: GpuContext,
-  shape: { inDim: number; outDim: number; experts: number; k: number },
-  weightType: WeightType,
-  t: ReturnType<typeof tile>,
-  mode: { PER_SLOT_INPUT: boolean; GELU: boolean; COMBINE: boolean },
-): Promise<GPUComputePipeline> {
-  const { inDim, outDim, experts, k } = shape;
-  return gpu.pipelines.get('expert_matvec.wgsl', {
-    defines: { IN: inDim, OUT: outDim, E: experts, K: k, ...t, ...mode },
-    weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
-  });
-}
-
 /**
  * y[r, s, :] = act(x[r, (s,) :] @ W[ids[r, s]]) for the k selected experts of every token row:
  * the attention query projection and the MLP up-projection (shaders/expert_matvec.wgsl).
@@ -105,13 +90,21 @@ export async function expertProject(
   b: ExpertProjectBuffers,
   label = 'expert_project',
 ): Promise<Dispatch> {
-  const { inDim, outDim, k } = shape;
-  checkShape(label, shape);
+  const { inDim, outDim, experts, k } = shape;
+  checkShape(label, { inDim, outDim, experts, k });
   const t = tile(inDim, outDim, k);
-  const pipeline = await expertPipeline(gpu, shape, weightType, t, {
-    PER_SLOT_INPUT: shape.perSlotInput,
-    GELU: shape.activation === 'gelu_tanh',
-    COMBINE: false,
+  const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
+    defines: {
+      IN: inDim,
+      OUT: outDim,
+      E: experts,
+      K: k,
+      ...t,
+      PER_SLOT_INPUT: shape.perSlotInput,
+      GELU: shape.activation === 'gelu_tanh',
+      COMBINE: false,
+    },
+    weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
   });
   return {
     label,
@@ -133,10 +126,22 @@ export async function expertCombine(
   b: ExpertCombineBuffers,
   label = 'expert_combine',
 ): Promise<Dispatch> {
-  const { inDim, outDim } = shape;
+  const { inDim, outDim, experts, k } = shape;
   checkShape(label, shape);
   const t = tile(inDim, outDim, 1);
-  const pipeline = await expertPipeline(gpu, shape, weightType, t, { PER_SLOT_INPUT: true, GELU: false, COMBINE: true });
+  const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
+    defines: {
+      IN: inDim,
+      OUT: outDim,
+      E: experts,
+      K: k,
+      ...t,
+      PER_SLOT_INPUT: true,
+      GELU: false,
+      COMBINE: true,
+    },
+    weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
+  });
   return {
     label,
     pipeline,
