@@ -3,7 +3,9 @@
 // the definition in src/reference/sampler.ts. One workgroup of WG invocations covers the whole
 // vocabulary (V = 50295 in MoLM).
 //
-// temperature ≤ 0: argmax, lowest index on ties; nothing else applies.
+// Repetition penalty first (src/reference/sampler.ts): a token already in the context (its bit
+// set in `seen`) has its logit divided by the penalty when positive, multiplied when not.
+// temperature ≤ 0: argmax of the penalised logits, lowest index on ties; nothing else applies.
 // Otherwise, with w_i = exp((l_i − max l) / T) (the softmax numerators; 0 where float32 underflows):
 //   top-k: keep the tokens whose logit is ≥ the k-th largest logit   (top_k = 0 or ≥ V: all)
 //   top-p: of those, keep the tokens whose logit is ≥ τ_p, τ_p the largest value for which the
@@ -29,17 +31,22 @@ struct SamplerParams {
   top_k: u32,
   top_p: f32,
   seed: u32,
+  repetition_penalty: f32,
 }
 
 @group(0) @binding(1) var<storage, read> logits: array<f32>;   // [V] (row 0 of the step's logits)
 @group(0) @binding(2) var<uniform> params: SamplerParams;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>; // [1]: the chosen token id
+// [ceil(V / 32)] bit i: token i is in the context. The prompt's bits are written when a
+// generation starts; the sampler adds each token it chooses, so no id ever goes to the CPU.
+@group(0) @binding(4) var<storage, read_write> seen: array<u32>;
 
 const CHUNK: u32 = (V + WG - 1u) / WG; // contiguous tokens per invocation in the draw
 
 var<workgroup> red_f: array<f32, WG>;
 var<workgroup> red_u: array<u32, WG>;
 var<workgroup> chosen: u32;
+var<workgroup> top_logit: f32;
 
 // The PCG hash of the reference sampler (src/reference/sampler.ts), in wrapping u32 arithmetic.
 fn pcg_hash(x: u32) -> u32 {
@@ -51,6 +58,14 @@ fn pcg_hash(x: u32) -> u32 {
 // uniformFromSeed(seed, n): 24 random bits in [0, 1), exact in float32.
 fn uniform_from_seed(seed: u32, n: u32) -> f32 {
   return f32(pcg_hash(pcg_hash(seed) + n) >> 8u) / 16777216.0;
+}
+
+// The logit the sampler works with: penalised when the token is in the context.
+fn logit(i: u32) -> f32 {
+  let l = logits[i];
+  let p = params.repetition_penalty;
+  if (p == 1.0 || (seen[i >> 5u] & (1u << (i & 31u))) == 0u) { return l; }
+  return select(l * p, l / p, l > 0.0);
 }
 
 // An order-preserving u32 image of a float32: a < b ⇔ key(a) < key(b) for non-NaN values.
@@ -96,7 +111,7 @@ fn argmax(lid: u32) -> u32 {
   var best = 0.0;
   var at = V;
   for (var i = lid; i < V; i += WG) {
-    let l = logits[i];
+    let l = logit(i);
     if (beats(l, i, best, at)) { best = l; at = i; }
   }
   red_f[lid] = best;
@@ -123,14 +138,14 @@ fn weight(l: f32, m: f32, t: f32) -> f32 {
 
 fn count_at_least(tau: u32, lid: u32) -> u32 {
   var n = 0u;
-  for (var i = lid; i < V; i += WG) { n += u32(key(logits[i]) >= tau); }
+  for (var i = lid; i < V; i += WG) { n += u32(key(logit(i)) >= tau); }
   return sum_u32(n, lid);
 }
 
 fn mass_at_least(tau: u32, m: f32, t: f32, lid: u32) -> f32 {
   var s = 0.0;
   for (var i = lid; i < V; i += WG) {
-    let l = logits[i];
+    let l = logit(i);
     if (key(l) >= tau) { s += weight(l, m, t); }
   }
   return sum_f32(s, lid);
@@ -146,10 +161,16 @@ fn upper_mid(lo: u32, hi: u32) -> u32 {
 fn main(@builtin(local_invocation_index) lid: u32) {
   let top = argmax(lid);
   if (!(params.temperature > 0.0)) {
-    if (lid == 0u) { out[0] = top; }
+    if (lid == 0u) {
+      out[0] = top;
+      seen[top >> 5u] |= 1u << (top & 31u);
+    }
     return;
   }
-  let m = logits[top];
+  // Through workgroup memory: a read of `seen` (read_write storage) is not uniform for WGSL,
+  // and the bisection loops below must branch on values derived from m uniformly.
+  if (lid == 0u) { top_logit = logit(top); }
+  let m = workgroupUniformLoad(&top_logit);
   let t = params.temperature;
   let key_max = key(m);
 
@@ -182,7 +203,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let end = min(begin + CHUNK, V);
   var own = 0.0;
   for (var i = begin; i < end; i++) {
-    let l = logits[i];
+    let l = logit(i);
     if (key(l) >= tau) { own += weight(l, m, t); }
   }
   red_f[lid] = own;
@@ -200,7 +221,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var run = before;
     var last = V;
     for (var i = begin; i < end; i++) {
-      let l = logits[i];
+      let l = logit(i);
       if (key(l) >= tau) {
         let w = weight(l, m, t);
         run += w;
@@ -213,5 +234,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (last < V) { chosen = last; }
   }
   workgroupBarrier();
-  if (lid == 0u) { out[0] = chosen; }
+  if (lid == 0u) {
+    out[0] = chosen;
+    seen[chosen >> 5u] |= 1u << (chosen & 31u);
+  }
 }

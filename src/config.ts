@@ -19,6 +19,8 @@ export interface ModelConfig {
   layerNormEpsilon: number;
   bosTokenId: number;
   eosTokenId: number;
+  /** n_ctx: the longest context the model is meant for (undefined when the config has none). */
+  nCtx?: number;
 }
 
 /** Head size d = A / n_head. */
@@ -117,6 +119,7 @@ export function parseConfig(input: string | Json): ModelConfig {
     bosTokenId: tokenId(json, 'bos_token_id', vocabSize),
     eosTokenId: tokenId(json, 'eos_token_id', vocabSize),
   };
+  if (json.n_ctx !== undefined && json.n_ctx !== null) c.nCtx = positiveInt(json, 'n_ctx');
   const eps = json.layer_norm_epsilon ?? 1e-5;
   if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) {
     throw new ModelFormatError(`config.json: field "layer_norm_epsilon" must be a positive number, got ${JSON.stringify(eps)}.`);

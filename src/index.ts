@@ -1,5 +1,51 @@
-// molm-web's public API. The text-generation engine (createEngine, tokenizer, chat) builds on
-// these pieces; the CLI uses them through Dawn in Node.
+// molm-web's public API in the browser (Node's entry, src/node.ts, re-exports it with Node's
+// createEngine). createEngine is the text API; the rest are the pieces it is built from.
+import { DeviceLimitError } from './errors.ts';
+import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
+import type { Engine } from './engine/engine.ts';
+import { WorkerEngine } from './engine/worker-engine.ts';
+
+/**
+ * Loads a converted model (its URL) with its tokenizer and returns the text engine. In a page
+ * the engine runs in a Web Worker (pass `worker: false` to keep it on this thread).
+ */
+export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
+  const inPage = typeof window !== 'undefined' && typeof Worker !== 'undefined';
+  if (inPage && options.worker !== false) {
+    const worker = new Worker(new URL('./engine/worker.ts', import.meta.url), { type: 'module', name: 'molm-engine' });
+    return WorkerEngine.create(options, worker);
+  }
+  return createLocalEngine(options, { gpu: browserGpu });
+}
+
+async function browserGpu(): Promise<GPU> {
+  const gpu = typeof navigator !== 'undefined' ? navigator.gpu : undefined;
+  if (!gpu) {
+    throw new DeviceLimitError(
+      'This browser has no WebGPU (navigator.gpu is missing): use a current Chrome, Edge or Safari 26+, or Firefox 141+ on Windows; on Linux Chrome, enable chrome://flags/#enable-unsafe-webgpu.',
+    );
+  }
+  return gpu;
+}
+
+export type { CreateEngineOptions, EngineProgress } from './engine/create.ts';
+export type { Engine, TextStream, EngineOptions } from './engine/engine.ts';
+export { LocalEngine } from './engine/engine.ts';
+export type { GenerateOptions, GenerationResult, FinishReason, Usage } from './engine/generation.ts';
+export { DEFAULT_GENERATE_OPTIONS } from './engine/generation.ts';
+export {
+  DEFAULT_CHAT_TEMPLATE,
+  DEFAULT_CHAT_STOP,
+  renderChat,
+  type ChatMessage,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionRequest,
+  type ChatUsage,
+} from './engine/chat.ts';
+export { MolmTokenizer, StreamingDetokenizer } from './engine/tokenizer.ts';
+export type { TokenModel } from './engine/token-model.ts';
+export { loadTokenizerJson } from './shards/load-tokenizer.ts';
 export { parseConfig, type ModelConfig } from './config.ts';
 export * from './errors.ts';
 export { openCheckpoint } from './checkpoint/index.ts';

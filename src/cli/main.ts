@@ -1,9 +1,10 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { MolmError, UsageError } from '../errors.ts';
 import { GREEDY, type SamplingOptions } from '../model/model.ts';
-import { openModel, type OpenOptions } from './backend.ts';
+import { openEngine, openModel, openTokenizer, type OpenOptions } from './backend.ts';
 import { runBench } from './bench.ts';
+import { evaluatePerplexity } from './eval.ts';
 import { runConvert } from './convert.ts';
 import { synthesize } from './synth.ts';
 
@@ -11,8 +12,14 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
 
   molm logits   --model DIR --ids 5,17,3 --out FILE
       float32 little-endian logits [T, vocab] of every position, from one prefill.
-  molm generate --model DIR --ids 5,17,3 --max-new-tokens N [--greedy | --temperature T --top-k K --top-p P --seed S] [--json]
-      prefill, then token-by-token decode with the KV cache.
+  molm generate --model DIR --prompt "text" [--max-new-tokens N] [--temperature T --top-k K --top-p P
+                [--repetition-penalty R] --seed S | --greedy] [--stop STR ...] [--json]
+      the continuation of the prompt, streamed as it is generated (the createEngine API; defaults
+      as GenerateOptions: temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1).
+  molm generate --model DIR --ids 5,17,3 --max-new-tokens N [--greedy | --temperature T ...] [--json]
+      token ids in, token ids out (greedy unless --temperature is given).
+  molm eval     --model DIR --text FILE [--window W] [--max-tokens N] [--json]
+      perplexity of the model on a text file, and tokens scored per second.
   molm bench    --model DIR --prompt-tokens P --new-tokens N [--json]
       prefill and decode throughput on this adapter.
   molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
@@ -28,6 +35,12 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
 const options = {
   model: { type: 'string' },
   ids: { type: 'string' },
+  prompt: { type: 'string' },
+  text: { type: 'string' },
+  window: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  stop: { type: 'string', multiple: true },
   out: { type: 'string' },
   'max-new-tokens': { type: 'string' },
   greedy: { type: 'boolean' },
@@ -101,6 +114,7 @@ function sampling(v: Values): SamplingOptions {
     topK: int(v, 'top-k', 0),
     topP: num(v, 'top-p', 1),
     seed: int(v, 'seed', 0),
+    repetitionPenalty: num(v, 'repetition-penalty', 1),
   };
 }
 
@@ -116,7 +130,59 @@ async function logitsCommand(v: Values): Promise<void> {
   }
 }
 
+async function generateTextCommand(v: Values): Promise<void> {
+  const prompt = v.prompt!;
+  const { engine } = await openEngine(required(v, 'model'), openOptions(v));
+  try {
+    const greedy = v.greedy === true;
+    const stream = engine.generate(prompt, {
+      maxNewTokens: v['max-new-tokens'] !== undefined ? int(v, 'max-new-tokens') : 64,
+      temperature: greedy ? 0 : v.temperature !== undefined ? num(v, 'temperature', 0.7) : undefined,
+      topK: v['top-k'] !== undefined ? int(v, 'top-k') : undefined,
+      topP: v['top-p'] !== undefined ? num(v, 'top-p', 1) : undefined,
+      repetitionPenalty: v['repetition-penalty'] !== undefined ? num(v, 'repetition-penalty', 1) : undefined,
+      seed: v.seed !== undefined ? int(v, 'seed') : undefined,
+      stop: v.stop,
+    });
+    for await (const text of stream) if (!v.json) process.stdout.write(text);
+    const r = await stream.result;
+    process.stdout.write(v.json ? JSON.stringify({ prompt, text: r.text, finish_reason: r.finishReason, usage: r.usage }) + '\n' : '\n');
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function evalCommand(v: Values): Promise<void> {
+  const dir = required(v, 'model');
+  const text = await readFile(required(v, 'text'), 'utf8');
+  const tokenizer = await openTokenizer(dir);
+  let ids = tokenizer.encode(text);
+  if (v['max-tokens'] !== undefined) ids = ids.slice(0, int(v, 'max-tokens'));
+  const model = await openModel(dir, openOptions(v));
+  try {
+    const window = v.window !== undefined ? int(v, 'window') : model.maxContext;
+    const r = await evaluatePerplexity(model, ids, {
+      window,
+      eos: model.config.eosTokenId,
+      onWindow: v.json ? undefined : (done, total) => process.stderr.write(`\r${done}/${total} tokens`),
+    });
+    if (!v.json) process.stderr.write('\n');
+    const out = { model: dir, device: model.description, ...r };
+    process.stdout.write(
+      v.json
+        ? JSON.stringify(out) + '\n'
+        : `perplexity ${r.perplexity.toFixed(2)} (${r.nll.toFixed(4)} nats/token) over ${r.tokens} tokens in windows of ${r.window}; ${r.tokens_per_s.toFixed(1)} tokens/s on ${model.description}\n`,
+    );
+  } finally {
+    model.close();
+  }
+}
+
 async function generateCommand(v: Values): Promise<void> {
+  if (v.prompt !== undefined) {
+    if (v.ids !== undefined) throw new UsageError('Give --prompt or --ids, not both.');
+    return generateTextCommand(v);
+  }
   const ids = parseIds(required(v, 'ids'));
   const n = int(v, 'max-new-tokens', 32);
   const model = await openModel(required(v, 'model'), { maxContext: Math.max(ids.length + n, 1), ...openOptions(v) });
@@ -174,6 +240,7 @@ async function convertCommand(v: Values): Promise<void> {
 const COMMANDS: Record<string, (v: Values) => Promise<void>> = {
   logits: logitsCommand,
   generate: generateCommand,
+  eval: evalCommand,
   bench: benchCommand,
   synth: synthCommand,
   convert: convertCommand,

@@ -140,7 +140,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       }, 'lm_head'),
     );
     if (!all) {
-      d.push(sampler(ctx, { vocab: c.vocabSize }, { step, logits: a.lastLogits, params: r.samplerParams.buffer, out: a.nextId }, 'sample'));
+      d.push(sampler(ctx, { vocab: c.vocabSize }, { step, logits: a.lastLogits, params: r.samplerParams.buffer, out: a.nextId, seen: r.samplerParams.seen }, 'sample'));
     }
   }
   return (await Promise.all(d)).flat();

@@ -4,7 +4,7 @@ import { ContextLengthError, DeviceLostError, UsageError } from '../errors.ts';
 import type { DeviceRequirements, GpuContext } from '../gpu/context.ts';
 import type { WeightType } from '../gpu/wgsl.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
-import { SamplerParams } from '../kernels/sampler.ts';
+import { SamplerParams, type SamplingOptions } from '../kernels/sampler.ts';
 import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
 import { planStep, type ForwardResources, type StepHead } from './forward.ts';
@@ -13,20 +13,12 @@ import { GpuWeights, planWeights, type WeightPlan, type WeightProgress } from '.
 
 const MAP_READ = 0x01;
 
-export interface SamplingOptions {
-  /** 0 (or less) picks the most likely token. */
-  temperature: number;
-  /** Keep the k most likely tokens; 0 keeps all. */
-  topK: number;
-  /** Keep the smallest set of tokens holding this share of the probability; 1 keeps all. */
-  topP: number;
-  seed: number;
-}
+export type { SamplingOptions } from '../kernels/sampler.ts';
 
 export const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 export interface GpuModelOptions {
-  /** Tokens the KV cache holds (prompt and generated). MoLM was trained with 512 and works best up to 2048. */
+  /** Tokens the KV cache holds (prompt and generated); default the config's n_ctx, at most 2048. */
   maxContext?: number;
   /** Prompt tokens per prefill step; longer prompts run in several steps. */
   prefillChunk?: number;
@@ -35,9 +27,14 @@ export interface GpuModelOptions {
   onProgress?: (p: WeightProgress) => void;
 }
 
+/** The KV cache rows a model gets when the caller does not say: MoLM's n_ctx is 12288, too many for most devices. */
+export function defaultMaxContext(config: ModelConfig): number {
+  return Math.min(config.nCtx ?? 2048, 2048);
+}
+
 /** The KV cache's rows and the prefill chunk's rows, validated. */
-function contextSizes(options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'>): { maxContext: number; rows: number } {
-  const maxContext = options.maxContext ?? 2048;
+function contextSizes(config: ModelConfig, options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'>): { maxContext: number; rows: number } {
+  const maxContext = options.maxContext ?? defaultMaxContext(config);
   const rows = Math.min(options.prefillChunk ?? 128, maxContext);
   if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
   if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
@@ -53,6 +50,8 @@ export class GpuModel {
   private decodePlan: Dispatch[] = [];
   private prefillPlans = new Map<StepHead, Promise<Dispatch[]>>();
   private idSlot = 0;
+  /** The tokens whose keys and values are in the cache, by position. */
+  private ids: number[] = [];
   /** Set when the model was given its own device (loadGpuModel): destroying the model ends it. */
   ownsContext = false;
 
@@ -68,8 +67,7 @@ export class GpuModel {
 
   /** The device limits this model needs, known before any weight is read. */
   static requirements(config: ModelConfig, plan: WeightPlan, options: GpuModelOptions = {}): DeviceRequirements {
-    const maxContext = options.maxContext ?? 2048;
-    const rows = options.prefillChunk ?? 128;
+    const { maxContext, rows } = contextSizes(config, options);
     const largestActivation = Math.max(
       rows * config.vocabSize * 4,
       rows * config.kMlp * config.ffdHidden * 4,
@@ -81,7 +79,7 @@ export class GpuModel {
 
   static async load(ctx: GpuContext, config: ModelConfig, source: TensorSource, options: GpuModelOptions = {}): Promise<GpuModel> {
     const plan = planWeights(config, source, { matrixType: options.matrixType });
-    contextSizes(options);
+    contextSizes(config, options);
     const weights = await GpuWeights.upload(ctx, source, plan, options.onProgress);
     return GpuModel.fromWeights(ctx, config, weights, options);
   }
@@ -100,11 +98,11 @@ export class GpuModel {
     let cache: KvCache | undefined;
     let acts: Activations | undefined;
     try {
-      const { maxContext, rows } = contextSizes(options);
+      const { maxContext, rows } = contextSizes(config, options);
       const device = ctx.device;
       cache = new KvCache(device, config, maxContext);
       acts = new Activations(device, config, rows, hasKvProjections(config));
-      const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device));
+      const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize));
       model.decodePlan = await planStep(model.resources, 'decode', 'sample');
       await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
       return model;
@@ -139,9 +137,25 @@ export class GpuModel {
     return this.cache.maxContext;
   }
 
+  /** The tokens in the context (their keys and values are in the cache), in order. */
+  get contextIds(): readonly number[] {
+    return this.ids;
+  }
+
   /** Forgets the context (the cache contents are simply overwritten later). */
   reset(): void {
-    this.cache.length = 0;
+    this.truncate(0);
+  }
+
+  /**
+   * Keeps the first `length` tokens of the context and forgets the rest: a prompt that starts
+   * with them continues from there without recomputing them (stick-breaking attention has no
+   * positions to shift, and a token's keys and values depend only on the tokens before it).
+   */
+  truncate(length: number): void {
+    const n = Math.max(0, Math.min(length, this.ids.length));
+    this.ids.length = n;
+    this.cache.length = n;
   }
 
   /** GPU memory held by weights, KV cache and activations. */
@@ -207,6 +221,7 @@ export class GpuModel {
       this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
       const bytes = chunk.length * V * 4;
       this.submit(plan, chunk.length, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
+      this.ids.push(...chunk);
       out.set(new Float32Array(await this.mapRead(this.acts.allLogitsReadback, bytes)), start * V);
     }
     return out;
@@ -219,6 +234,7 @@ export class GpuModel {
     this.ctx.device.queue.writeBuffer(this.acts.nextId, 0, Uint32Array.of(id));
     const bytes = this.config.vocabSize * 4;
     this.submit(this.decodePlan, 1, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, bytes));
+    this.ids.push(id);
     return new Float32Array(await this.mapRead(this.acts.lastLogitsReadback, bytes));
   }
 
@@ -230,6 +246,7 @@ export class GpuModel {
       const isLast = start + this.acts.maxRows >= ids.length;
       this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
       this.submit(isLast ? last : body, chunk.length, isLast ? (enc) => this.copyId(enc) : undefined);
+      this.ids.push(...chunk);
     }
   }
 
@@ -247,6 +264,7 @@ export class GpuModel {
    * Appends the prompt to the context and yields up to `maxNewTokens` sampled ids. Each decode
    * step is queued before the previous token is read back, so the GPU never waits on the CPU;
    * the only readback is the sampled id. Stops early when the consumer stops iterating.
+   * The repetition penalty counts every token of the context, the prompt included.
    */
   async *generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions = GREEDY): AsyncGenerator<number> {
     if (prompt.length === 0) throw new UsageError('The prompt is empty: give at least one token.');
@@ -255,17 +273,21 @@ export class GpuModel {
     this.checkRoom(prompt.length + Math.max(0, maxNewTokens - 1));
     if (maxNewTokens <= 0) return;
     this.samplerParams.write(sampling);
+    this.samplerParams.writeSeen((sampling.repetitionPenalty ?? 1) === 1 ? [] : [...this.ids, ...prompt]);
     this.idSlot = 0;
     await this.submitPrefill(prompt);
     for (let i = 0; i < maxNewTokens; i++) {
-      if (i + 1 < maxNewTokens) {
+      const fed = i + 1 < maxNewTokens;
+      if (fed) {
         // The slot after the one being read receives the next step's id.
         const readSlot = this.idSlot;
         this.idSlot ^= 1;
         this.submit(this.decodePlan, 1, (enc) => this.copyId(enc));
         this.idSlot = readSlot;
       }
-      yield await this.readId();
+      const id = await this.readId();
+      if (fed) this.ids.push(id);
+      yield id;
     }
   }
 
@@ -274,7 +296,7 @@ export class GpuModel {
     this.cache.destroy();
     this.acts.destroy();
     this.step.buffer.destroy();
-    this.samplerParams.buffer.destroy();
+    this.samplerParams.destroy();
     if (this.ownsContext) this.ctx.destroy();
   }
 }

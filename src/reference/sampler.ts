@@ -1,6 +1,8 @@
 // Token selection, defined here once; the GPU sampler kernel implements this same definition.
 //
-// sample(logits, {temperature, topK, topP}, u):
+// sample(logits, {temperature, topK, topP}, u), after applyRepetitionPenalty when one is used:
+//   0. Repetition penalty r (CTRL, Keskar et al. 2019, as in Hugging Face transformers): the logit
+//      l of every token already in the context becomes l / r when l > 0, l · r otherwise.
 //   1. temperature ≤ 0: argmax (lowest index among equal maxima). Nothing else applies.
 //   2. p_i = softmax(logits / temperature), in float64 with the maximum logit subtracted.
 //   3. Top-k: τ_k = the topK-th largest p (duplicates counted); keep every token with p_i ≥ τ_k,
@@ -31,6 +33,17 @@ export interface SamplerOptions {
   topK: number;
   /** Keep the smallest most-likely set holding this share of the mass (plus ties); 1 = off. */
   topP: number;
+}
+
+/** The logits with the repetition penalty applied to the tokens in `context` (step 0 above). */
+export function applyRepetitionPenalty(logits: ArrayLike<number>, context: Iterable<number>, penalty: number): Float64Array {
+  const out = Float64Array.from(logits as ArrayLike<number>);
+  if (penalty === 1) return out;
+  for (const id of new Set(context)) {
+    const l = out[id];
+    out[id] = l > 0 ? l / penalty : l * penalty;
+  }
+  return out;
 }
 
 /** Index of the largest value; the lowest index among equals. */

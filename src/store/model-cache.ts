@@ -64,13 +64,18 @@ export async function listCachedModels(options: CacheOptions = {}): Promise<Cach
   return out.sort((a, b) => b.lastUsed - a.lastUsed);
 }
 
+/** The store keys a model record holds on to: its shards and its tokenizer. */
+function storedFilesOf(r: ModelRecord): string[] {
+  return r.tokenizer ? [...r.shards, r.tokenizer] : r.shards;
+}
+
 /**
  * Deletes the shards of `records` (and their partial downloads) that no model outside `records`
  * still lists.
  */
 export async function deleteUnsharedShards(store: ShardStore, shards: Iterable<string>, keepFor: (r: ModelRecord) => boolean): Promise<void> {
   const kept = new Set<string>();
-  for (const r of await store.listModels()) if (keepFor(r)) for (const h of r.shards) kept.add(h);
+  for (const r of await store.listModels()) if (keepFor(r)) for (const h of storedFilesOf(r)) kept.add(h);
   for (const h of new Set(shards)) {
     if (kept.has(h)) continue;
     await store.delete(h);
@@ -84,7 +89,7 @@ export async function deleteUnsharedShards(store: ShardStore, shards: Iterable<s
  */
 export async function deleteUnlistedShards(store: ShardStore): Promise<void> {
   const listed = new Set<string>();
-  for (const r of await store.listModels()) for (const h of r.shards) listed.add(h);
+  for (const r of await store.listModels()) for (const h of storedFilesOf(r)) listed.add(h);
   for (const h of await store.list()) if (!listed.has(h)) await store.delete(h);
   for (const h of await store.listPartials()) if (!listed.has(h)) await store.deletePartial(h);
 }
@@ -98,7 +103,7 @@ export async function deleteCachedModel(url: string, options: CacheOptions = {})
   const key = manifestUrlOf(url);
   const record = await store.getModel(key);
   if (!record) return false;
-  await deleteUnsharedShards(store, record.shards, (r) => r.url !== key);
+  await deleteUnsharedShards(store, storedFilesOf(record), (r) => r.url !== key);
   await store.deleteModel(key);
   return true;
 }

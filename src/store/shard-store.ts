@@ -20,6 +20,8 @@ export interface ModelRecord {
   complete: boolean;
   /** When the model was last loaded (ms since the epoch). */
   lastUsed: number;
+  /** sha256 of the model's tokenizer.json, stored like a shard (src/shards/load-tokenizer.ts). */
+  tokenizer?: string;
 }
 
 /** The bytes received so far of a shard whose download was interrupted (resumed later). */

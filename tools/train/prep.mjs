@@ -74,12 +74,16 @@ const cats = new Map(
 const names = readdirSync(corpusDir).filter((n) => /^c[a-z]\d\d$/.test(n)).sort();
 const tok = new Tokenizer(JSON.parse(readFileSync(join(root, 'tests', 'fixtures', 'tokenizer', 'tokenizer.json'), 'utf8')), {});
 
+// Every HELDOUT_EVERY-th document is held out (train.py and bigram.py split the same way).
+const HELDOUT_EVERY = 20;
 const ids = [];
 const docs = [];
+const heldout = [];
 let sample = '';
-for (const name of names) {
+for (const [i, name] of names.entries()) {
   const text = readDoc(join(corpusDir, name));
   if (!sample) sample = text;
+  if (i % HELDOUT_EVERY === HELDOUT_EVERY - 1) heldout.push(text);
   const enc = tok.encode(text, { add_special_tokens: false }).ids;
   const start = ids.length;
   for (const id of enc) ids.push(id);
@@ -90,4 +94,8 @@ mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'tokens.u32'), Buffer.from(new Uint32Array(ids).buffer));
 writeFileSync(join(outDir, 'docs.json'), JSON.stringify(docs));
 writeFileSync(join(outDir, 'sample.txt'), sample + '\n');
+// The held-out documents as text, each followed by <|endoftext|>: `molm eval --text` on this file
+// scores exactly the held-out tokens train.py and bigram.py use (BPE never merges across the
+// special token, so the ids are each document's ids and 50256, in order).
+writeFileSync(join(outDir, 'heldout.txt'), heldout.map((t) => t + '<|endoftext|>').join(''));
 console.log(`${docs.length} documents, ${ids.length} tokens → ${outDir}`);

@@ -1,0 +1,186 @@
+import { Template } from '@huggingface/jinja';
+import { UsageError } from '../errors.ts';
+import type { Engine } from './engine.ts';
+import type { FinishReason, GenerateOptions, GenerationResult } from './generation.ts';
+
+// engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
+// WebLLM and most client code speak), over engine.generate and a Jinja chat template.
+
+/**
+ * MoLM is a base model with no chat format of its own, so the default template is plain
+ * dialogue text. `messages` and `add_generation_prompt` are the variables chat templates on the
+ * Hugging Face Hub use, so any of them can replace it (EngineOptions.chatTemplate).
+ */
+export const DEFAULT_CHAT_TEMPLATE = `{%- for message in messages -%}
+{%- if message.role == 'system' -%}
+{{ message.content + '\\n\\n' }}
+{%- elif message.role == 'user' -%}
+{{ 'User: ' + message.content + '\\n' }}
+{%- else -%}
+{{ 'Assistant: ' + message.content + '\\n' }}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ 'Assistant:' }}
+{%- endif -%}`;
+
+/** Where the default template's reply ends: the model starting the next turn. */
+export const DEFAULT_CHAT_STOP = ['\nUser:', '\nAssistant:'];
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  /** New tokens at most (OpenAI's two names for it). */
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  /** Not in OpenAI's API; as GenerateOptions.topK. */
+  top_k?: number;
+  /** Not in OpenAI's API; as GenerateOptions.repetitionPenalty. */
+  repetition_penalty?: number;
+  seed?: number;
+  /** Added to the template's own stop strings (DEFAULT_CHAT_STOP for the default template). */
+  stop?: string | string[];
+  /** A Jinja template for this request only. */
+  chat_template?: string;
+  signal?: AbortSignal;
+}
+
+export interface ChatUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** molm-web's timings (as WebLLM's usage.extra). */
+  extra: {
+    time_to_first_token_ms: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+    cached_prompt_tokens: number;
+  };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason; logprobs: null }[];
+  usage: ChatUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  /** Empty in the last chunk, which carries `usage`. */
+  choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null; logprobs: null }[];
+  usage?: ChatUsage;
+}
+
+const templates = new Map<string, Template>();
+
+/** The prompt a template makes of the messages (with the assistant's turn opened). */
+export function renderChat(messages: ChatMessage[], template: string = DEFAULT_CHAT_TEMPLATE): string {
+  if (!Array.isArray(messages) || messages.length === 0) throw new UsageError('messages must be a non-empty array of { role, content }.');
+  for (const [i, m] of messages.entries()) {
+    if (!m || !['system', 'user', 'assistant'].includes(m.role) || typeof m.content !== 'string') {
+      throw new UsageError(`messages[${i}] must be { role: 'system' | 'user' | 'assistant', content: string }, got ${JSON.stringify(m)}.`);
+    }
+  }
+  let t = templates.get(template);
+  if (!t) {
+    try {
+      t = new Template(template);
+    } catch (e) {
+      throw new UsageError(`The chat template does not parse: ${(e as Error).message}`);
+    }
+    templates.set(template, t);
+  }
+  try {
+    return t.render({ messages, add_generation_prompt: true, bos_token: '', eos_token: '<|endoftext|>' });
+  } catch (e) {
+    throw new UsageError(`The chat template failed on these messages: ${(e as Error).message}`);
+  }
+}
+
+let counter = 0;
+const completionId = () => `chatcmpl-${Date.now().toString(36)}${(counter++).toString(36)}`;
+
+function chatUsage(r: GenerationResult): ChatUsage {
+  const u = r.usage;
+  return {
+    prompt_tokens: u.promptTokens,
+    completion_tokens: u.completionTokens,
+    total_tokens: u.totalTokens,
+    extra: {
+      time_to_first_token_ms: u.timeToFirstTokenMs,
+      prefill_tokens_per_s: u.prefillTokensPerS,
+      decode_tokens_per_s: u.decodeTokensPerS,
+      cached_prompt_tokens: u.cachedPromptTokens,
+    },
+  };
+}
+
+export class ChatCompletions {
+  constructor(
+    private readonly engine: Pick<Engine, 'generate'>,
+    private readonly defaults: { template?: string; modelName?: string } = {},
+  ) {}
+
+  create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+  create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+  async create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
+    const template = request.chat_template ?? this.defaults.template;
+    const prompt = renderChat(request.messages, template);
+    const own = template === undefined ? DEFAULT_CHAT_STOP : [];
+    const extra = request.stop === undefined ? [] : typeof request.stop === 'string' ? [request.stop] : request.stop;
+    const options: GenerateOptions = {
+      maxNewTokens: request.max_completion_tokens ?? request.max_tokens,
+      temperature: request.temperature,
+      topP: request.top_p,
+      topK: request.top_k,
+      repetitionPenalty: request.repetition_penalty,
+      seed: request.seed,
+      stop: [...own, ...extra],
+      signal: request.signal,
+    };
+    const stream = this.engine.generate(prompt, options);
+    const id = completionId();
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.defaults.modelName ?? 'molm';
+    if (!request.stream) {
+      for await (const _ of stream);
+      const r = await stream.result;
+      return {
+        id,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: r.finishReason, logprobs: null }],
+        usage: chatUsage(r),
+      };
+    }
+    return (async function* (): AsyncGenerator<ChatCompletionChunk> {
+      const chunk = (delta: { role?: 'assistant'; content?: string }, finish: FinishReason | null): ChatCompletionChunk => ({
+        id,
+        object: 'chat.completion.chunk',
+        created,
+        model,
+        choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+      });
+      yield chunk({ role: 'assistant', content: '' }, null);
+      for await (const text of stream) yield chunk({ content: text }, null);
+      const r = await stream.result;
+      yield chunk({}, r.finishReason);
+      yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: chatUsage(r) };
+    })();
+  }
+}

@@ -1,0 +1,93 @@
+import type { FileSource } from '../checkpoint/types.ts';
+import { ModelFormatError, UsageError } from '../errors.ts';
+import { loadGpuModel } from '../model/load.ts';
+import { loadModel, type LoadProgress } from '../shards/load-model.ts';
+import { loadTokenizerJson } from '../shards/load-tokenizer.ts';
+import type { ShardStore } from '../store/shard-store.ts';
+import { LocalEngine, type EngineOptions } from './engine.ts';
+import { MolmTokenizer } from './tokenizer.ts';
+
+/** Loading progress: a converted model from a URL (LoadProgress), or a local folder's tensors. */
+export type EngineProgress = LoadProgress | { type: 'read'; tensor: string; loaded: number; total: number };
+
+export interface CreateEngineOptions extends EngineOptions {
+  /**
+   * The model: the URL of a converted model (its manifest.json or its folder), or in Node also
+   * a local folder (a converted model or a Hugging Face checkpoint).
+   */
+  model: string;
+  onProgress?: (event: EngineProgress) => void;
+  /** Aborts the loading (AbortError). */
+  signal?: AbortSignal;
+  /** Tokens the context holds (default: the config's n_ctx, at most 2048). */
+  maxContext?: number;
+  /** Prompt tokens per prefill step (default 128). */
+  prefillChunk?: number;
+  /** `navigator.gpu` by default (Dawn in Node). */
+  gpu?: GPU;
+  /** Where shards are cached: IndexedDB in a browser, memory elsewhere. */
+  store?: ShardStore;
+  /** tokenizer.json (text or parsed) to use instead of the model's own. */
+  tokenizer?: string | Record<string, unknown>;
+  /** Browser only: run the engine in a Web Worker (default true where workers exist). */
+  worker?: boolean;
+}
+
+/** What differs between the browser and Node: where the GPU comes from, and local folders. */
+export interface Platform {
+  gpu(): Promise<GPU>;
+  /** A local folder's files; undefined where there are none (the browser). */
+  folder?(path: string): FileSource;
+}
+
+const isUrl = (s: string) => /^(https?|blob|data):/i.test(s);
+
+async function readText(files: FileSource, name: string): Promise<string | null> {
+  const f = await files.open(name);
+  if (!f) return null;
+  try {
+    return new TextDecoder().decode(await f.read(0, f.size));
+  } finally {
+    await f.close?.();
+  }
+}
+
+/** Loads the model and its tokenizer and returns an engine on this thread. */
+export async function createLocalEngine(options: CreateEngineOptions, platform: Platform): Promise<LocalEngine> {
+  if (!options || typeof options.model !== 'string' || options.model === '') {
+    throw new UsageError('createEngine needs { model }: the URL of a converted model (or, in Node, a model folder).');
+  }
+  const gpu = options.gpu ?? (await platform.gpu());
+  const local = !isUrl(options.model) && platform.folder !== undefined;
+  if (local) {
+    const files = platform.folder!(options.model);
+    const tokenizerJson = options.tokenizer ?? (await readText(files, 'tokenizer.json'));
+    if (tokenizerJson === null) {
+      throw new ModelFormatError(`${files.location} has no tokenizer.json: copy the model's tokenizer.json into it, or pass { tokenizer }.`);
+    }
+    const tokenizer = MolmTokenizer.fromJson(tokenizerJson);
+    const model = await loadGpuModel(files, {
+      gpu,
+      maxContext: options.maxContext,
+      prefillChunk: options.prefillChunk,
+      onProgress: (p) => options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes }),
+    });
+    return new LocalEngine(model, tokenizer, { ...options, device: options.device ?? model.ctx.description });
+  }
+  const url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
+  const model = await loadModel(url, {
+    gpu,
+    store: options.store,
+    signal: options.signal,
+    onProgress: options.onProgress,
+    maxContext: options.maxContext,
+    prefillChunk: options.prefillChunk,
+  });
+  try {
+    const tokenizerJson = options.tokenizer ?? (await loadTokenizerJson(url, { store: options.store, signal: options.signal }));
+    return new LocalEngine(model, MolmTokenizer.fromJson(tokenizerJson), { ...options, device: options.device ?? model.ctx.description });
+  } catch (e) {
+    model.destroy();
+    throw e;
+  }
+}

@@ -1,0 +1,242 @@
+import type { ModelConfig } from '../config.ts';
+import { AbortError, ContextLengthError, UsageError } from '../errors.ts';
+import { ChatCompletions } from './chat.ts';
+import { resolveOptions, type FinishReason, type GenerateOptions, type GenerationResult, type Usage } from './generation.ts';
+import { TurnQueue } from './queue.ts';
+import { StopStringMatcher } from './stop-strings.ts';
+import type { TokenModel } from './token-model.ts';
+import type { MolmTokenizer } from './tokenizer.ts';
+
+/** Streamed text: iterate it for the pieces; `result` settles when the iteration ends. */
+export interface TextStream extends AsyncIterable<string> {
+  readonly result: Promise<GenerationResult>;
+}
+
+/** The text-generation API, the same on the main thread, in a worker and in Node. */
+export interface Engine {
+  readonly config: ModelConfig;
+  /** Tokens the context holds (prompt and new tokens together). */
+  readonly maxContext: number;
+  /** A human-readable name of where the model runs (adapter, or the CPU reference). */
+  readonly device: string;
+  generate(prompt: string, options?: GenerateOptions): TextStream;
+  /** Runs a generation to its end. */
+  complete(prompt: string, options?: GenerateOptions): Promise<GenerationResult>;
+  readonly chat: { readonly completions: ChatCompletions };
+  encode(text: string): Promise<number[]>;
+  decode(ids: readonly number[]): Promise<string>;
+  /** Forgets the context kept from the last generation. */
+  reset(): Promise<void>;
+  /** Frees the GPU memory; the engine cannot be used afterwards. */
+  dispose(): Promise<void>;
+}
+
+export interface EngineOptions {
+  /** A Jinja chat template (messages, add_generation_prompt) replacing the default one. */
+  chatTemplate?: string;
+  /** Model name reported by chat completions. */
+  modelName?: string;
+  device?: string;
+}
+
+const now = () => performance.now();
+
+/** Length of the common prefix of two id lists. */
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * The engine on this thread, over a TokenModel and a tokenizer. Generations run one at a time,
+ * in call order (later calls wait: see TurnQueue). The context of the last generation is kept:
+ * a prompt that extends it (the next turn of a chat) only computes its new tokens.
+ */
+export class LocalEngine implements Engine {
+  readonly chat: { readonly completions: ChatCompletions };
+  readonly device: string;
+  private readonly turns = new TurnQueue();
+  private disposed = false;
+
+  constructor(
+    readonly model: TokenModel,
+    readonly tokenizer: MolmTokenizer,
+    options: EngineOptions = {},
+  ) {
+    this.device = options.device ?? 'unknown';
+    this.chat = { completions: new ChatCompletions(this, { template: options.chatTemplate, modelName: options.modelName }) };
+  }
+
+  get config(): ModelConfig {
+    return this.model.config;
+  }
+
+  get maxContext(): number {
+    return this.model.maxContext;
+  }
+
+  async encode(text: string): Promise<number[]> {
+    return this.tokenizer.encode(text);
+  }
+
+  async decode(ids: readonly number[]): Promise<string> {
+    return this.tokenizer.decode(ids);
+  }
+
+  generate(prompt: string, options: GenerateOptions = {}): TextStream {
+    let settle!: { resolve: (r: GenerationResult) => void; reject: (e: unknown) => void };
+    const result = new Promise<GenerationResult>((resolve, reject) => (settle = { resolve, reject }));
+    result.catch(() => {}); // a caller that only iterates sees the error there
+    const run = this.run(prompt, options, settle);
+    let started = false;
+    return {
+      result,
+      [Symbol.asyncIterator]() {
+        if (started) throw new UsageError('A TextStream can be iterated once.');
+        started = true;
+        return run;
+      },
+    };
+  }
+
+  async complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
+    const stream = this.generate(prompt, options);
+    for await (const _ of stream);
+    return stream.result;
+  }
+
+  async reset(): Promise<void> {
+    const release = await this.turns.acquire();
+    try {
+      this.model.reset();
+    } finally {
+      release();
+    }
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    const release = await this.turns.acquire();
+    this.disposed = true;
+    this.model.destroy();
+    release();
+  }
+
+  private async *run(
+    prompt: string,
+    options: GenerateOptions,
+    settle: { resolve: (r: GenerationResult) => void; reject: (e: unknown) => void },
+  ): AsyncGenerator<string> {
+    const started = now();
+    const signal = options.signal;
+    let release: (() => void) | undefined;
+    let settled = false;
+    // What the finally block reports when the caller stops iterating early.
+    let text = '';
+    let n = 0;
+    let firstAt = 0;
+    let promptTokens = 0;
+    let reused = 0;
+    let truncated = 0;
+    let computed = 0;
+    const usage = (): Usage => {
+      const ended = now();
+      return {
+        promptTokens,
+        completionTokens: n,
+        totalTokens: promptTokens + n,
+        cachedPromptTokens: reused,
+        truncatedPromptTokens: truncated,
+        timeToFirstTokenMs: n ? firstAt - started : 0,
+        prefillTokensPerS: n ? computed / ((firstAt - started) / 1000) : 0,
+        decodeTokensPerS: n > 1 ? (n - 1) / ((ended - firstAt) / 1000) : 0,
+        totalMs: ended - started,
+      };
+    };
+    const finish = (finishReason: FinishReason) => {
+      settled = true;
+      settle.resolve({ text, finishReason, usage: usage() });
+    };
+    try {
+      if (typeof prompt !== 'string') throw new UsageError(`The prompt must be a string, got ${typeof prompt}.`);
+      const o = resolveOptions(options);
+      try {
+        release = await this.turns.acquire(signal);
+      } catch (e) {
+        if (!(e instanceof AbortError)) throw e;
+        finish('abort');
+        return;
+      }
+      if (this.disposed) throw new UsageError('The engine was disposed: create a new one.');
+
+      // The prompt's ids; an empty prompt starts from end-of-text, as GPT-2-style models do.
+      const eos = this.config.eosTokenId;
+      let ids = this.tokenizer.encode(prompt);
+      if (ids.length === 0) ids = [eos];
+      promptTokens = ids.length;
+      const room = this.maxContext - Math.max(0, o.maxNewTokens - 1);
+      if (ids.length > room) {
+        if (o.contextOverflow === 'truncate-start' && room >= 1) {
+          truncated = ids.length - room;
+          ids = ids.slice(truncated);
+        } else {
+          throw new ContextLengthError(
+            `The prompt has ${ids.length} tokens and maxNewTokens is ${o.maxNewTokens}, but the context holds ${this.maxContext} tokens. ` +
+              `Shorten the prompt, lower maxNewTokens, pass contextOverflow: 'truncate-start' to drop the oldest prompt tokens, or create the engine with a larger maxContext.`,
+          );
+        }
+      }
+
+      // Reuse the keys and values of the context the last call left behind, up to where the
+      // prompts differ; at least one token is computed, for its logits.
+      reused = Math.min(commonPrefix(this.model.contextIds, ids), ids.length - 1);
+      this.model.truncate(reused);
+      const fresh = ids.slice(reused);
+      computed = fresh.length;
+
+      const detok = this.tokenizer.streamDecoder();
+      const stops = new StopStringMatcher(o.stop);
+      let finishReason: FinishReason = 'length';
+      if (signal?.aborted) return finish('abort');
+      for await (const id of this.model.generate(fresh, o.maxNewTokens, o.sampling)) {
+        n++;
+        if (n === 1) firstAt = now();
+        if (o.stopAtEndOfText && id === eos) {
+          finishReason = 'stop';
+          break;
+        }
+        const piece = stops.push(detok.push(id));
+        if (piece) {
+          text += piece;
+          yield piece;
+        }
+        if (stops.stopped) {
+          finishReason = 'stop';
+          break;
+        }
+        if (signal?.aborted) {
+          finishReason = 'abort';
+          break;
+        }
+      }
+      if (!stops.stopped) {
+        const tail = stops.push(detok.flush()) + stops.flush();
+        if (tail) {
+          text += tail;
+          yield tail;
+        }
+      }
+      finish(finishReason);
+    } catch (e) {
+      settled = true;
+      settle.reject(e);
+      throw e;
+    } finally {
+      // Reached without settling only when the caller stopped iterating.
+      if (!settled) finish('abort');
+      release?.();
+    }
+  }
+}

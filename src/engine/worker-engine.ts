@@ -1,0 +1,168 @@
+import type { ModelConfig } from '../config.ts';
+import { AbortError, UsageError } from '../errors.ts';
+import { ChatCompletions } from './chat.ts';
+import type { CreateEngineOptions } from './create.ts';
+import type { Engine, TextStream } from './engine.ts';
+import type { GenerateOptions, GenerationResult } from './generation.ts';
+import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
+
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+interface Pending {
+  onChunk?: (text: string) => void;
+  resolve: (value: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * The Engine API on the page, with the engine itself in a dedicated Web Worker (worker.ts): the
+ * page's thread never waits on the GPU or the tokenizer. Generations queue in the worker, one
+ * at a time, exactly as on a LocalEngine.
+ */
+export class WorkerEngine implements Engine {
+  readonly chat: Engine['chat'];
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly config: ModelConfig,
+    readonly maxContext: number,
+    readonly device: string,
+    chatTemplate: string | undefined,
+    modelName: string | undefined,
+  ) {
+    this.chat = { completions: new ChatCompletions(this, { template: chatTemplate, modelName }) };
+    worker.onmessage = (ev: MessageEvent<FromWorker>) => this.receive(ev.data);
+    worker.onerror = (ev) => this.failAll(new Error(`The engine worker failed: ${ev.message}`));
+  }
+
+  static async create(options: CreateEngineOptions, worker: Worker): Promise<WorkerEngine> {
+    const { onProgress, signal, gpu: _gpu, store, worker: _w, ...rest } = options;
+    if (store) throw new UsageError('A custom `store` cannot cross into the worker: pass { worker: false } to use it.');
+    // Resolve a relative model URL against the page, not the worker script.
+    const model = /^(https?|blob|data):/i.test(rest.model) ? rest.model : new URL(rest.model, location.href).toString();
+    const createOptions: WorkerCreateOptions = { ...rest, model };
+    return new Promise<WorkerEngine>((resolve, reject) => {
+      const onAbort = () => {
+        worker.terminate();
+        reject(new AbortError('Loading the model was aborted.'));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      worker.onmessage = (ev: MessageEvent<FromWorker>) => {
+        const m = ev.data;
+        if (m.kind === 'progress') onProgress?.(m.event);
+        else if (m.kind === 'ready') {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(new WorkerEngine(worker, m.config, m.maxContext, m.device, rest.chatTemplate, rest.modelName));
+        } else if (m.kind === 'error') {
+          signal?.removeEventListener('abort', onAbort);
+          worker.terminate();
+          reject(deserializeError(m.error));
+        }
+      };
+      worker.onerror = (ev) => {
+        worker.terminate();
+        reject(new Error(`The engine worker could not start: ${ev.message}`));
+      };
+      worker.postMessage({ kind: 'create', options: createOptions } satisfies ToWorker);
+    });
+  }
+
+  private receive(m: FromWorker): void {
+    if (m.kind === 'progress' || m.kind === 'ready') return;
+    const p = m.id === undefined ? undefined : this.pending.get(m.id);
+    if (!p) return;
+    if (m.kind === 'chunk') p.onChunk?.(m.text);
+    else {
+      this.pending.delete(m.id!);
+      if (m.kind === 'error') p.reject(deserializeError(m.error));
+      else p.resolve(m.kind === 'result' ? m.result : m.value);
+    }
+  }
+
+  private failAll(e: Error): void {
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  private call<T>(message: WithoutId<Extract<ToWorker, { id: number }>>, onChunk?: (text: string) => void): { id: number; done: Promise<T> } {
+    const id = this.nextId++;
+    const done = new Promise<T>((resolve, reject) => this.pending.set(id, { onChunk, resolve: resolve as (v: unknown) => void, reject }));
+    this.worker.postMessage({ ...message, id } as ToWorker);
+    return { id, done };
+  }
+
+  generate(prompt: string, options: GenerateOptions = {}): TextStream {
+    const { signal, ...rest } = options;
+    // Pieces arrive as messages; the iterator hands them out in order.
+    const queue: string[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const { id, done } = this.call<GenerationResult>({ kind: 'generate', prompt, options: rest }, (text) => {
+      queue.push(text);
+      wake?.();
+    });
+    const result = done.finally(() => {
+      finished = true;
+      wake?.();
+    });
+    result.catch(() => {});
+    const onAbort = () => this.worker.postMessage({ kind: 'abort', id } satisfies ToWorker);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    result.finally(() => signal?.removeEventListener('abort', onAbort)).catch(() => {});
+    let started = false;
+    return {
+      result,
+      [Symbol.asyncIterator]: () => {
+        if (started) throw new UsageError('A TextStream can be iterated once.');
+        started = true;
+        return (async function* () {
+          try {
+            for (;;) {
+              if (queue.length) {
+                yield queue.shift()!;
+                continue;
+              }
+              if (finished) break;
+              await new Promise<void>((r) => (wake = r));
+              wake = undefined;
+            }
+            await result; // rethrows the worker's error
+          } finally {
+            if (!finished) onAbort(); // the caller stopped iterating
+          }
+        })();
+      },
+    };
+  }
+
+  async complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
+    const stream = this.generate(prompt, options);
+    for await (const _ of stream);
+    return stream.result;
+  }
+
+  encode(text: string): Promise<number[]> {
+    return this.call<number[]>({ kind: 'encode', text }).done;
+  }
+
+  decode(ids: readonly number[]): Promise<string> {
+    return this.call<string>({ kind: 'decode', ids: [...ids] }).done;
+  }
+
+  async reset(): Promise<void> {
+    await this.call<null>({ kind: 'reset' }).done;
+  }
+
+  async dispose(): Promise<void> {
+    try {
+      await this.call<null>({ kind: 'dispose' }).done;
+    } finally {
+      this.worker.terminate();
+      this.failAll(new UsageError('The engine was disposed.'));
+    }
+  }
+}
