@@ -1,85 +1,90 @@
-import { blobFileSource, urlFileSource } from '../src/checkpoint/web-files.ts';
-import type { FileSource } from '../src/checkpoint/types.ts';
-import { loadGpuModel } from '../src/model/load.ts';
-import { GREEDY, type GpuModel } from '../src/model/model.ts';
+import { createEngine, type Engine, type EngineProgress } from '../src/index.ts';
 
-// The demo is UI only: it picks a checkpoint, hands it to the engine and shows the tokens.
+// The demo is UI only: it picks a model, hands prompts to the engine (which runs in a Web
+// Worker) and shows the streamed text.
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const status = $('status');
-const output = $('output');
+const echo = $('prompt-echo');
+const continuation = $('continuation');
 const go = $<HTMLButtonElement>('go');
 const stop = $<HTMLButtonElement>('stop');
-const BUILTIN = new URL('models/tiny-random-molm/', new URL(import.meta.env.BASE_URL, location.href)).href;
+const BUILTIN = new URL('models/molm-brown/', new URL(import.meta.env.BASE_URL, location.href)).href;
 
-let loaded: { key: string; model: GpuModel } | null = null;
-let stopRequested = false;
+let loaded: { url: string; engine: Engine } | null = null;
+let abort: AbortController | null = null;
 
 function say(text: string, error = false): void {
   status.textContent = text;
   status.classList.toggle('error', error);
 }
 
-function chosenSource(): { key: string; files: FileSource } {
+function chosenUrl(): string {
   const source = (document.querySelector('input[name=source]:checked') as HTMLInputElement).value;
   if (source === 'url') {
     const url = $<HTMLInputElement>('model-url').value.trim();
-    if (!url) throw new Error('Enter the URL of a checkpoint folder (config.json and weights inside).');
-    return { key: url, files: urlFileSource(url.endsWith('/') ? url : `${url}/`) };
+    if (!url) throw new Error('Enter the URL of a converted model (its manifest.json or its folder).');
+    return url;
   }
-  if (source === 'files') {
-    const files = Array.from($<HTMLInputElement>('model-files').files ?? []);
-    if (!files.length) throw new Error('Choose a local checkpoint folder.');
-    return { key: `files:${files.map((f) => f.name).join(',')}`, files: blobFileSource(files) };
-  }
-  return { key: BUILTIN, files: urlFileSource(BUILTIN) };
+  return BUILTIN;
 }
 
-async function model(): Promise<GpuModel> {
-  const { key, files } = chosenSource();
-  if (loaded?.key === key && !loaded.model.ctx.isLost) return loaded.model;
-  loaded?.model.destroy();
+function describe(e: EngineProgress): string {
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  switch (e.type) {
+    case 'initiate':
+      return e.downloadBytes > 0 ? `Downloading ${mb(e.downloadBytes)} MB…` : 'Loading from the cache…';
+    case 'progress':
+      return `Downloading: ${mb(e.overallLoaded)} of ${mb(e.overallTotal)} MB`;
+    case 'upload':
+      return `Loading weights: ${Math.round((e.overallLoaded / e.overallTotal) * 100)}%`;
+    case 'ready':
+      return 'Ready.';
+    default:
+      return status.textContent ?? '';
+  }
+}
+
+async function engine(): Promise<Engine> {
+  const url = chosenUrl();
+  if (loaded?.url === url) return loaded.engine;
+  await loaded?.engine.dispose();
   loaded = null;
   say('Loading the model…');
-  const m = await loadGpuModel(files, {
-    maxContext: 2048,
-    onProgress: (p) => say(`Loading weights: ${Math.round((p.loadedBytes / p.totalBytes) * 100)}%`),
-  });
-  loaded = { key, model: m };
-  return m;
+  const e = await createEngine({ model: url, onProgress: (p) => say(describe(p)) });
+  loaded = { url, engine: e };
+  return e;
 }
 
 $('run').addEventListener('submit', async (event) => {
   event.preventDefault();
   go.disabled = true;
   stop.disabled = false;
-  stopRequested = false;
-  output.textContent = '';
+  abort = new AbortController();
+  const prompt = $<HTMLTextAreaElement>('prompt').value;
+  echo.textContent = prompt;
+  continuation.textContent = '';
   try {
-    const ids = $<HTMLInputElement>('ids').value.split(',').map((s) => Number(s.trim()));
-    if (ids.some((n) => !Number.isInteger(n) || n < 0)) throw new Error('Prompt ids must be comma-separated non-negative integers.');
-    const newTokens = Number($<HTMLInputElement>('new-tokens').value);
-    const temperature = Number($<HTMLInputElement>('temperature').value);
-    const m = await model();
-    m.reset();
-    const sampling = temperature > 0 ? { temperature, topK: 0, topP: 1, seed: Date.now() >>> 0 } : GREEDY;
-    const t0 = performance.now();
-    let first = 0;
-    let count = 0;
-    for await (const id of m.generate(ids, newTokens, sampling)) {
-      if (count++ === 0) first = performance.now();
-      output.textContent += `${count > 1 ? ', ' : ''}${id}`;
-      if (stopRequested) break;
-    }
-    const decode = count > 1 ? ((count - 1) / ((performance.now() - first) / 1000)).toFixed(1) : '–';
-    say(`${count} tokens · first after ${(first - t0).toFixed(0)} ms · ${decode} tokens/s · ${m.ctx.description}`);
-  } catch (e) {
-    say((e as Error).message, true);
+    const e = await engine();
+    const stream = e.generate(prompt, {
+      maxNewTokens: Number($<HTMLInputElement>('new-tokens').value),
+      temperature: Number($<HTMLInputElement>('temperature').value),
+      seed: Number($<HTMLInputElement>('seed').value),
+      signal: abort.signal,
+    });
+    say('Generating…');
+    // Model output is text, never HTML.
+    for await (const text of stream) continuation.textContent += text;
+    const { usage, finishReason } = await stream.result;
+    say(
+      `${usage.completionTokens} tokens (${finishReason}) · first after ${usage.timeToFirstTokenMs.toFixed(0)} ms · ` +
+        `${usage.decodeTokensPerS.toFixed(1)} tokens/s · ${e.device}`,
+    );
+  } catch (err) {
+    say(`${(err as Error).name}: ${(err as Error).message}`, true);
   } finally {
     go.disabled = false;
     stop.disabled = true;
   }
 });
 
-stop.addEventListener('click', () => {
-  stopRequested = true;
-});
+stop.addEventListener('click', () => abort?.abort());

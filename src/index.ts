@@ -1,6 +1,6 @@
 // molm-web's public API in the browser (Node's entry, src/node.ts, re-exports it with Node's
 // createEngine). createEngine is the text API; the rest are the pieces it is built from.
-import { DeviceLimitError } from './errors.ts';
+import { browserGpu } from './gpu/browser-gpu.ts';
 import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
 import type { Engine } from './engine/engine.ts';
 import { WorkerEngine } from './engine/worker-engine.ts';
@@ -16,16 +16,6 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
     return WorkerEngine.create(options, worker);
   }
   return createLocalEngine(options, { gpu: browserGpu });
-}
-
-async function browserGpu(): Promise<GPU> {
-  const gpu = typeof navigator !== 'undefined' ? navigator.gpu : undefined;
-  if (!gpu) {
-    throw new DeviceLimitError(
-      'This browser has no WebGPU (navigator.gpu is missing): use a current Chrome, Edge or Safari 26+, or Firefox 141+ on Windows; on Linux Chrome, enable chrome://flags/#enable-unsafe-webgpu.',
-    );
-  }
-  return gpu;
 }
 
 export type { CreateEngineOptions, EngineProgress } from './engine/create.ts';

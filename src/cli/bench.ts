@@ -10,13 +10,26 @@ export interface BenchResult {
   ttft_ms: number;
   gpu_bytes?: number;
   dispatches_per_token?: number;
+  /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone. */
+  prefill_kernel_ms?: Record<string, number>;
+  decode_kernel_ms?: Record<string, number>;
+}
+
+/** Dispatch times summed by kernel, layers folded together ("mlp_up.3" → "mlp_up"). */
+function byKernel(times: { label: string; ms: number }[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const t of times) {
+    const k = t.label.replace(/\.\d+$/, '');
+    out[k] = Math.round(((out[k] ?? 0) + t.ms) * 10) / 10;
+  }
+  return out;
 }
 
 /**
  * Times a prefill of `promptTokens` ids and the decode of `newTokens` ids after it (greedy). A
  * warm-up run first compiles nothing new (pipelines are made at load) but fills driver caches.
  */
-export async function runBench(model: CliModel, o: { promptTokens: number; newTokens: number }): Promise<BenchResult> {
+export async function runBench(model: CliModel, o: { promptTokens: number; newTokens: number; kernels?: boolean }): Promise<BenchResult> {
   const V = model.config.vocabSize;
   const prompt = Array.from({ length: Math.max(1, o.promptTokens) }, (_, i) => (i * 7919 + 13) % V);
   const run = async () => {
@@ -34,6 +47,14 @@ export async function runBench(model: CliModel, o: { promptTokens: number; newTo
   await run(); // warm-up
   const r = await run();
   const decodeSeconds = (r.last - r.first) / 1000;
+  let kernels: Pick<BenchResult, 'prefill_kernel_ms' | 'decode_kernel_ms'> = {};
+  if (o.kernels && model.gpu) {
+    model.reset();
+    const prefill = byKernel(await model.gpu.kernelTimes('prefill', prompt.length));
+    const decode = byKernel(await model.gpu.kernelTimes('decode', 1));
+    model.reset();
+    kernels = { prefill_kernel_ms: prefill, decode_kernel_ms: decode };
+  }
   return {
     adapter: model.description,
     prompt_tokens: prompt.length,
@@ -43,5 +64,6 @@ export async function runBench(model: CliModel, o: { promptTokens: number; newTo
     ttft_ms: r.first - r.t0,
     gpu_bytes: model.gpu?.gpuBytes,
     dispatches_per_token: model.gpu?.dispatchesPerToken,
+    ...kernels,
   };
 }

@@ -20,8 +20,8 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       token ids in, token ids out (greedy unless --temperature is given).
   molm eval     --model DIR --text FILE [--window W] [--max-tokens N] [--json]
       perplexity of the model on a text file, and tokens scored per second.
-  molm bench    --model DIR --prompt-tokens P --new-tokens N [--json]
-      prefill and decode throughput on this adapter.
+  molm bench    --model DIR --prompt-tokens P --new-tokens N [--kernels] [--json]
+      prefill and decode throughput on this adapter; --kernels adds each kernel's time (dispatched alone).
   molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
       a random-weight checkpoint of a config's shapes (for benchmarks).
   molm convert  --model HF_DIR --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32]
@@ -50,6 +50,7 @@ const options = {
   seed: { type: 'string' },
   json: { type: 'boolean' },
   'prompt-tokens': { type: 'string' },
+  kernels: { type: 'boolean' },
   'new-tokens': { type: 'string' },
   config: { type: 'string' },
   layers: { type: 'string' },
@@ -203,7 +204,7 @@ async function benchCommand(v: Values): Promise<void> {
   const newTokens = int(v, 'new-tokens', 32);
   const model = await openModel(required(v, 'model'), { maxContext: promptTokens + newTokens, ...openOptions(v) });
   try {
-    const r = await runBench(model, { promptTokens, newTokens });
+    const r = await runBench(model, { promptTokens, newTokens, kernels: v.kernels === true });
     process.stdout.write(v.json ? JSON.stringify(r) + '\n' : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join('\n') + '\n');
   } finally {
     model.close();

@@ -1,4 +1,5 @@
 /// <reference lib="webworker" />
+import { browserGpu } from '../gpu/browser-gpu.ts';
 import { createLocalEngine } from './create.ts';
 import type { LocalEngine } from './engine.ts';
 import { serializeError, type FromWorker, type ToWorker } from './worker-protocol.ts';
@@ -28,11 +29,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
   try {
     switch (m.kind) {
       case 'create': {
-        if (!navigator.gpu) throw new Error('WebGPU is not available in this browser’s workers.');
-        engine = await createLocalEngine(
-          { ...m.options, onProgress: (event) => post({ kind: 'progress', event }) },
-          { gpu: async () => navigator.gpu },
-        );
+        engine = await createLocalEngine({ ...m.options, onProgress: (event) => post({ kind: 'progress', event }) }, { gpu: browserGpu });
         post({ kind: 'ready', config: engine.config, maxContext: engine.maxContext, device: engine.device });
         return;
       }

@@ -24,6 +24,18 @@ export interface RouterBuffers {
 // the 16 KiB every adapter grants; softmax and ranking give one expert to each invocation.
 const WG = 256;
 const LANES = 32;
+
+/**
+ * Invocations per row and per output. On a GPU, teams of 32 lanes share each dot product. On a
+ * CPU adapter (SwiftShader) barriers and team sums cost more than the arithmetic: one invocation
+ * per output and a workgroup just wide enough for the softmax (one expert per invocation).
+ */
+function workgroupShape(gpu: GpuContext, experts: number): { WG: number; LANES: number } {
+  if (gpu.kernelProfile !== 'cpu') return { WG, LANES };
+  let wg = 64;
+  while (wg < experts) wg *= 2;
+  return { WG: wg, LANES: 1 };
+}
 export const ROUTER_LIMITS = { maxWidth: 2048, maxGating: 1024, maxExperts: 128, maxK: 8 } as const;
 
 function checkShape(s: RouterShape): void {
@@ -54,7 +66,7 @@ export async function routerTopK(
   // Each matrix has its own storage: under q8 / q4 one may have fallen back to f16.
   const types = typeof weightType === 'string' ? { w0: weightType, w3: weightType } : weightType;
   const pipeline = await gpu.pipelines.get('router_topk.wgsl', {
-    defines: { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k, WG, LANES },
+    defines: { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k, ...workgroupShape(gpu, shape.experts) },
     weights: {
       w0: weightSpec(types.w0, [shape.gating, shape.width]),
       w3: weightSpec(types.w3, [shape.experts, shape.gating]),

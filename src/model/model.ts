@@ -291,6 +291,30 @@ export class GpuModel {
     }
   }
 
+  /**
+   * Wall time of each planned dispatch of a step, each submitted alone and waited for (for
+   * benchmarks: timestamp queries are not available everywhere, SwiftShader included). Runs
+   * on the current context, whose contents it overwrites: call reset() after.
+   */
+  async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number }[]> {
+    const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head);
+    const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);
+    this.checkRoom(n);
+    this.step.write(n, this.cache.length);
+    const out: { label: string; ms: number }[] = [];
+    for (const d of plan) {
+      const t0 = performance.now();
+      const enc = this.ctx.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      encodeDispatches(pass, [d], n);
+      pass.end();
+      this.ctx.device.queue.submit([enc.finish()]);
+      await this.ctx.device.queue.onSubmittedWorkDone();
+      out.push({ label: d.label, ms: performance.now() - t0 });
+    }
+    return out;
+  }
+
   destroy(): void {
     this.weights.destroy();
     this.cache.destroy();

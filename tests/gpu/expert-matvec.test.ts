@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
@@ -236,7 +236,17 @@ async function checkMolmMlp(type: WeightType, seed: number): Promise<void> {
   expectClose(h, hRef, downTol, `${type} down`);
 }
 
-describe('expert_matvec kernels', () => {
+for (const profile of ['gpu', 'cpu'] as const) describe(`expert_matvec kernels, ${profile} kernel profile`, () => {
+  // Both workgroup shapes run here whatever the adapter: the profile only picks COLS and SPLIT.
+  let saved: 'gpu' | 'cpu' = 'gpu';
+  beforeAll(async () => {
+    const ctx = await gpuContext();
+    saved = ctx.kernelProfile;
+    ctx.kernelProfile = profile;
+  });
+  afterAll(async () => {
+    (await gpuContext()).kernelProfile = saved;
+  });
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
   // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
   const quantTypes: WeightType[] = ['q8', 'q4'];

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { routerTopK } from '../../src/kernels/router.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { shaderSource } from '../../src/gpu/shader-sources.ts';
@@ -41,7 +41,18 @@ async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32
   };
 }
 
-describe('router_topk kernel', () => {
+for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${profile} kernel profile`, () => {
+  // Both workgroup shapes run whatever the adapter: the profile only picks WG and LANES.
+  let saved: 'gpu' | 'cpu' = 'gpu';
+  beforeAll(async () => {
+    const ctx = await gpuContext();
+    saved = ctx.kernelProfile;
+    ctx.kernelProfile = profile;
+  });
+  afterAll(async () => {
+    (await gpuContext()).kernelProfile = saved;
+  });
+
   // Probabilities and gates: weights are the same float32 values on both sides, so the error is
   // float32 accumulation over C and G plus gelu_erf's < 4e-7, carried through the softmax: about
   // 1e-7 measured on SwiftShader. 1e-6 leaves room for other drivers' exp and is still far below

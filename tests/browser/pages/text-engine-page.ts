@@ -1,0 +1,58 @@
+import { createEngine, type GenerateOptions } from '../../../src/index.ts';
+
+/**
+ * createEngine on a page: the engine runs in a Web Worker. Counts the page's own WebGPU adapter
+ * requests (there must be none: the GPU work is the worker's) and exercises streaming, abort
+ * and a repeated seed across the worker boundary.
+ */
+export async function runTextEngineCheck(modelUrl: string, prompt: string, greedy: GenerateOptions, sampled: GenerateOptions) {
+  let pageAdapterRequests = 0;
+  const gpu = navigator.gpu;
+  const original = gpu.requestAdapter.bind(gpu);
+  gpu.requestAdapter = (o?: GPURequestAdapterOptions) => {
+    pageAdapterRequests++;
+    return original(o);
+  };
+  const progress: string[] = [];
+  const engine = await createEngine({ model: modelUrl, onProgress: (e) => progress.push(e.type) });
+  try {
+    const greedyResult = await engine.complete(prompt, greedy);
+    const pieces: string[] = [];
+    const first = engine.generate(prompt, sampled);
+    for await (const t of first) pieces.push(t);
+    const sampledResult = await first.result;
+
+    // Abort across the worker boundary after the first piece.
+    const abort = new AbortController();
+    const aborted = engine.generate(prompt, { ...sampled, signal: abort.signal });
+    const abortedPieces: string[] = [];
+    for await (const t of aborted) {
+      abortedPieces.push(t);
+      abort.abort();
+    }
+    const abortedResult = await aborted.result;
+    const again = await engine.complete(prompt, sampled);
+
+    const chat = await engine.chat.completions.create({ messages: [{ role: 'user', content: prompt }], max_tokens: 8, seed: 3 });
+    let error = '';
+    try {
+      await engine.complete('word '.repeat(engine.maxContext + 10), { maxNewTokens: 4 });
+    } catch (e) {
+      error = `${(e as Error).name}: ${(e as Error).message}`;
+    }
+    return {
+      engineClass: engine.constructor.name,
+      device: engine.device,
+      pageAdapterRequests,
+      progress: [...new Set(progress)],
+      greedy: greedyResult,
+      sampled: { ...sampledResult, pieces },
+      aborted: { ...abortedResult, pieces: abortedPieces },
+      again,
+      chat,
+      error,
+    };
+  } finally {
+    await engine.dispose();
+  }
+}

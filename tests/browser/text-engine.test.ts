@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { createEngine } from '../../src/node.ts';
+import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { useBrowser, watchPage } from './harness.ts';
+
+const env = useBrowser();
+
+const PROMPT = 'The committee said that';
+const GREEDY = { maxNewTokens: 12, temperature: 0 };
+const SAMPLED = { maxNewTokens: 16, temperature: 0.8, topK: 40, topP: 0.95, seed: 1234 };
+
+describe('createEngine in headless Chromium: the worker round trip', () => {
+  it('generates in a Web Worker: streamed text, abort, seeds, chat and errors cross the boundary', async () => {
+    const page = await env.browser.newPage();
+    const problems = watchPage(page);
+    await page.goto(`${env.base}/tests/browser/pages/text-engine.html`);
+    await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
+    const r = await page.evaluate(
+      ([url, prompt, greedy, sampled]) =>
+        (window as unknown as { textEngineCheck: Function }).textEngineCheck(url, prompt, greedy, sampled),
+      [`${env.base}/${BUILT_IN_MODEL.url}`, PROMPT, GREEDY, SAMPLED] as const,
+    );
+    expect(problems).toEqual([]);
+    expect(r.engineClass).toBe('WorkerEngine');
+    expect(r.pageAdapterRequests, 'the page thread never touches WebGPU').toBe(0);
+    expect(r.device).toMatch(/swiftshader/i);
+    expect(r.progress).toEqual(expect.arrayContaining(['initiate', 'upload', 'ready']));
+
+    // The same greedy continuation as the engine in Node (Dawn), an independent host of the same model.
+    const node = await createEngine({ model: BUILT_IN_MODEL.dir });
+    try {
+      const want = await node.complete(PROMPT, GREEDY);
+      expect(r.greedy.text).toBe(want.text);
+    } finally {
+      await node.dispose();
+    }
+    expect(r.greedy.usage.completionTokens).toBeGreaterThan(0);
+
+    // Streamed pieces make the text; the same seed gives the same text after an abort.
+    expect(r.sampled.pieces.join('')).toBe(r.sampled.text);
+    expect(r.again.text).toBe(r.sampled.text);
+    expect(r.aborted.finishReason).toBe('abort');
+    // The abort reaches the worker between two tokens; a piece already posted still arrives.
+    expect(r.aborted.pieces.length).toBeLessThanOrEqual(3);
+    expect(r.aborted.usage.completionTokens).toBeLessThan(SAMPLED.maxNewTokens);
+    expect(r.aborted.pieces.join('')).toBe(r.aborted.text);
+    expect(r.sampled.text.startsWith(r.aborted.text)).toBe(true);
+
+    expect(r.chat.object).toBe('chat.completion');
+    expect(r.chat.usage.completion_tokens).toBeGreaterThan(0);
+    expect(r.error).toMatch(/^ContextLengthError: .*contextOverflow/);
+    await page.close();
+  });
+});
