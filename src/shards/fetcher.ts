@@ -33,8 +33,12 @@ export interface FetchShardOptions {
   onStart?: (from: number) => void;
   /** Bytes of the shard received so far (counting bytes from a partial download). */
   onProgress?: (received: number, total: number) => void;
-  /** After the sha256 check of the complete download. */
-  onVerified?: () => void;
+  /**
+   * After the sha256 check of the complete download, with its bytes (valid only until the
+   * returned promise settles): the loader writes them into GPU buffers here, before they are
+   * stored, so a downloaded shard is never read back from the store.
+   */
+  onVerified?: (bytes: Uint8Array) => void | Promise<void>;
 }
 
 /** An error worth another attempt (the network, a server hiccup). */
@@ -225,7 +229,7 @@ export async function fetchShard(req: ShardRequest, o: FetchShardOptions): Promi
       `Shard ${req.file} is corrupt on the server (sha256 ${actual}, the manifest says ${req.sha256}); the model host must re-upload it. Nothing was stored.`,
     );
   }
-  o.onVerified?.();
+  await o.onVerified?.(buf!);
   try {
     await store.put(req.sha256, buf!);
   } catch (e) {
@@ -240,7 +244,7 @@ export interface FetchShardsOptions extends Omit<FetchShardOptions, 'onStart' | 
 
   onStart?: (req: ShardRequest, from: number) => void;
   onProgress?: (req: ShardRequest, received: number, total: number) => void;
-  onVerified?: (req: ShardRequest) => void;
+  onVerified?: (req: ShardRequest, bytes: Uint8Array) => void | Promise<void>;
 }
 
 /**
@@ -269,7 +273,7 @@ export async function fetchShards(reqs: readonly ShardRequest[], o: FetchShardsO
           signal: inner.signal,
           onStart: (from) => o.onStart?.(req, from),
           onProgress: (r, t) => o.onProgress?.(req, r, t),
-          onVerified: () => o.onVerified?.(req),
+          onVerified: (bytes) => o.onVerified?.(req, bytes),
         });
       } catch (e) {
         if (!failure) {

@@ -9,9 +9,10 @@ import type { Manifest } from './manifest.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
 // A converted model (manifest.json + shards) from a URL into the GPU, through the shard store:
-//   manifest ─► plan ─► device ─► quota check ─► download the missing shards (verified, stored)
-//            ─► one shard at a time: store ─► sha256 (cached shards) ─► pieces into GPU buffers
-// The JS heap holds one shard (plus the hash's copy of it) while the weights are uploaded.
+//   manifest ─► plan ─► device ─► quota check ─► weight buffers
+//            ─► download the missing shards: sha256 ─► pieces into GPU buffers ─► store
+//            ─► the cached shards, one at a time: store ─► sha256 ─► pieces into GPU buffers
+// The JS heap holds one shard per download in flight, then one shard for the cached ones.
 
 export type ShardSource = 'cache' | 'network';
 
@@ -213,7 +214,27 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
     const fromNetwork = new Set<string>();
     let networkBytes = 0;
 
-    // 1. Download what is missing.
+    weights = await GpuWeights.create(ctx, plan);
+    const gpuWeights = weights;
+    const pieces = piecesByShard(manifest, plan);
+    const uploadedShards = new Set<number>();
+    let uploaded = 0;
+    /** Writes a verified shard's pieces into the GPU buffers (every index that has its bytes). */
+    const upload = async (hash: string, bytes: Uint8Array, source: ShardSource) => {
+      for (let i = 0; i < shards.length; i++) {
+        if (shards[i].sha256 !== hash || uploadedShards.has(i)) continue;
+        for (const p of pieces[i]) gpuWeights.writePiece(p.tensor, p.tensorOffset, bytes.subarray(p.offset, p.offset + p.bytes));
+        // The queue has copied the bytes once this resolves: at most one shard in flight.
+        await ctx.device.queue.onSubmittedWorkDone();
+        ctx.assertAlive();
+        uploadedShards.add(i);
+        uploaded += shards[i].bytes;
+        emit({ type: 'upload', shard: shards[i].file, index: i, source, loaded: shards[i].bytes, total: shards[i].bytes, overallLoaded: uploaded, overallTotal: totalBytes });
+      }
+    };
+
+    // 1. Download what is missing; each shard goes into the GPU buffers straight from its
+    //    download buffer, then into the store.
     const received = new Map<number, number>();
     let overallLoaded = 0;
     await fetchShards(missing.map(requests), {
@@ -231,22 +252,21 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
         received.set(index, loaded);
         emit({ type: 'progress', shard: req.file, index, source: 'network', loaded, total, overallLoaded, overallTotal: downloadBytes });
       },
-      onVerified: (req) => {
+      onVerified: async (req, bytes) => {
         fromNetwork.add(req.sha256);
         networkBytes += req.bytes;
         emit({ type: 'verify', shard: req.file, index: firstIndex.get(req.sha256)!, source: 'network', ok: true });
+        await upload(req.sha256, bytes, 'network');
       },
     });
 
-    // 2. One shard at a time from the store into the GPU buffers.
-    weights = await GpuWeights.create(ctx, plan);
-    const pieces = piecesByShard(manifest, plan);
+    // 2. The cached shards, one at a time from the store into the GPU buffers.
     const verified = new Set(fromNetwork);
     // One shard-sized buffer, reused for every shard: the heap holds one shard here.
-    const reuse = new Uint8Array(Math.max(0, ...shards.map((x) => x.bytes)));
-    let uploaded = 0;
+    const reuse = new Uint8Array(Math.max(0, ...shards.filter((_, i) => !uploadedShards.has(i)).map((x) => x.bytes)));
     for (let i = 0; i < shards.length; i++) {
       checkAbort();
+      if (uploadedShards.has(i)) continue;
       const shard = shards[i];
       let bytes = await store.get(shard.sha256, reuse);
       if (bytes && !verified.has(shard.sha256)) {
@@ -277,14 +297,8 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
           throw new MolmError(`The shard store lost ${shard.file} right after storing it; clear the cache (clearCache) and load again.`);
         }
       }
-      for (const p of pieces[i]) weights.writePiece(p.tensor, p.tensorOffset, bytes.subarray(p.offset, p.offset + p.bytes));
+      await upload(shard.sha256, bytes, fromNetwork.has(shard.sha256) ? 'network' : 'cache');
       bytes = undefined;
-      // The queue has copied the bytes; waiting here keeps at most one shard in flight.
-      await ctx.device.queue.onSubmittedWorkDone();
-      ctx.assertAlive();
-      uploaded += shard.bytes;
-      const source: 'cache' | 'network' = fromNetwork.has(shard.sha256) ? 'network' : 'cache';
-      emit({ type: 'upload', shard: shard.file, index: i, source, loaded: shard.bytes, total: shard.bytes, overallLoaded: uploaded, overallTotal: totalBytes });
     }
     weights.finishWrites();
     checkAbort();

@@ -50,7 +50,9 @@ describe('fetchShard', () => {
     const store = memoryShardStore();
     const seen: number[] = [];
     let verified = false;
-    await fetchShard(req('s0.bin'), { store, onProgress: (r) => seen.push(r), onVerified: () => (verified = true) });
+    await fetchShard(req('s0.bin'), { store, onProgress: (r) => seen.push(r), onVerified: () => {
+      verified = true;
+    } });
     expect(Buffer.from((await store.get(sha(files['s0.bin'])))!).equals(files['s0.bin'])).toBe(true);
     expect(seen.at(-1)).toBe(files['s0.bin'].length);
     expect(seen.every((x, i) => i === 0 || x > seen[i - 1])).toBe(true);
@@ -187,7 +189,9 @@ describe('fetchShards', () => {
         store,
         concurrency: 2,
         onStart: () => (most = Math.max(most, ++inFlight)),
-        onVerified: () => inFlight--,
+        onVerified: () => {
+          inFlight--;
+        },
       },
     );
     expect(most).toBe(2);
