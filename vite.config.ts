@@ -8,6 +8,8 @@ export default defineConfig({
   // The demo lives in demo/; public/ (the built-in model) is served at the site root.
   publicDir: 'public',
   server: { host: '127.0.0.1', port: 5173 },
+  // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page.
+  worker: { format: 'es' },
   build: {
     outDir: 'dist/demo',
     rollupOptions: { input: { demo: 'demo/index.html' } },

@@ -251,10 +251,11 @@ export interface FetchShardsOptions extends Omit<FetchShardOptions, 'onStart' | 
  * Downloads shards with bounded concurrency. The first failure stops the others (their bytes
  * are kept as partial shards) and is the error thrown.
  *
- * Each download gets a new buffer of its shard's size (the heap holds one per download in
- * flight). Reusing one would save the allocations, but in Chromium those allocations are what
- * drives the garbage collector during a download; without them the Blobs handed to IndexedDB
- * pile up unfinalised (see `blobWriter` in src/store/shard-store.ts).
+ * Each download slot assembles its shards in one buffer of the largest shard's size, reused
+ * shard after shard, so the heap holds exactly `concurrency` shards however many are fetched.
+ * Without fresh allocations the garbage collector runs rarely during a download, and Chromium
+ * may then refuse Blob writes whose predecessors are not finalised yet; the store falls back to
+ * a Uint8Array value for those (see `blobWriter` in src/store/shard-store.ts).
  */
 export async function fetchShards(reqs: readonly ShardRequest[], o: FetchShardsOptions): Promise<void> {
   const inner = new AbortController();
@@ -264,12 +265,16 @@ export async function fetchShards(reqs: readonly ShardRequest[], o: FetchShardsO
   outer?.addEventListener('abort', forward, { once: true });
   let next = 0;
   let failure: { error: unknown } | null = null;
+  const largest = Math.max(0, ...reqs.map((r) => r.bytes));
   const worker = async () => {
+    let buffer: Uint8Array | undefined;
     while (!failure && next < reqs.length) {
       const req = reqs[next++];
+      buffer ??= new Uint8Array(largest);
       try {
         await fetchShard(req, {
           ...o,
+          buffer,
           signal: inner.signal,
           onStart: (from) => o.onStart?.(req, from),
           onProgress: (r, t) => o.onProgress?.(req, r, t),
