@@ -75,6 +75,15 @@ fn main(
     acc = slot_dot(unit, select(unit / K, unit, PER_SLOT_INPUT) * IN, cr, l.y);
   }
 
+  // SPLIT 1 (the CPU-adapter shape): each invocation owns its columns whole; no reduction and
+  // no barrier, which a CPU implementation pays for by switching between all invocations.
+  if (SPLIT == 1u) {
+    if (c < OUT) {
+      write_out(unit, c, acc.x);
+      if (c + 1u < OUT) { write_out(unit, c + 1u, acc.y); }
+    }
+    return;
+  }
   let p = l.y * COLS + l.x;
   partial[p] = acc;
   workgroupBarrier();

@@ -64,6 +64,9 @@ fn dot4(wrow: u32, xrows: vec4u, lane: u32) -> vec4f {
 // Sums `v` over the LANES invocations of each output row; the row's lane 0 gets the total.
 // Every invocation must call it (barriers).
 fn lanes_sum(v: vec4f, lid: u32, lane: u32) -> vec4f {
+  // One lane per row (the CPU-adapter shape): nothing to sum, and no barrier, which a CPU
+  // implementation pays for by switching between every invocation of the workgroup.
+  if (LANES == 1u) { return v; }
   partial[lid] = v;
   workgroupBarrier();
   for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
