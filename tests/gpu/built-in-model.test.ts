@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
@@ -35,9 +35,11 @@ describe('the built-in model (public/models) against PyTorch', () => {
     }
   });
 
-  it('ships what a fresh clone needs: manifest, shards, tokenizer, at most 20 MB', () => {
+  it('ships what a fresh clone needs: manifest, shards, tokenizer, at most 20 MB in all', () => {
     const manifest = JSON.parse(readFileSync(join(BUILT_IN_MODEL.dir, 'manifest.json'), 'utf8'));
-    const bytes = manifest.shards.reduce((a: number, s: { bytes: number }) => a + s.bytes, 0);
+    const files = readdirSync(BUILT_IN_MODEL.dir);
+    expect(files.sort()).toEqual(['manifest.json', ...manifest.shards.map((s: { file: string }) => s.file), 'tokenizer.json'].sort());
+    const bytes = files.reduce((a, f) => a + statSync(join(BUILT_IN_MODEL.dir, f)).size, 0);
     expect(bytes).toBeLessThanOrEqual(20e6);
     expect(['q8', 'q4']).toContain(manifest.dtype);
     const tokenizer = MolmTokenizer.fromJson(readFileSync(join(BUILT_IN_MODEL.dir, 'tokenizer.json'), 'utf8'));

@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     ap.add_argument("--heldout-every", type=int, default=20)
     ap.add_argument("--vocab", type=int, default=50295)
+    ap.add_argument("--max-tokens", type=int, default=0, help="score only the first N held-out tokens")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     train, held = load_split(a.data, a.heldout_every)
@@ -76,6 +77,8 @@ def main():
         # the first token of a held-out document follows the previous document's <|endoftext|>
         prev = EOS
         for t in doc:
+            if a.max_tokens and n >= a.max_tokens:
+                break
             nll -= math.log(p(prev, t))
             prev = t
             n += 1
