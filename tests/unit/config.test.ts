@@ -8,10 +8,10 @@ const json = (path: string) => JSON.parse(fixture(path)) as Record<string, unkno
 
 describe('parseConfig on the released MoLM configs', () => {
   it.each([
-    ['molm-350m-4b.json', 24, 2, 2],
-    ['molm-700m-4b.json', 24, 4, 4],
-    ['molm-700m-8b.json', 48, 2, 2],
-  ])('%s', (file, nLayer, kAtt, kMlp) => {
+    ['molm-350m-4b.json', 24, 2, 2, 12288],
+    ['molm-700m-4b.json', 24, 4, 4, 12288],
+    ['molm-700m-8b.json', 48, 2, 2, 24576],
+  ])('%s', (file, nLayer, kAtt, kMlp, nCtx) => {
     const c = parseConfig(fixture(`configs/${file}`));
     expect(c).toEqual({
       vocabSize: 50295,
@@ -28,6 +28,7 @@ describe('parseConfig on the released MoLM configs', () => {
       layerNormEpsilon: 1e-5,
       bosTokenId: 50256,
       eosTokenId: 50256,
+      nCtx,
     });
     expect(hasKvProjections(c)).toBe(false);
     expect(kvWidth(c)).toBe(1024);
