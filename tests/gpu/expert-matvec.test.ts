@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
 import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
-import { expectClose, gpuContext, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
+import { expectClose, gpuContext, randomF32, readF32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
 
 const U = 2 ** -24;
 /** max |gelu_tanh'(v)|: how much a pre-activation error can grow through the GELU. */
@@ -237,16 +237,7 @@ async function checkMolmMlp(type: WeightType, seed: number): Promise<void> {
 }
 
 for (const profile of ['gpu', 'cpu'] as const) describe(`expert_matvec kernels, ${profile} kernel profile`, () => {
-  // Both workgroup shapes run here whatever the adapter: the profile only picks COLS and SPLIT.
-  let saved: 'gpu' | 'cpu' = 'gpu';
-  beforeAll(async () => {
-    const ctx = await gpuContext();
-    saved = ctx.kernelProfile;
-    ctx.kernelProfile = profile;
-  });
-  afterAll(async () => {
-    (await gpuContext()).kernelProfile = saved;
-  });
+  useKernelProfile(profile);
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
   // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
   const quantTypes: WeightType[] = ['q8', 'q4'];

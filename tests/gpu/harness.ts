@@ -1,4 +1,4 @@
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { readBuffer, uploadStorage } from '../../src/gpu/buffers.ts';
@@ -96,4 +96,20 @@ export function weightData(values: Float32Array, type: WeightType, shape?: reado
     rounded[i] = decode(bits[i]);
   }
   return { data: bits, rounded };
+}
+
+/**
+ * Runs the describe block it is called in with the shared context's kernel profile set to
+ * `profile` (then restored): both workgroup shapes of a kernel are tested whatever the adapter.
+ */
+export function useKernelProfile(profile: 'gpu' | 'cpu'): void {
+  let saved: 'gpu' | 'cpu' = 'gpu';
+  beforeAll(async () => {
+    const ctx = await gpuContext();
+    saved = ctx.kernelProfile;
+    ctx.kernelProfile = profile;
+  });
+  afterAll(async () => {
+    (await gpuContext()).kernelProfile = saved;
+  });
 }

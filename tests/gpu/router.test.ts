@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { routerTopK } from '../../src/kernels/router.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { shaderSource } from '../../src/gpu/shader-sources.ts';
@@ -6,7 +6,7 @@ import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { routerTopK as routerRef } from '../../src/reference/router.ts';
 import { geluErf, geluTanh } from '../../src/reference/math.ts';
 import type { GpuContext } from '../../src/gpu/context.ts';
-import { expectClose, gpuContext, output, randomF32, readF32, readU32, rng, stepUniform, upload, weightData } from './harness.ts';
+import { expectClose, gpuContext, output, randomF32, readF32, readU32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
 
 interface Case {
   rows: number;
@@ -42,16 +42,7 @@ async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32
 }
 
 for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${profile} kernel profile`, () => {
-  // Both workgroup shapes run whatever the adapter: the profile only picks WG and LANES.
-  let saved: 'gpu' | 'cpu' = 'gpu';
-  beforeAll(async () => {
-    const ctx = await gpuContext();
-    saved = ctx.kernelProfile;
-    ctx.kernelProfile = profile;
-  });
-  afterAll(async () => {
-    (await gpuContext()).kernelProfile = saved;
-  });
+  useKernelProfile(profile);
 
   // Probabilities and gates: weights are the same float32 values on both sides, so the error is
   // float32 accumulation over C and G plus gelu_erf's < 4e-7, carried through the softmax: about

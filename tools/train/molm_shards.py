@@ -84,3 +84,13 @@ def load_converted(folder):
         raw = b"".join(shards[p["shard"]][p["offset"]: p["offset"] + p["bytes"]] for p in t["pieces"])
         tensors[t["name"]] = _decode(raw, t["storage"], t["shape"])
     return manifest["config"], tensors
+
+
+def load_model_folder(folder):
+    """(config dict, {name: float32 tensor}) of a converted folder or a Hugging Face one (model.safetensors)."""
+    if os.path.exists(os.path.join(folder, "manifest.json")):
+        return load_converted(folder)
+    import train  # the pure-Python safetensors reader
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    return cfg, train.load_safetensors(os.path.join(folder, "model.safetensors"))

@@ -20,7 +20,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train  # noqa: E402
-from molm_shards import load_converted  # noqa: E402
+from molm_shards import load_model_folder  # noqa: E402
 
 EOS = 50256
 
@@ -33,12 +33,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=0)
     ap.add_argument("--heldout-every", type=int, default=20)
     a = ap.parse_args()
-    if os.path.exists(os.path.join(a.model, "manifest.json")):
-        cfg, tensors = load_converted(a.model)
-    else:
-        with open(os.path.join(a.model, "config.json")) as f:
-            cfg = json.load(f)
-        tensors = train.load_safetensors(os.path.join(a.model, "model.safetensors"))
+    cfg, tensors = load_model_folder(a.model)
     model = train.ModuleFormer(cfg)
     model.load_state_dict(tensors, strict=True)
     model.eval()

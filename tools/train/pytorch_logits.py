@@ -21,7 +21,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train  # noqa: E402
-from molm_shards import load_converted  # noqa: E402
+from molm_shards import load_model_folder  # noqa: E402
 
 
 def main():
@@ -31,12 +31,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    if os.path.exists(os.path.join(a.model, "manifest.json")):
-        cfg, tensors = load_converted(a.model)
-    else:
-        with open(os.path.join(a.model, "config.json")) as f:
-            cfg = json.load(f)
-        tensors = train.load_safetensors(os.path.join(a.model, "model.safetensors"))
+    cfg, tensors = load_model_folder(a.model)
     model = train.ModuleFormer(cfg).double()
     missing, unexpected = model.load_state_dict({k: v.double() for k, v in tensors.items()}, strict=False)
     assert not unexpected, unexpected
