@@ -1,4 +1,4 @@
-import { createEngine, type Engine, type EngineProgress } from '../src/index.ts';
+import { createEngine, deleteCachedModel, listCachedModels, type Engine, type EngineProgress } from '../src/index.ts';
 
 // The demo is UI only: it picks a model, hands prompts to the engine (which runs in a Web
 // Worker) and shows the streamed text.
@@ -28,19 +28,65 @@ function chosenUrl(): string {
   return BUILTIN;
 }
 
+const mb = (n: number) => (n / 1e6).toFixed(1);
+const download = $('download');
+const bar = $<HTMLProgressElement>('download-bar');
+const downloadText = $('download-text');
+let downloadStart = 0;
+
+/** Shows a download's bytes, speed and time left. */
+function showDownload(loaded: number, total: number): void {
+  download.hidden = false;
+  bar.value = total ? loaded / total : 0;
+  const seconds = (performance.now() - downloadStart) / 1000;
+  const speed = seconds > 0 ? loaded / seconds : 0;
+  const left = speed > 0 ? (total - loaded) / speed : Infinity;
+  downloadText.textContent = `${mb(loaded)} of ${mb(total)} MB · ${mb(speed)} MB/s · ${Number.isFinite(left) ? `${left.toFixed(0)} s left` : '…'}`;
+}
+
 function describe(e: EngineProgress): string {
-  const mb = (n: number) => (n / 1e6).toFixed(1);
   switch (e.type) {
     case 'initiate':
+      downloadStart = performance.now();
       return e.downloadBytes > 0 ? `Downloading ${mb(e.downloadBytes)} MB…` : 'Loading from the cache…';
     case 'progress':
-      return `Downloading: ${mb(e.overallLoaded)} of ${mb(e.overallTotal)} MB`;
+      showDownload(e.overallLoaded, e.overallTotal);
+      return 'Downloading…';
     case 'upload':
       return `Loading weights: ${Math.round((e.overallLoaded / e.overallTotal) * 100)}%`;
     case 'ready':
+      download.hidden = true;
       return 'Ready.';
     default:
       return status.textContent ?? '';
+  }
+}
+
+/** The cache status: each cached model, its size, and a button that deletes it. */
+async function showCache(): Promise<void> {
+  const list = $('cache-list');
+  const models = await listCachedModels().catch(() => []);
+  list.replaceChildren(
+    ...models.map((m) => {
+      const item = document.createElement('li');
+      const name = document.createElement('span');
+      name.textContent = `${m.url} · ${mb(m.cachedBytes)} of ${mb(m.bytes)} MB${m.complete ? '' : ' (incomplete)'}`;
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.textContent = 'Delete';
+      remove.setAttribute('aria-label', `Delete ${m.url} from the cache`);
+      remove.addEventListener('click', async () => {
+        await deleteCachedModel(m.url);
+        await showCache();
+      });
+      item.append(name, ' ', remove);
+      return item;
+    }),
+  );
+  if (models.length === 0) {
+    const none = document.createElement('li');
+    none.textContent = 'None yet.';
+    list.append(none);
   }
 }
 
@@ -50,9 +96,14 @@ async function engine(): Promise<Engine> {
   await loaded?.engine.dispose();
   loaded = null;
   say('Loading the model…');
-  const e = await createEngine({ model: url, onProgress: (p) => say(describe(p)) });
-  loaded = { url, engine: e };
-  return e;
+  try {
+    const e = await createEngine({ model: url, onProgress: (p) => say(describe(p)) });
+    loaded = { url, engine: e };
+    return e;
+  } finally {
+    download.hidden = true;
+    await showCache();
+  }
 }
 
 $('run').addEventListener('submit', async (event) => {
@@ -68,6 +119,8 @@ $('run').addEventListener('submit', async (event) => {
     const stream = e.generate(prompt, {
       maxNewTokens: Number($<HTMLInputElement>('new-tokens').value),
       temperature: Number($<HTMLInputElement>('temperature').value),
+      topK: Number($<HTMLInputElement>('top-k').value),
+      topP: Number($<HTMLInputElement>('top-p').value),
       seed: Number($<HTMLInputElement>('seed').value),
       signal: abort.signal,
     });
@@ -88,3 +141,4 @@ $('run').addEventListener('submit', async (event) => {
 });
 
 stop.addEventListener('click', () => abort?.abort());
+void showCache();

@@ -17,6 +17,13 @@ describe('demo page', () => {
     await page.waitForFunction(() => /tokens \(/.test(document.getElementById('status')?.textContent ?? ''), null, { timeout: 120_000 });
     const shown = await page.locator('#continuation').textContent();
     expect(await page.locator('#status').textContent()).toMatch(/swiftshader/i);
+    // The cache status lists the model just downloaded, with its size, and deletes it on request.
+    const cached = page.locator('#cache-list li');
+    await expect.poll(() => page.locator('#cache-list li span').first().textContent()).toMatch(/models\/molm-brown\/manifest\.json · 17\.1 of 17\.1 MB$/);
+    expect(await page.locator('#download').isVisible(), 'the download bar goes away once the model is loaded').toBe(false);
+    await page.screenshot({ path: 'test-results/demo-generated.png' });
+    await page.getByRole('button', { name: /^Delete .*molm-brown/ }).click();
+    await expect.poll(() => cached.first().textContent()).toBe('None yet.');
     expect(problems).toEqual([]);
     const node = await createEngine({ model: BUILT_IN_MODEL.dir });
     try {
