@@ -141,4 +141,14 @@ $('run').addEventListener('submit', async (event) => {
 });
 
 stop.addEventListener('click', () => abort?.abort());
+
+// Share links: ?model=URL picks a converted model, ?prompt=TEXT fills the prompt.
+const shared = new URLSearchParams(location.search);
+const sharedModel = shared.get('model');
+if (sharedModel) {
+  (document.querySelector('input[name=source][value=url]') as HTMLInputElement).checked = true;
+  $<HTMLInputElement>('model-url').value = sharedModel;
+}
+const sharedPrompt = shared.get('prompt');
+if (sharedPrompt !== null) $<HTMLTextAreaElement>('prompt').value = sharedPrompt;
 void showCache();

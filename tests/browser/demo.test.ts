@@ -36,6 +36,16 @@ describe('demo page', () => {
     await page.close();
   });
 
+  it('share links preset the model and the prompt', async () => {
+    const page = await env.browser.newPage();
+    const model = 'https://models.example/molm-350m-4b-q4/';
+    await page.goto(`${env.base}/demo/?model=${encodeURIComponent(model)}&prompt=${encodeURIComponent('Grüße, world')}`);
+    await expect.poll(() => page.getByLabel('Prompt').inputValue()).toBe('Grüße, world');
+    expect(await page.locator('#model-url').inputValue()).toBe(model);
+    expect(await page.locator('input[name=source][value=url]').isChecked()).toBe(true);
+    await page.close();
+  });
+
   it('says so when WebGPU is missing', async () => {
     const page = await env.browser.newPage();
     // Neither the page nor its workers have WebGPU.
