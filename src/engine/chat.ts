@@ -1,6 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { UsageError } from '../errors.ts';
-import type { Engine } from './engine.ts';
+import { runToEnd, type Engine } from './engine.ts';
 import type { FinishReason, GenerateOptions, GenerationResult } from './generation.ts';
 
 // engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
@@ -157,8 +157,7 @@ export class ChatCompletions {
     const created = Math.floor(Date.now() / 1000);
     const model = this.defaults.modelName ?? 'molm';
     if (!request.stream) {
-      for await (const _ of stream);
-      const r = await stream.result;
+      const r = await runToEnd(stream);
       return {
         id,
         object: 'chat.completion',

@@ -40,7 +40,8 @@ export interface Platform {
   folder?(path: string): FileSource;
 }
 
-const isUrl = (s: string) => /^(https?|blob|data):/i.test(s);
+/** A URL the engine fetches, as opposed to a local folder (Node) or a path relative to the page. */
+export const isUrl = (s: string) => /^(https?|blob|data):/i.test(s);
 
 async function readText(files: FileSource, name: string): Promise<string | null> {
   const f = await files.open(name);

@@ -12,6 +12,12 @@ export interface TextStream extends AsyncIterable<string> {
   readonly result: Promise<GenerationResult>;
 }
 
+/** Iterates a stream to its end (discarding the pieces) and returns its result. */
+export async function runToEnd(stream: TextStream): Promise<GenerationResult> {
+  for await (const _ of stream);
+  return stream.result;
+}
+
 /** The text-generation API, the same on the main thread, in a worker and in Node. */
 export interface Engine {
   readonly config: ModelConfig;
@@ -101,10 +107,8 @@ export class LocalEngine implements Engine {
     };
   }
 
-  async complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
-    const stream = this.generate(prompt, options);
-    for await (const _ of stream);
-    return stream.result;
+  complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
+    return runToEnd(this.generate(prompt, options));
   }
 
   async reset(): Promise<void> {

@@ -1,8 +1,8 @@
 import type { ModelConfig } from '../config.ts';
 import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
-import type { CreateEngineOptions } from './create.ts';
-import type { Engine, TextStream } from './engine.ts';
+import { isUrl, type CreateEngineOptions } from './create.ts';
+import { runToEnd, type Engine, type TextStream } from './engine.ts';
 import type { GenerateOptions, GenerationResult } from './generation.ts';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
 
@@ -41,7 +41,7 @@ export class WorkerEngine implements Engine {
     const { onProgress, signal, gpu: _gpu, store, worker: _w, ...rest } = options;
     if (store) throw new UsageError('A custom `store` cannot cross into the worker: pass { worker: false } to use it.');
     // Resolve a relative model URL against the page, not the worker script.
-    const model = /^(https?|blob|data):/i.test(rest.model) ? rest.model : new URL(rest.model, location.href).toString();
+    const model = isUrl(rest.model) ? rest.model : new URL(rest.model, location.href).toString();
     const createOptions: WorkerCreateOptions = { ...rest, model };
     return new Promise<WorkerEngine>((resolve, reject) => {
       const onAbort = () => {
@@ -139,10 +139,8 @@ export class WorkerEngine implements Engine {
     };
   }
 
-  async complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
-    const stream = this.generate(prompt, options);
-    for await (const _ of stream);
-    return stream.result;
+  complete(prompt: string, options: GenerateOptions = {}): Promise<GenerationResult> {
+    return runToEnd(this.generate(prompt, options));
   }
 
   encode(text: string): Promise<number[]> {

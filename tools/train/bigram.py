@@ -17,22 +17,7 @@ from collections import Counter, defaultdict
 HERE = os.path.dirname(os.path.abspath(__file__))
 EOS = 50256  # <|endoftext|>, written by prep.mjs after every document
 sys.path.insert(0, HERE)
-
-
-def load_split(data_dir, heldout_every):
-    import array
-    raw = array.array("I")
-    with open(os.path.join(data_dir, "tokens.u32"), "rb") as f:
-        raw.frombytes(f.read())
-    if sys.byteorder != "little":
-        raw.byteswap()
-    with open(os.path.join(data_dir, "docs.json")) as f:
-        docs = json.load(f)
-    train, held = [], []
-    for i, d in enumerate(docs):
-        seg = raw[d["start"]: d["end"] + 1]
-        (held if heldout_every > 0 and i % heldout_every == heldout_every - 1 else train).append(list(seg))
-    return train, held
+from brown_split import split_documents  # noqa: E402
 
 
 def main():
@@ -43,7 +28,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=0, help="score only the first N held-out tokens")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    train, held = load_split(a.data, a.heldout_every)
+    train, held = split_documents(a.data, a.heldout_every)
 
     # Training text is one stream (documents end with <|endoftext|>), as the model sees it.
     stream = [t for d in train for t in d]

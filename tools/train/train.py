@@ -337,20 +337,12 @@ def write_hf_folder(model, cfg, out_dir):
 # ---------------------------------------------------------------- data
 
 def load_data(data_dir, heldout_every):
-    import array
-    raw = array.array("I")
-    with open(os.path.join(data_dir, "tokens.u32"), "rb") as f:
-        raw.frombytes(f.read())
-    if sys.byteorder != "little":
-        raw.byteswap()
-    toks = torch.tensor(raw, dtype=torch.int64) if len(raw) else torch.zeros(0, dtype=torch.int64)
-    with open(os.path.join(data_dir, "docs.json")) as f:
-        docs = json.load(f)
-    train, held = [], []
-    for i, d in enumerate(docs):
-        seg = toks[d["start"]: d["end"] + 1]  # include the trailing EOS
-        (held if heldout_every > 0 and i % heldout_every == heldout_every - 1 else train).append(seg)
-    return torch.cat(train), torch.cat(held), sum(1 for _ in held), len(docs)
+    """(train tokens, held-out tokens, held-out documents, documents) as int64 tensors (brown_split.py)."""
+    sys.path.insert(0, HERE)
+    from brown_split import split_documents
+    train, held = split_documents(data_dir, heldout_every)
+    cat = lambda segs: torch.tensor([t for s in segs for t in s], dtype=torch.int64)  # noqa: E731
+    return cat(train), cat(held), len(held), len(train) + len(held)
 
 
 def build_config(a):
