@@ -21,7 +21,8 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
 export type { CreateEngineOptions, EngineProgress } from './engine/create.ts';
 export type { Engine, TextStream, EngineOptions } from './engine/engine.ts';
 export { LocalEngine } from './engine/engine.ts';
-export type { GenerateOptions, GenerationResult, FinishReason, Usage } from './engine/generation.ts';
+export type { GenerateOptions, GenerationResult, GenerationProgress, FinishReason, RoutingTrace, Usage } from './engine/generation.ts';
+export type { RoutingRecord } from './model/routing-trace.ts';
 export { DEFAULT_GENERATE_OPTIONS } from './engine/generation.ts';
 export {
   DEFAULT_CHAT_TEMPLATE,

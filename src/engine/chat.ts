@@ -1,7 +1,7 @@
 import { Template } from '@huggingface/jinja';
 import { UsageError } from '../errors.ts';
 import { runToEnd, type Engine } from './engine.ts';
-import type { FinishReason, GenerateOptions, GenerationResult } from './generation.ts';
+import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace } from './generation.ts';
 
 // engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
 // WebLLM and most client code speak), over engine.generate and a Jinja chat template.
@@ -49,7 +49,11 @@ export interface ChatCompletionRequest {
   stop?: string | string[];
   /** A Jinja template for this request only. */
   chat_template?: string;
+  /** Not in OpenAI's API; as GenerateOptions.routingTrace: the result carries `routing`. */
+  routing_trace?: boolean;
   signal?: AbortSignal;
+  /** As GenerateOptions.onProgress: called after each new token. */
+  onProgress?: (p: GenerationProgress) => void;
 }
 
 export interface ChatUsage {
@@ -72,6 +76,8 @@ export interface ChatCompletion {
   model: string;
   choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason; logprobs: null }[];
   usage: ChatUsage;
+  /** With routing_trace: which experts each token of the prompt and reply used. */
+  routing?: RoutingTrace;
 }
 
 export interface ChatCompletionChunk {
@@ -79,9 +85,10 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  /** Empty in the last chunk, which carries `usage`. */
+  /** Empty in the last chunk, which carries `usage` (and `routing` when asked for). */
   choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null; logprobs: null }[];
   usage?: ChatUsage;
+  routing?: RoutingTrace;
 }
 
 const templates = new Map<string, Template>();
@@ -151,6 +158,8 @@ export class ChatCompletions {
       seed: request.seed,
       stop: [...own, ...extra],
       signal: request.signal,
+      routingTrace: request.routing_trace,
+      onProgress: request.onProgress,
     };
     const stream = this.engine.generate(prompt, options);
     const id = completionId();
@@ -165,6 +174,7 @@ export class ChatCompletions {
         model,
         choices: [{ index: 0, message: { role: 'assistant', content: r.text }, finish_reason: r.finishReason, logprobs: null }],
         usage: chatUsage(r),
+        ...(r.routing && { routing: r.routing }),
       };
     }
     return (async function* (): AsyncGenerator<ChatCompletionChunk> {
@@ -179,7 +189,7 @@ export class ChatCompletions {
       for await (const text of stream) yield chunk({ content: text }, null);
       const r = await stream.result;
       yield chunk({}, r.finishReason);
-      yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: chatUsage(r) };
+      yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: chatUsage(r), ...(r.routing && { routing: r.routing }) };
     })();
   }
 }

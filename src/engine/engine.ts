@@ -1,7 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import { AbortError, ContextLengthError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
-import { resolveOptions, type FinishReason, type GenerateOptions, type GenerationResult, type Usage } from './generation.ts';
+import { resolveOptions, type FinishReason, type GenerateOptions, type GenerationResult, type RoutingTrace, type Usage } from './generation.ts';
 import { TurnQueue } from './queue.ts';
 import { StopStringMatcher } from './stop-strings.ts';
 import type { TokenModel } from './token-model.ts';
@@ -159,9 +159,11 @@ export class LocalEngine implements Engine {
         totalMs: ended - started,
       };
     };
+    let routing: RoutingTrace | undefined;
+    let traced = false;
     const finish = (finishReason: FinishReason) => {
       settled = true;
-      settle.resolve({ text, finishReason, usage: usage() });
+      settle.resolve({ text, finishReason, usage: usage(), ...(routing && { routing }) });
     };
     try {
       if (typeof prompt !== 'string') throw new UsageError(`The prompt must be a string, got ${typeof prompt}.`);
@@ -200,6 +202,10 @@ export class LocalEngine implements Engine {
       const fresh = ids.slice(reused);
       computed = fresh.length;
 
+      if (o.routingTrace && !this.model.traceRouting) throw new UsageError('This model cannot trace its routing.');
+      this.model.traceRouting?.(o.routingTrace);
+      traced = o.routingTrace;
+
       const detok = this.tokenizer.streamDecoder();
       const stops = new StopStringMatcher(o.stop);
       let finishReason: FinishReason = 'length';
@@ -207,6 +213,10 @@ export class LocalEngine implements Engine {
       for await (const id of this.model.generate(fresh, o.maxNewTokens, o.sampling)) {
         n++;
         if (n === 1) firstAt = now();
+        if (options.onProgress) {
+          const u = usage();
+          options.onProgress({ completionTokens: n, timeToFirstTokenMs: u.timeToFirstTokenMs, decodeTokensPerS: u.decodeTokensPerS });
+        }
         if (o.stopAtEndOfText && id === eos) {
           finishReason = 'stop';
           break;
@@ -232,6 +242,7 @@ export class LocalEngine implements Engine {
           yield tail;
         }
       }
+      if (o.routingTrace) routing = await this.readRouting(reused, fresh.length);
       finish(finishReason);
     } catch (e) {
       settled = true;
@@ -240,7 +251,24 @@ export class LocalEngine implements Engine {
     } finally {
       // Reached without settling only when the caller stopped iterating.
       if (!settled) finish('abort');
+      if (traced) this.model.traceRouting?.(false);
       release?.();
     }
+  }
+
+  /** The routing of the context from `start` on, with each token's text. */
+  private async readRouting(start: number, promptTokens: number): Promise<RoutingTrace> {
+    const end = this.model.contextIds.length;
+    const record = await this.model.readRouting!(start, end);
+    const ids = this.model.contextIds.slice(start, end);
+    const c = this.config;
+    return {
+      ...record,
+      nAttExperts: c.nAttExperts,
+      nMlpExperts: c.nMlpExperts,
+      ids,
+      pieces: ids.map((id) => this.tokenizer.decode([id])),
+      promptTokens,
+    };
   }
 }

@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
+import type { RoutingRecord } from '../model/routing-trace.ts';
 
 /** How a generation is steered. Every field is optional. */
 export interface GenerateOptions {
@@ -26,6 +27,33 @@ export interface GenerateOptions {
    * 'truncate-start' drops the prompt's oldest tokens to make room.
    */
   contextOverflow?: 'error' | 'truncate-start';
+  /** Return the routers' choices for every token of this call (GenerationResult.routing). */
+  routingTrace?: boolean;
+  /** Called after each new token, with the counts and speed so far. */
+  onProgress?: (p: GenerationProgress) => void;
+}
+
+export interface GenerationProgress {
+  completionTokens: number;
+  timeToFirstTokenMs: number;
+  /** New tokens per second after the first one, so far. */
+  decodeTokensPerS: number;
+}
+
+/**
+ * Which experts each token used: RoutingRecord's [token, layer, k] arrays for the tokens this
+ * call computed, in order: the prompt's (after any reused from the last call), then the new
+ * ones the model read back. A generation that ends at maxNewTokens never reads its last token,
+ * so that token has no routing.
+ */
+export interface RoutingTrace extends RoutingRecord {
+  nAttExperts: number;
+  nMlpExperts: number;
+  /** The traced tokens' ids, and each one decoded on its own. */
+  ids: number[];
+  pieces: string[];
+  /** How many of the traced tokens are prompt tokens. */
+  promptTokens: number;
 }
 
 /** Why a generation ended: a stop string or end-of-text, maxNewTokens, or the signal. */
@@ -52,6 +80,8 @@ export interface GenerationResult {
   text: string;
   finishReason: FinishReason;
   usage: Usage;
+  /** Present when the call asked for routingTrace. */
+  routing?: RoutingTrace;
 }
 
 export const DEFAULT_GENERATE_OPTIONS = {
@@ -70,6 +100,7 @@ export interface ResolvedOptions {
   stop: string[];
   stopAtEndOfText: boolean;
   contextOverflow: 'error' | 'truncate-start';
+  routingTrace: boolean;
 }
 
 function check(ok: boolean, message: string): void {
@@ -101,5 +132,6 @@ export function resolveOptions(o: GenerateOptions = {}): ResolvedOptions {
     stop,
     stopAtEndOfText: o.stopAtEndOfText ?? d.stopAtEndOfText,
     contextOverflow,
+    routingTrace: o.routingTrace === true,
   };
 }

@@ -1,6 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import { ContextLengthError, UsageError } from '../errors.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
+import type { RoutingRecord } from '../model/routing-trace.ts';
 import type { ReferenceModel } from '../reference/model.ts';
 import { applyRepetitionPenalty, sample, uniformFromSeed } from '../reference/sampler.ts';
 
@@ -21,6 +22,10 @@ export interface TokenModel {
   generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions): AsyncGenerator<number>;
   /** Appends the ids to the context; logits of every position, [ids.length, vocab]. */
   prefillLogits(ids: readonly number[]): Promise<Float32Array>;
+  /** Records the routers' choices of every token read from now on (off: no cost). */
+  traceRouting?(on: boolean): void;
+  /** The routing of context positions [start, end), recorded while tracing was on. */
+  readRouting?(start: number, end: number): Promise<RoutingRecord>;
   destroy(): void;
 }
 
@@ -28,6 +33,25 @@ export interface TokenModel {
 export function referenceTokenModel(ref: ReferenceModel, maxContext: number): TokenModel {
   const V = ref.config.vocabSize;
   let ids: number[] = [];
+  const c = ref.config;
+  // Per context position, per layer: the routing the reference computed while tracing.
+  let tracing = false;
+  const trace: { att: number[]; attG: number[]; mlp: number[]; mlpG: number[] }[][] = [];
+  const run = (f: () => Float64Array): Float64Array => {
+    const start = ref.length;
+    const out = f();
+    if (tracing && ref.lastRouting) {
+      for (let t = 0; t < ref.length - start; t++) {
+        trace[start + t] = ref.lastRouting.map(({ attention: a, mlp: m }) => ({
+          att: Array.from(a.ids.subarray(t * c.kAtt, (t + 1) * c.kAtt)),
+          attG: Array.from(a.gates.subarray(t * c.kAtt, (t + 1) * c.kAtt)),
+          mlp: Array.from(m.ids.subarray(t * c.kMlp, (t + 1) * c.kMlp)),
+          mlpG: Array.from(m.gates.subarray(t * c.kMlp, (t + 1) * c.kMlp)),
+        }));
+      }
+    }
+    return out;
+  };
   const room = (n: number) => {
     if (ids.length + n > maxContext) {
       throw new ContextLengthError(`${ids.length + n} tokens do not fit the context of ${maxContext} tokens.`);
@@ -44,7 +68,7 @@ export function referenceTokenModel(ref: ReferenceModel, maxContext: number): To
       ref.reset();
       ids = [];
       if (keep.length) {
-        ref.prefill(keep);
+        ref.prefill(keep); // recomputes keys and values only: the recorded routing stays
         ids = keep;
       }
     },
@@ -54,7 +78,7 @@ export function referenceTokenModel(ref: ReferenceModel, maxContext: number): To
     },
     async prefillLogits(prompt) {
       room(prompt.length);
-      const out = Float32Array.from(ref.prefill([...prompt]));
+      const out = Float32Array.from(run(() => ref.prefill([...prompt])));
       ids.push(...prompt);
       return out;
     },
@@ -63,17 +87,44 @@ export function referenceTokenModel(ref: ReferenceModel, maxContext: number): To
       room(prompt.length + Math.max(0, n - 1));
       if (n <= 0) return;
       const penalty = s.repetitionPenalty ?? 1;
-      let logits = ref.prefill([...prompt]);
+      let logits = run(() => ref.prefill([...prompt]));
       ids.push(...prompt);
       for (let i = 0; i < n; i++) {
         const last = applyRepetitionPenalty(logits.subarray(logits.length - V), ids, penalty);
         const id = sample(last, s, uniformFromSeed(s.seed, ref.length));
         if (i + 1 < n) {
-          logits = ref.decode(id);
+          logits = run(() => ref.decode(id));
           ids.push(id);
         }
         yield id;
       }
+    },
+    traceRouting(on) {
+      tracing = on;
+    },
+    async readRouting(start, end) {
+      const from = Math.max(0, start);
+      const T = Math.max(0, Math.min(end, ids.length) - from);
+      const L = c.nLayer;
+      const r: RoutingRecord = {
+        tokens: T,
+        layers: L,
+        kAtt: c.kAtt,
+        kMlp: c.kMlp,
+        attExperts: new Uint32Array(T * L * c.kAtt),
+        attGates: new Float32Array(T * L * c.kAtt),
+        mlpExperts: new Uint32Array(T * L * c.kMlp),
+        mlpGates: new Float32Array(T * L * c.kMlp),
+      };
+      for (let t = 0; t < T; t++) {
+        trace[from + t]?.forEach((layer, l) => {
+          r.attExperts.set(layer.att, (t * L + l) * c.kAtt);
+          r.attGates.set(layer.attG, (t * L + l) * c.kAtt);
+          r.mlpExperts.set(layer.mlp, (t * L + l) * c.kMlp);
+          r.mlpGates.set(layer.mlpG, (t * L + l) * c.kMlp);
+        });
+      }
+      return r;
     },
     destroy() {},
   };

@@ -3,13 +3,14 @@ import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
 import { isUrl, type CreateEngineOptions } from './create.ts';
 import { runToEnd, type Engine, type TextStream } from './engine.ts';
-import type { GenerateOptions, GenerationResult } from './generation.ts';
+import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 
 interface Pending {
   onChunk?: (text: string) => void;
+  onProgress?: (p: GenerationProgress) => void;
   resolve: (value: unknown) => void;
   reject: (e: Error) => void;
 }
@@ -75,6 +76,7 @@ export class WorkerEngine implements Engine {
     const p = m.id === undefined ? undefined : this.pending.get(m.id);
     if (!p) return;
     if (m.kind === 'chunk') p.onChunk?.(m.text);
+    else if (m.kind === 'tokens') p.onProgress?.(m.progress);
     else {
       this.pending.delete(m.id!);
       if (m.kind === 'error') p.reject(deserializeError(m.error));
@@ -87,23 +89,24 @@ export class WorkerEngine implements Engine {
     this.pending.clear();
   }
 
-  private call<T>(message: WithoutId<Extract<ToWorker, { id: number }>>, onChunk?: (text: string) => void): { id: number; done: Promise<T> } {
+  private call<T>(message: WithoutId<Extract<ToWorker, { id: number }>>, listeners: Pick<Pending, 'onChunk' | 'onProgress'> = {}): { id: number; done: Promise<T> } {
     const id = this.nextId++;
-    const done = new Promise<T>((resolve, reject) => this.pending.set(id, { onChunk, resolve: resolve as (v: unknown) => void, reject }));
+    const done = new Promise<T>((resolve, reject) => this.pending.set(id, { ...listeners, resolve: resolve as (v: unknown) => void, reject }));
     this.worker.postMessage({ ...message, id } as ToWorker);
     return { id, done };
   }
 
   generate(prompt: string, options: GenerateOptions = {}): TextStream {
-    const { signal, ...rest } = options;
+    const { signal, onProgress, ...rest } = options;
     // Pieces arrive as messages; the iterator hands them out in order.
     const queue: string[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
-    const { id, done } = this.call<GenerationResult>({ kind: 'generate', prompt, options: rest }, (text) => {
+    const onChunk = (text: string) => {
       queue.push(text);
       wake?.();
-    });
+    };
+    const { id, done } = this.call<GenerationResult>({ kind: 'generate', prompt, options: rest, progress: !!onProgress }, { onChunk, onProgress });
     const result = done.finally(() => {
       finished = true;
       wake?.();

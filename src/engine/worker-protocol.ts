@@ -1,7 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import * as errors from '../errors.ts';
 import type { CreateEngineOptions, EngineProgress } from './create.ts';
-import type { GenerateOptions, GenerationResult } from './generation.ts';
+import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 
 // The messages between WorkerEngine (the page) and the engine worker (src/engine/worker.ts).
 // Everything is structured-cloneable: no functions, signals or GPU objects cross.
@@ -10,7 +10,8 @@ export type WorkerCreateOptions = Omit<CreateEngineOptions, 'onProgress' | 'sign
 
 export type ToWorker =
   | { kind: 'create'; options: WorkerCreateOptions }
-  | { kind: 'generate'; id: number; prompt: string; options: Omit<GenerateOptions, 'signal'> }
+  // `progress`: post a 'tokens' message after each new token (the page's onProgress).
+  | { kind: 'generate'; id: number; prompt: string; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; progress: boolean }
   | { kind: 'abort'; id: number }
   | { kind: 'encode'; id: number; text: string }
   | { kind: 'decode'; id: number; ids: number[] }
@@ -26,6 +27,7 @@ export type FromWorker =
   | { kind: 'progress'; event: EngineProgress }
   | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string }
   | { kind: 'chunk'; id: number; text: string }
+  | { kind: 'tokens'; id: number; progress: GenerationProgress }
   | { kind: 'result'; id: number; result: GenerationResult }
   | { kind: 'value'; id: number; value: unknown }
   | { kind: 'error'; id?: number; error: SerializedError };

@@ -2,6 +2,7 @@
 import { browserGpu } from '../gpu/browser-gpu.ts';
 import { createLocalEngine } from './create.ts';
 import type { LocalEngine } from './engine.ts';
+import type { GenerationProgress } from './generation.ts';
 import { serializeError, type FromWorker, type ToWorker } from './worker-protocol.ts';
 
 // The engine's worker: the model, the tokenizer and every GPU call live here, so the page's
@@ -12,11 +13,12 @@ const post = (m: FromWorker) => scope.postMessage(m);
 let engine: LocalEngine | undefined;
 const running = new Map<number, AbortController>();
 
-async function generate(id: number, prompt: string, options: Extract<ToWorker, { kind: 'generate' }>['options']): Promise<void> {
+async function generate({ id, prompt, options, progress }: Extract<ToWorker, { kind: 'generate' }>): Promise<void> {
   const abort = new AbortController();
   running.set(id, abort);
   try {
-    const stream = engine!.generate(prompt, { ...options, signal: abort.signal });
+    const onProgress = progress ? (p: GenerationProgress) => post({ kind: 'tokens', id, progress: p }) : undefined;
+    const stream = engine!.generate(prompt, { ...options, signal: abort.signal, onProgress });
     for await (const text of stream) post({ kind: 'chunk', id, text });
     post({ kind: 'result', id, result: await stream.result });
   } finally {
@@ -34,7 +36,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
         return;
       }
       case 'generate':
-        return await generate(m.id, m.prompt, m.options);
+        return await generate(m);
       case 'abort':
         running.get(m.id)?.abort();
         return;

@@ -9,6 +9,7 @@ import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
 import { planStep, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
+import { RoutingRecorder, type RoutingRecord } from './routing-trace.ts';
 import { GpuWeights, planWeights, type WeightPlan, type WeightProgress } from './weights.ts';
 
 const MAP_READ = 0x01;
@@ -63,6 +64,7 @@ export class GpuModel {
     readonly acts: Activations,
     private readonly step: StepUniform,
     private readonly samplerParams: SamplerParams,
+    private readonly routing: RoutingRecorder,
   ) {}
 
   /** The device limits this model needs, known before any weight is read. */
@@ -102,7 +104,8 @@ export class GpuModel {
       const device = ctx.device;
       cache = new KvCache(device, config, maxContext);
       acts = new Activations(device, config, rows, hasKvProjections(config));
-      const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize));
+      const routing = new RoutingRecorder(device, config, maxContext);
+      const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize), routing);
       model.decodePlan = await planStep(model.resources, 'decode', 'sample');
       await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
       return model;
@@ -158,6 +161,20 @@ export class GpuModel {
     this.cache.length = n;
   }
 
+  /**
+   * Records the routers' choices for every token the model reads from now on (a few buffer
+   * copies per step; nothing while off). readRouting returns them by context position.
+   */
+  traceRouting(on: boolean): void {
+    this.routing.on = on;
+  }
+
+  /** The routing of context positions [start, end), recorded while traceRouting was on. */
+  readRouting(start: number, end: number): Promise<RoutingRecord> {
+    this.ctx.assertAlive();
+    return this.routing.read(Math.max(0, start), Math.min(end, this.cache.length));
+  }
+
   /** GPU memory held by weights, KV cache and activations. */
   get gpuBytes(): number {
     return this.weights.plan.totalBytes + this.cache.bytes + this.acts.bytes;
@@ -193,6 +210,7 @@ export class GpuModel {
     encodeDispatches(pass, dispatches, rows);
     pass.end();
     after?.(enc);
+    this.routing.record(enc, this.acts, this.cache.length, rows);
     this.ctx.device.queue.submit([enc.finish()]);
     this.cache.length += rows;
   }
@@ -321,6 +339,7 @@ export class GpuModel {
     this.acts.destroy();
     this.step.buffer.destroy();
     this.samplerParams.destroy();
+    this.routing.destroy();
     if (this.ownsContext) this.ctx.destroy();
   }
 }
