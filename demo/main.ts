@@ -1,17 +1,33 @@
-import { createEngine, deleteCachedModel, listCachedModels, type Engine, type EngineProgress } from '../src/index.ts';
+import {
+  DeviceLimitError,
+  createEngine,
+  deleteCachedModel,
+  listCachedModels,
+  type ChatMessage,
+  type Engine,
+  type EngineProgress,
+  type GenerateOptions,
+  type GenerationProgress,
+  type RoutingTrace,
+  type Usage,
+} from '../src/index.ts';
+import { renderRouting } from './routing-view.ts';
 
-// The demo is UI only: it picks a model, hands prompts to the engine (which runs in a Web
-// Worker) and shows the streamed text.
+// The demo is UI only: it picks a model, hands the conversation to the engine (which runs in
+// a Web Worker) and shows the streamed reply, its speed and its expert routing.
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const status = $('status');
-const echo = $('prompt-echo');
-const continuation = $('continuation');
+const messages = $('messages');
+const promptBox = $<HTMLTextAreaElement>('prompt');
 const go = $<HTMLButtonElement>('go');
 const stop = $<HTMLButtonElement>('stop');
 const BUILTIN = new URL('models/molm-brown/', new URL(import.meta.env.BASE_URL, location.href)).href;
 
 let loaded: { url: string; engine: Engine } | null = null;
 let abort: AbortController | null = null;
+/** The conversation so far: chat messages, or in text mode the pieces of one document. */
+let history: ChatMessage[] = [];
+let lastRouting: RoutingTrace | null = null;
 
 function say(text: string, error = false): void {
   status.textContent = text;
@@ -28,6 +44,7 @@ function chosenUrl(): string {
   return BUILTIN;
 }
 
+const chatMode = () => (document.querySelector('input[name=mode]:checked') as HTMLInputElement).value === 'chat';
 const mb = (n: number) => (n / 1e6).toFixed(1);
 const download = $('download');
 const bar = $<HTMLProgressElement>('download-bar');
@@ -90,6 +107,17 @@ async function showCache(): Promise<void> {
   }
 }
 
+/** An error as a sentence a user can act on. */
+function explain(err: unknown): string {
+  const e = err as Error;
+  if (e.name === 'DeviceLimitError' || err instanceof DeviceLimitError) {
+    return navigator.gpu
+      ? `This device cannot hold this model: ${e.message}`
+      : `WebGPU is not available: ${e.message}`;
+  }
+  return `${e.name}: ${e.message}`;
+}
+
 async function engine(): Promise<Engine> {
   const url = chosenUrl();
   if (loaded?.url === url) return loaded.engine;
@@ -106,41 +134,150 @@ async function engine(): Promise<Engine> {
   }
 }
 
+/** Appends a message to the conversation; its text goes in as text, never as HTML. */
+function addMessage(role: 'user' | 'assistant', text: string): { body: HTMLElement; meta: HTMLElement } {
+  const item = document.createElement('li');
+  item.className = `message ${role}`;
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = role === 'user' ? 'You' : 'Model';
+  const body = document.createElement('div');
+  body.className = 'text';
+  body.textContent = text;
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  item.append(who, body, meta);
+  messages.append(item);
+  item.scrollIntoView({ block: 'end' });
+  return { body, meta };
+}
+
+function settings(): GenerateOptions {
+  const n = (id: string) => Number($<HTMLInputElement>(id).value);
+  return { maxNewTokens: n('new-tokens'), temperature: n('temperature'), topK: n('top-k'), topP: n('top-p'), seed: n('seed') };
+}
+
+const live = (p: GenerationProgress) =>
+  `Generating… ${p.completionTokens} tokens · first after ${p.timeToFirstTokenMs.toFixed(0)} ms` +
+  (p.completionTokens > 1 ? ` · ${p.decodeTokensPerS.toFixed(1)} tokens/s` : '');
+
+const summary = (u: Usage, finishReason: string, device: string) =>
+  `${u.completionTokens} tokens (${finishReason}) · first after ${u.timeToFirstTokenMs.toFixed(0)} ms · ` +
+  `${u.decodeTokensPerS.toFixed(1)} tokens/s · ${device}`;
+
+/** Streams one reply: chat messages through chat.completions, or the document continued. */
+async function reply(e: Engine, input: string, signal: AbortSignal): Promise<void> {
+  const onProgress = (p: GenerationProgress) => say(live(p));
+  const out = addMessage('assistant', '');
+  out.body.classList.add('streaming');
+  let text = '';
+  let usage: Usage | undefined;
+  let finish = '';
+  if (chatMode()) {
+    history.push({ role: 'user', content: input });
+    const s = settings();
+    const chunks = await e.chat.completions.create({
+      messages: history,
+      stream: true,
+      max_tokens: s.maxNewTokens,
+      temperature: s.temperature,
+      top_k: s.topK,
+      top_p: s.topP,
+      seed: s.seed,
+      routing_trace: true,
+      signal,
+      onProgress,
+    });
+    for await (const chunk of chunks) {
+      const piece = chunk.choices[0]?.delta.content;
+      if (piece) out.body.textContent = text += piece;
+      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+      if (chunk.usage) {
+        const u = chunk.usage;
+        usage = {
+          promptTokens: u.prompt_tokens,
+          completionTokens: u.completion_tokens,
+          totalTokens: u.total_tokens,
+          cachedPromptTokens: u.extra.cached_prompt_tokens,
+          truncatedPromptTokens: 0,
+          timeToFirstTokenMs: u.extra.time_to_first_token_ms,
+          prefillTokensPerS: u.extra.prefill_tokens_per_s,
+          decodeTokensPerS: u.extra.decode_tokens_per_s,
+          totalMs: 0,
+        };
+        lastRouting = chunk.routing ?? null;
+      }
+    }
+    history.push({ role: 'assistant', content: text.trim() });
+  } else {
+    // Text mode: the conversation is one document the model continues.
+    history.push({ role: 'user', content: input });
+    const document = history.map((m) => m.content).join('');
+    const stream = e.generate(document, { ...settings(), routingTrace: true, signal, onProgress });
+    for await (const piece of stream) out.body.textContent = text += piece;
+    const r = await stream.result;
+    usage = r.usage;
+    finish = r.finishReason;
+    lastRouting = r.routing ?? null;
+    history.push({ role: 'assistant', content: text });
+  }
+  out.body.classList.remove('streaming');
+  if (usage) {
+    const line = summary(usage, finish, e.device);
+    out.meta.textContent = line;
+    say(line);
+  }
+  showRouting();
+}
+
+function showRouting(): void {
+  if (!lastRouting) return;
+  renderRouting($('routing'), $('routing-readout'), lastRouting, $<HTMLInputElement>('routing-prompt').checked);
+}
+
 $('run').addEventListener('submit', async (event) => {
   event.preventDefault();
+  if (go.disabled) return;
+  const input = promptBox.value;
+  if (!input.trim() && chatMode()) return;
   go.disabled = true;
   stop.disabled = false;
   abort = new AbortController();
-  const prompt = $<HTMLTextAreaElement>('prompt').value;
-  echo.textContent = prompt;
-  continuation.textContent = '';
+  addMessage('user', input);
+  promptBox.value = '';
   try {
     const e = await engine();
-    const stream = e.generate(prompt, {
-      maxNewTokens: Number($<HTMLInputElement>('new-tokens').value),
-      temperature: Number($<HTMLInputElement>('temperature').value),
-      topK: Number($<HTMLInputElement>('top-k').value),
-      topP: Number($<HTMLInputElement>('top-p').value),
-      seed: Number($<HTMLInputElement>('seed').value),
-      signal: abort.signal,
-    });
     say('Generating…');
-    // Model output is text, never HTML.
-    for await (const text of stream) continuation.textContent += text;
-    const { usage, finishReason } = await stream.result;
-    say(
-      `${usage.completionTokens} tokens (${finishReason}) · first after ${usage.timeToFirstTokenMs.toFixed(0)} ms · ` +
-        `${usage.decodeTokensPerS.toFixed(1)} tokens/s · ${e.device}`,
-    );
+    await reply(e, input, abort.signal);
   } catch (err) {
-    say(`${(err as Error).name}: ${(err as Error).message}`, true);
+    say(explain(err), true);
   } finally {
     go.disabled = false;
     stop.disabled = true;
+    promptBox.focus();
   }
 });
 
+promptBox.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    $<HTMLFormElement>('run').requestSubmit();
+  }
+});
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && !stop.disabled) abort?.abort();
+});
 stop.addEventListener('click', () => abort?.abort());
+$('clear').addEventListener('click', async () => {
+  abort?.abort();
+  history = [];
+  messages.replaceChildren();
+  await loaded?.engine.reset();
+  say('');
+});
+$('routing-prompt').addEventListener('change', showRouting);
+// A new mode starts a new conversation: a chat transcript is not a document, nor the reverse.
+for (const radio of document.querySelectorAll('input[name=mode]')) radio.addEventListener('change', () => $('clear').click());
 
 // Share links: ?model=URL picks a converted model, ?prompt=TEXT fills the prompt.
 const shared = new URLSearchParams(location.search);
@@ -150,5 +287,12 @@ if (sharedModel) {
   $<HTMLInputElement>('model-url').value = sharedModel;
 }
 const sharedPrompt = shared.get('prompt');
-if (sharedPrompt !== null) $<HTMLTextAreaElement>('prompt').value = sharedPrompt;
+if (sharedPrompt !== null) promptBox.value = sharedPrompt;
+
+if (!navigator.gpu) {
+  const banner = $('no-webgpu');
+  banner.textContent =
+    'This browser has no WebGPU, which molm-web needs to run the model. Use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.';
+  banner.hidden = false;
+}
 void showCache();

@@ -1,38 +1,119 @@
+import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/node.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { useBrowser, watchPage } from './harness.ts';
 
+// The chat demo in Chromium on SwiftShader's WebGPU, its engine in a Web Worker. Each test
+// saves a screenshot under test-results/.
+
 const env = useBrowser();
 
+/** Records every text the status line and the download line show (they change faster than a poll). */
+async function recordStatus(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const seen: string[] = ((window as unknown as { statusLog: string[] }).statusLog = []);
+    new MutationObserver(() => {
+      for (const id of ['status', 'download-text']) {
+        const t = document.getElementById(id)?.textContent;
+        if (t && seen[seen.length - 1] !== t) seen.push(t);
+      }
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
+}
+
+const statusLog = (page: Page) => page.evaluate(() => (window as unknown as { statusLog: string[] }).statusLog);
+
+/** Sends the prompt box's text and waits for the reply's summary line. */
+async function send(page: Page, text: string): Promise<string> {
+  const replies = page.locator('.message.assistant');
+  const before = await replies.count();
+  await page.getByRole('textbox', { name: 'Message' }).fill(text);
+  await page.getByRole('textbox', { name: 'Message' }).press('Enter');
+  const reply = replies.nth(before);
+  await expect.poll(() => reply.locator('.meta').textContent(), { timeout: 120_000 }).toMatch(/tokens \(/);
+  return (await reply.locator('.text').textContent()) ?? '';
+}
+
 describe('demo page', () => {
-  it('streams the built-in model’s text for a prompt, as the engine in Node does', async () => {
-    const page = await env.browser.newPage();
+  it('loads the built-in model with progress, streams a reply, stops on demand, and shows the routing', async () => {
+    const page = await env.browser.newPage({ viewport: { width: 1100, height: 1400 } });
     const problems = watchPage(page);
+    await recordStatus(page);
     await page.goto(`${env.base}/demo/`);
-    await page.getByLabel('Prompt').fill('The jury said');
     await page.getByLabel('New tokens').fill('12');
     await page.getByLabel('Temperature').fill('0');
-    await page.getByRole('button', { name: 'Generate' }).click();
-    await page.waitForFunction(() => /tokens \(/.test(document.getElementById('status')?.textContent ?? ''), null, { timeout: 120_000 });
-    const shown = await page.locator('#continuation').textContent();
-    expect(await page.locator('#status').textContent()).toMatch(/swiftshader/i);
-    // The cache status lists the model just downloaded, with its size, and deletes it on request.
-    const cached = page.locator('#cache-list li');
-    await expect.poll(() => page.locator('#cache-list li span').first().textContent()).toMatch(/models\/molm-brown\/manifest\.json · 17\.1 of 17\.1 MB$/);
+    const shown = await send(page, 'The jury said');
+    const log = await statusLog(page);
+    expect(log.some((t) => /^Downloading 17\.\d MB/.test(t)), log.join('\n')).toBe(true);
+    expect(log.some((t) => /MB · [\d.]+ MB\/s · \d+ s left/.test(t)), 'the download line shows bytes, speed and time left').toBe(true);
+    expect(log.some((t) => /^Generating… \d+ tokens · first after \d+ ms · [\d.]+ tokens\/s/.test(t)), 'live tokens/s while streaming').toBe(true);
+    expect(await page.locator('#status').textContent()).toMatch(/12 tokens \(length\).*swiftshader/i);
     expect(await page.locator('#download').isVisible(), 'the download bar goes away once the model is loaded').toBe(false);
-    await page.screenshot({ path: 'test-results/demo-generated.png' });
-    await page.getByRole('button', { name: /^Delete .*molm-brown/ }).click();
-    await expect.poll(() => cached.first().textContent()).toBe('None yet.');
-    expect(problems).toEqual([]);
+
+    // The same text as the engine in Node with the same settings.
     const node = await createEngine({ model: BUILT_IN_MODEL.dir });
     try {
-      const want = await node.complete('The jury said', { maxNewTokens: 12, temperature: 0, repetitionPenalty: 1.1 });
+      const want = await node.complete('The jury said', { maxNewTokens: 12, temperature: 0, topK: 40, topP: 0.95, seed: 1 });
       expect(shown).toBe(want.text);
-      expect(shown!.length).toBeGreaterThan(0);
+      expect(shown.length).toBeGreaterThan(0);
     } finally {
       await node.dispose();
     }
+
+    // The routing view: an attention map and an MLP map of the reply's tokens, readable by keyboard.
+    const maps = page.locator('#routing canvas');
+    await expect.poll(() => maps.count()).toBe(2);
+    expect(await page.locator('#routing figcaption').allTextContents()).toEqual([
+      'Attention experts: 4 layers × 8 experts, 2 chosen per token',
+      'MLP experts: 4 layers × 8 experts, 2 chosen per token',
+    ]);
+    // Eleven of the twelve new tokens were read back (the last one ends the reply unread).
+    await maps.first().focus();
+    await page.keyboard.press('ArrowRight');
+    expect(await page.locator('#routing-readout').textContent()).toMatch(/^Attention experts, token 2 of 11 “.+”, layer 0: chose \d \([01]\.\d{3}\), \d \([01]\.\d{3}\)/);
+    const box = (await maps.nth(1).boundingBox())!;
+    expect(box.width).toBeGreaterThan(64 + 11 * 6);
+    // Painted cells: the map is not blank.
+    const inked = await maps.first().evaluate((c: HTMLCanvasElement) => {
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let blue = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 150 && d[i] < 120 && d[i + 3] > 0) blue++;
+      return blue;
+    });
+    expect(inked).toBeGreaterThan(11 * 4 * 2 * 10);
+    await page.getByLabel("Include the prompt's tokens").check();
+    await page.locator('#routing canvas').first().focus();
+    await page.keyboard.press('End');
+    expect(await page.locator('#routing-readout').textContent()).toMatch(/token 14 of 14/);
+    await page.screenshot({ path: 'test-results/demo-routing.png', fullPage: true });
+
+    // Stop: a long reply ends early, with what it had, and the page is ready again.
+    await page.getByLabel('New tokens').fill('400');
+    await page.getByRole('textbox', { name: 'Message' }).fill(' It was');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    const long = page.locator('.message.assistant').nth(1);
+    await expect.poll(() => long.locator('.text').textContent(), { timeout: 60_000 }).not.toBe('');
+    await page.getByRole('button', { name: 'Stop' }).click();
+    await expect.poll(() => long.locator('.meta').textContent(), { timeout: 60_000 }).toMatch(/^\d+ tokens \(abort\)/);
+    const stopped = Number((await long.locator('.meta').textContent())!.split(' ')[0]);
+    expect(stopped).toBeLessThan(400);
+    expect(await page.getByRole('button', { name: 'Generate' }).isEnabled()).toBe(true);
+
+    // Chat mode: messages through chat.completions; the model's turn ends at the template's stop.
+    await page.getByLabel('Chat (messages through the chat template)').check();
+    await expect.poll(() => page.locator('.message').count()).toBe(0);
+    await page.getByLabel('New tokens').fill('16');
+    await send(page, 'Where did the jury go?');
+    expect(await page.locator('.message.user .text').textContent()).toBe('Where did the jury go?');
+    await page.screenshot({ path: 'test-results/demo-chat.png', fullPage: true });
+
+    // The cache status lists the model, with its size, and deletes it on request.
+    const cached = page.locator('#cache-list li');
+    await expect.poll(() => page.locator('#cache-list li span').first().textContent()).toMatch(/models\/molm-brown\/manifest\.json · 17\.1 of 17\.1 MB$/);
+    await page.getByRole('button', { name: /^Delete .*molm-brown/ }).click();
+    await expect.poll(() => cached.first().textContent()).toBe('None yet.');
+    expect(problems).toEqual([]);
     await page.close();
   });
 
@@ -40,7 +121,7 @@ describe('demo page', () => {
     const page = await env.browser.newPage();
     const model = 'https://models.example/molm-350m-4b-q4/';
     await page.goto(`${env.base}/demo/?model=${encodeURIComponent(model)}&prompt=${encodeURIComponent('Grüße, world')}`);
-    await expect.poll(() => page.getByLabel('Prompt').inputValue()).toBe('Grüße, world');
+    await expect.poll(() => page.getByRole('textbox', { name: 'Message' }).inputValue()).toBe('Grüße, world');
     expect(await page.locator('#model-url').inputValue()).toBe(model);
     expect(await page.locator('input[name=source][value=url]').isChecked()).toBe(true);
     await page.close();
@@ -56,8 +137,28 @@ describe('demo page', () => {
       await route.fulfill({ response: res, body });
     });
     await page.goto(`${env.base}/demo/`);
+    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/^This browser has no WebGPU/);
     await page.getByRole('button', { name: 'Generate' }).click();
-    await expect.poll(() => page.locator('#status').textContent(), { timeout: 30_000 }).toMatch(/WebGPU/);
+    await expect.poll(() => page.locator('#status').textContent(), { timeout: 30_000 }).toMatch(/^WebGPU is not available/);
+    await page.screenshot({ path: 'test-results/demo-no-webgpu.png' });
+    await page.close();
+  });
+
+  it('says so when the device cannot hold the model', async () => {
+    const page = await env.browser.newPage();
+    // An adapter whose storage bindings are smaller than the model's largest tensor.
+    await page.route('**/src/engine/worker.ts*', async (route) => {
+      const res = await route.fetch();
+      const body = `Object.defineProperty(GPUSupportedLimits.prototype, 'maxStorageBufferBindingSize', { get: () => 1 << 20 });\n${await res.text()}`;
+      await route.fulfill({ response: res, body });
+    });
+    await page.goto(`${env.base}/demo/`);
+    expect(await page.getByRole('alert').isHidden()).toBe(true);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect.poll(() => page.locator('#status').textContent(), { timeout: 60_000 }).toMatch(
+      /^This device cannot hold this model: This GPU allows maxStorageBufferBindingSize = 1048576 bytes, but the model needs \d+ .*q4/,
+    );
+    await page.screenshot({ path: 'test-results/demo-device-too-small.png' });
     await page.close();
   });
 });
