@@ -3,29 +3,42 @@
  * Test with `instanceof`, or with `error.name` across a worker boundary.
  */
 export class MolmError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
+  // Spelled out, not new.target.name: a minifier renames classes, and `name` must survive
+  // the production bundles and the trip across the worker boundary.
+  override name = 'MolmError';
 }
 
 /** A checkpoint, shard, manifest or config that cannot be read as the model it claims to be. */
-export class ModelFormatError extends MolmError {}
+export class ModelFormatError extends MolmError {
+  override name = 'ModelFormatError';
+}
 
 /** No WebGPU, or an adapter that lacks a feature or limit the model needs. */
-export class DeviceLimitError extends MolmError {}
+export class DeviceLimitError extends MolmError {
+  override name = 'DeviceLimitError';
+}
 
 /** The GPU device was lost (driver reset, out of memory, tab backgrounded too long). */
-export class DeviceLostError extends MolmError {}
+export class DeviceLostError extends MolmError {
+  override name = 'DeviceLostError';
+}
 
 /** A prompt or generation that does not fit the context the engine was created with. */
-export class ContextLengthError extends MolmError {}
+export class ContextLengthError extends MolmError {
+  override name = 'ContextLengthError';
+}
 
 /** Browser storage is full, or the model will not fit in it. */
-export class QuotaError extends MolmError {}
+export class QuotaError extends MolmError {
+  override name = 'QuotaError';
+}
 
 /** The caller aborted an operation through its AbortSignal. */
-export class AbortError extends MolmError {}
+export class AbortError extends MolmError {
+  override name = 'AbortError';
+}
 
 /** Invalid arguments to an API call or a CLI command. */
-export class UsageError extends MolmError {}
+export class UsageError extends MolmError {
+  override name = 'UsageError';
+}

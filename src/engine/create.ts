@@ -5,6 +5,7 @@ import { loadModel, type LoadProgress } from '../shards/load-model.ts';
 import { loadTokenizerJson } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine, type EngineOptions } from './engine.ts';
+import { isUrl } from './model-url.ts';
 import { MolmTokenizer } from './tokenizer.ts';
 
 /** Loading progress: a converted model from a URL (LoadProgress), or a local folder's tensors. */
@@ -40,8 +41,6 @@ export interface Platform {
   folder?(path: string): FileSource;
 }
 
-/** A URL the engine fetches, as opposed to a local folder (Node) or a path relative to the page. */
-export const isUrl = (s: string) => /^(https?|blob|data):/i.test(s);
 
 async function readText(files: FileSource, name: string): Promise<string | null> {
   const f = await files.open(name);

@@ -1,7 +1,8 @@
 import type { ModelConfig } from '../config.ts';
 import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
-import { isUrl, type CreateEngineOptions } from './create.ts';
+import type { CreateEngineOptions } from './create.ts';
+import { isUrl } from './model-url.ts';
 import { runToEnd, type Engine, type TextStream } from './engine.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';

@@ -42,7 +42,9 @@ export interface FetchShardOptions {
 }
 
 /** An error worth another attempt (the network, a server hiccup). */
-class RetryableError extends MolmError {}
+class RetryableError extends MolmError {
+  override name = 'RetryableError';
+}
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {

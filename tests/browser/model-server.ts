@@ -47,6 +47,14 @@ const CORS = {
   'Access-Control-Expose-Headers': 'Content-Length, Content-Range, Accept-Ranges, ETag',
 };
 
+/** The host also serves the widget's scripts: a module script needs a JavaScript MIME type. */
+function contentType(path: string): string {
+  if (path.endsWith('.json')) return 'application/json';
+  if (path.endsWith('.js')) return 'text/javascript';
+  if (path.endsWith('.html')) return 'text/html; charset=utf-8';
+  return 'application/octet-stream';
+}
+
 function defaults(): ModelServerSwitches {
   return { ranges: true, dropAfter: null, corrupt: new Set(), failures: new Map(), throttle: null };
 }
@@ -108,7 +116,7 @@ export async function startModelServer(root: string): Promise<ModelServer> {
     const size = data.length;
     const etag = `"${createHash('sha1').update(data).digest('hex')}"`;
     const common = {
-      'Content-Type': path.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+      'Content-Type': contentType(path),
       'Accept-Ranges': switches.ranges ? 'bytes' : 'none',
       ETag: etag,
       'Cache-Control': 'no-cache',

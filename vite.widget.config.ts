@@ -1,0 +1,22 @@
+import { defineConfig } from 'vite';
+
+// The embeddable widget: src/widget/index.ts → dist/demo/widget/molm-chat.js (ES module) and
+// molm-chat.iife.js (a classic script, which another origin can load without CORS). The
+// engine's worker is inlined (see src/widget/molm-chat.ts), so each file is self-contained.
+// It builds into the demo's output so the site that serves the demo also serves the widget,
+// with the built-in model at ../models/molm-brown/ relative to the script.
+export default defineConfig({
+  publicDir: false,
+  worker: { format: 'es' },
+  build: {
+    outDir: 'dist/demo/widget',
+    emptyOutDir: true,
+    target: 'es2022',
+    lib: {
+      entry: 'src/widget/index.ts',
+      name: 'MolmChat',
+      formats: ['es', 'iife'],
+      fileName: (format) => (format === 'es' ? 'molm-chat.js' : 'molm-chat.iife.js'),
+    },
+  },
+});
