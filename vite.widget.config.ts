@@ -1,6 +1,6 @@
 import { defineConfig } from 'vite';
 
-// The embeddable widget: src/widget/index.ts → dist/demo/widget/molm-chat.js (ES module) and
+// The embeddable widget: src/widget/index.ts → dist/app/widget/molm-chat.js (ES module) and
 // molm-chat.iife.js (a classic script, which another origin can load without CORS). The
 // engine's worker is inlined (see src/widget/molm-chat.ts), so each file is self-contained.
 // It builds into the demo's output so the site that serves the demo also serves the widget,
@@ -9,7 +9,7 @@ export default defineConfig({
   publicDir: false,
   worker: { format: 'es' },
   build: {
-    outDir: 'dist/demo/widget',
+    outDir: 'dist/app/widget',
     emptyOutDir: true,
     target: 'es2022',
     lib: {

@@ -198,6 +198,9 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
     complete: missing.length === 0 && (prior?.complete ?? false),
     lastUsed: Date.now(),
   };
+  // The cached tokenizer (loadTokenizerJson) stays the model's while its manifest is unchanged:
+  // dropping it here would make an offline load fetch it.
+  if (prior?.tokenizer && JSON.stringify(prior.manifest) === JSON.stringify(manifest)) record.tokenizer = prior.tokenizer;
   await putRecord(store, record);
 
   // The device before any download: a GPU that cannot hold the model is known at once.

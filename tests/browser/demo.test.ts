@@ -2,6 +2,7 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/node.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { sendMessage } from './demo-driver.ts';
 import { useBrowser, watchPage } from './harness.ts';
 
 // The chat demo in Chromium on SwiftShader's WebGPU, its engine in a Web Worker. Each test
@@ -24,17 +25,6 @@ async function recordStatus(page: Page): Promise<void> {
 
 const statusLog = (page: Page) => page.evaluate(() => (window as unknown as { statusLog: string[] }).statusLog);
 
-/** Sends the prompt box's text and waits for the reply's summary line. */
-async function send(page: Page, text: string): Promise<string> {
-  const replies = page.locator('.message.assistant');
-  const before = await replies.count();
-  await page.getByRole('textbox', { name: 'Message' }).fill(text);
-  await page.getByRole('textbox', { name: 'Message' }).press('Enter');
-  const reply = replies.nth(before);
-  await expect.poll(() => reply.locator('.meta').textContent(), { timeout: 120_000 }).toMatch(/tokens \(/);
-  return (await reply.locator('.text').textContent()) ?? '';
-}
-
 describe('demo page', () => {
   it('loads the built-in model with progress, streams a reply, stops on demand, and shows the routing', async () => {
     const page = await env.browser.newPage({ viewport: { width: 1100, height: 1400 } });
@@ -43,7 +33,7 @@ describe('demo page', () => {
     await page.goto(`${env.base}/demo/`);
     await page.getByLabel('New tokens').fill('12');
     await page.getByLabel('Temperature').fill('0');
-    const shown = await send(page, 'The jury said');
+    const shown = await sendMessage(page, 'The jury said');
     const log = await statusLog(page);
     expect(log.some((t) => /^Downloading 17\.\d MB/.test(t)), log.join('\n')).toBe(true);
     expect(log.some((t) => /MB · [\d.]+ MB\/s · \d+ s left/.test(t)), 'the download line shows bytes, speed and time left').toBe(true);
@@ -104,7 +94,7 @@ describe('demo page', () => {
     await page.getByLabel('Chat (messages through the chat template)').check();
     await expect.poll(() => page.locator('.message').count()).toBe(0);
     await page.getByLabel('New tokens').fill('16');
-    await send(page, 'Where did the jury go?');
+    await sendMessage(page, 'Where did the jury go?');
     expect(await page.locator('.message.user .text').textContent()).toBe('Where did the jury go?');
     await page.screenshot({ path: 'test-results/demo-chat.png', fullPage: true });
 

@@ -9,6 +9,8 @@ import { convertModel } from '../../src/shards/convert.ts';
 import { loadModel, type LoadProgress } from '../../src/shards/load-model.ts';
 import { memoryShardStore } from '../../src/store/shard-store.ts';
 import { startModelServer } from '../browser/model-server.ts';
+import { createEngine } from '../../src/node.ts';
+import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { expectClose } from './harness.ts';
 
 const GOLDEN = join(__dirname, '..', 'fixtures', 'golden', 'tiny-molm');
@@ -49,6 +51,30 @@ describe('loadModel in Node (Dawn), memory store, shards over HTTP', () => {
       }
     } finally {
       await server.close();
+    }
+  });
+
+  it('a cached model loads and tokenizes with its server gone, after loading twice online', async () => {
+    const server = await startModelServer(join(BUILT_IN_MODEL.dir, '..'));
+    const url = `${server.url}/molm-brown/`;
+    const store = memoryShardStore();
+    const options = { maxNewTokens: 6, temperature: 0 };
+    let want = '';
+    try {
+      // Twice online: the second load rewrites the model record, which must keep the tokenizer.
+      for (let i = 0; i < 2; i++) {
+        const engine = await createEngine({ model: url, store, maxContext: 64 });
+        want = (await engine.complete('The jury', options)).text;
+        await engine.dispose();
+      }
+    } finally {
+      await server.close();
+    }
+    const offline = await createEngine({ model: url, store, maxContext: 64 });
+    try {
+      expect((await offline.complete('The jury', options)).text).toBe(want);
+    } finally {
+      await offline.dispose();
     }
   });
 });
