@@ -18,5 +18,12 @@ export default defineConfig({
       formats: ['es', 'iife'],
       fileName: (format) => (format === 'es' ? 'molm-chat.js' : 'molm-chat.iife.js'),
     },
+    rollupOptions: {
+      // The classic script has no import.meta; src/widget/molm-chat.ts reads its URL from
+      // document.currentScript there, so the bundler's warning about it is expected.
+      onwarn(warning, warn) {
+        if (warning.code !== 'EMPTY_IMPORT_META') warn(warning);
+      },
+    },
   },
 });

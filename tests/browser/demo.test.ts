@@ -107,6 +107,53 @@ describe('demo page', () => {
     await page.close();
   });
 
+  it('labels every control and keeps text contrast at WCAG AA (4.5:1) in light and dark schemes', async () => {
+    const page = await env.browser.newPage();
+    await page.goto(`${env.base}/demo/`);
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll('input, textarea, button, select, canvas[tabindex]')]
+        .filter((el) => {
+          const labelled = (el as HTMLInputElement).labels?.length || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+          return !labelled && !(el.tagName === 'BUTTON' && el.textContent?.trim());
+        })
+        .map((el) => el.outerHTML),
+    );
+    expect(unlabelled).toEqual([]);
+    for (const colorScheme of ['light', 'dark'] as const) {
+      await page.emulateMedia({ colorScheme });
+      // A message of each kind, so their colours are measured too.
+      await page.evaluate(() => {
+        const list = document.getElementById('messages')!;
+        list.innerHTML = '<li class="message user"><span class="who">You</span><div class="text">Hi</div><div class="meta">1 token</div></li>' +
+          '<li class="message assistant"><span class="who">Model</span><div class="text">Hello</div><div class="meta">2 tokens</div></li>';
+        document.getElementById('status')!.textContent = 'Ready.';
+      });
+      const worst = await page.evaluate(() => {
+        const rgb = (c: string) => (c.match(/[\d.]+/g) ?? []).map(Number);
+        const lum = ([r, g, b]: number[]) => {
+          const f = (v: number) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+          return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const background = (el: Element | null): number[] => {
+          for (; el; el = el.parentElement) {
+            const c = rgb(getComputedStyle(el).backgroundColor);
+            if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+          }
+          return [255, 255, 255];
+        };
+        const results: { text: string; ratio: number }[] = [];
+        for (const el of document.querySelectorAll('h1, h2, p, label, legend, button:not(:disabled), .who, .text, .meta, li')) {
+          if (!el.textContent?.trim() || (el as HTMLElement).offsetParent === null) continue;
+          const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
+          results.push({ text: el.textContent.trim().slice(0, 40), ratio: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05) });
+        }
+        return results.sort((x, y) => x.ratio - y.ratio).slice(0, 3);
+      });
+      expect(worst[0].ratio, `${colorScheme}: ${JSON.stringify(worst)}`).toBeGreaterThanOrEqual(4.5);
+    }
+    await page.close();
+  });
+
   it('share links preset the model and the prompt', async () => {
     const page = await env.browser.newPage();
     const model = 'https://models.example/molm-350m-4b-q4/';
