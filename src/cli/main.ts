@@ -6,6 +6,7 @@ import { openEngine, openModel, openTokenizer, type OpenOptions } from './backen
 import { runBench } from './bench.ts';
 import { evaluatePerplexity } from './eval.ts';
 import { runConvert } from './convert.ts';
+import { runProfile, runPrune } from './experts.ts';
 import { synthesize } from './synth.ts';
 
 const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU reference.
@@ -20,6 +21,10 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       token ids in, token ids out (greedy unless --temperature is given).
   molm eval     --model DIR --text FILE [--window W] [--max-tokens N] [--json]
       perplexity of the model on a text file, and tokens scored per second.
+  molm profile  --model DIR --text FILE --out usage.json [--window W] [--max-tokens N]
+      per layer, how often the text's tokens chose each attention and MLP expert, and their gate mass.
+  molm prune    --model DIR --usage usage.json (--keep N | --mass 0.95) --out DIR2 [--dtype q8]
+      a model with, per layer, only the experts the profiled text uses most (docs/experts.md).
   molm bench    --model DIR --prompt-tokens P --new-tokens N [--kernels] [--json]
       prefill and decode throughput on this adapter; --kernels adds each kernel's time (dispatched alone).
   molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
@@ -58,6 +63,9 @@ const options = {
   set: { type: 'string', multiple: true },
   'shard-mib': { type: 'string' },
   device: { type: 'string' },
+  usage: { type: 'string' },
+  keep: { type: 'string' },
+  mass: { type: 'string' },
   'max-context': { type: 'string' },
   'prefill-chunk': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -238,6 +246,37 @@ async function convertCommand(v: Values): Promise<void> {
   process.stdout.write(summary + '\n');
 }
 
+async function profileCommand(v: Values): Promise<void> {
+  const usage = await runProfile({
+    modelDir: required(v, 'model'),
+    textFile: required(v, 'text'),
+    out: required(v, 'out'),
+    window: v.window !== undefined ? int(v, 'window') : undefined,
+    maxTokens: v['max-tokens'] !== undefined ? int(v, 'max-tokens') : undefined,
+    open: openOptions(v),
+    quiet: v.json,
+  });
+  const summary = { out: v.out, tokens: usage.tokens, layers: usage.layers.length };
+  process.stdout.write(v.json ? JSON.stringify(summary) + '\n' : `${usage.tokens} tokens profiled over ${usage.layers.length} layers → ${v.out}\n`);
+}
+
+async function pruneCommand(v: Values): Promise<void> {
+  if ((v.keep === undefined) === (v.mass === undefined)) throw new UsageError('Give one of --keep N or --mass P.');
+  const r = await runPrune({
+    modelDir: required(v, 'model'),
+    usageFile: required(v, 'usage'),
+    outDir: required(v, 'out'),
+    rule: v.keep !== undefined ? { keep: int(v, 'keep') } : { mass: num(v, 'mass', 1) },
+    dtype: v.dtype,
+  });
+  const mb = (n: number) => (n / 1e6).toFixed(1);
+  process.stdout.write(
+    v.json
+      ? JSON.stringify(r) + '\n'
+      : `kept ${r.kept.attention[0].length} attention and ${r.kept.mlp[0].length} MLP experts per layer → ${r.out} (${r.dtype}, ${mb(r.bytes)} MB${r.sourceBytes ? ` of ${mb(r.sourceBytes)} MB` : ''})\n`,
+  );
+}
+
 const COMMANDS: Record<string, (v: Values) => Promise<void>> = {
   logits: logitsCommand,
   generate: generateCommand,
@@ -245,6 +284,8 @@ const COMMANDS: Record<string, (v: Values) => Promise<void>> = {
   bench: benchCommand,
   synth: synthCommand,
   convert: convertCommand,
+  profile: profileCommand,
+  prune: pruneCommand,
 };
 
 /** Runs the CLI; resolves to the exit code. */

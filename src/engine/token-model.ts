@@ -22,6 +22,8 @@ export interface TokenModel {
   generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions): AsyncGenerator<number>;
   /** Appends the ids to the context; logits of every position, [ids.length, vocab]. */
   prefillLogits(ids: readonly number[]): Promise<Float32Array>;
+  /** Appends the ids to the context, computing no logits where the model can skip them. */
+  prefill?(ids: readonly number[]): Promise<void>;
   /** Records the routers' choices of every token read from now on (off: no cost). */
   traceRouting?(on: boolean): void;
   /** The routing of context positions [start, end), recorded while tracing was on. */
@@ -81,6 +83,11 @@ export function referenceTokenModel(ref: ReferenceModel, maxContext: number): To
       const out = Float32Array.from(run(() => ref.prefill([...prompt])));
       ids.push(...prompt);
       return out;
+    },
+    async prefill(prompt) {
+      room(prompt.length);
+      run(() => ref.prefill([...prompt]));
+      ids.push(...prompt);
     },
     async *generate(prompt, n, s) {
       if (prompt.length === 0) throw new UsageError('The prompt is empty: give at least one token.');

@@ -245,6 +245,22 @@ export class GpuModel {
     return out;
   }
 
+  /**
+   * Appends the ids to the context without computing any logits (the KV cache, and the routing
+   * trace when it is on): for profiling and for priming a context.
+   */
+  async prefill(ids: readonly number[]): Promise<void> {
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    const plan = await this.prefillPlan('none');
+    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
+      const chunk = ids.slice(start, start + this.acts.maxRows);
+      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
+      this.submit(plan, chunk.length);
+      this.ids.push(...chunk);
+    }
+  }
+
   /** Feeds one token through a decode step; its logits, [vocab]. */
   async decodeLogits(id: number): Promise<Float32Array> {
     this.checkIds([id]);

@@ -2,7 +2,8 @@ import { createHash, type Hash } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openCheckpoint } from '../checkpoint/index.ts';
-import type { FileSource } from '../checkpoint/types.ts';
+import type { FileSource, TensorSource } from '../checkpoint/types.ts';
+import type { ModelConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { tensorEncoder } from './encode.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest } from './manifest.ts';
@@ -96,68 +97,83 @@ async function copyFile(source: FileSource, name: string, dest: string): Promise
 export async function convertModel(o: ConvertOptions): Promise<Manifest> {
   const { config, rawConfig, tensors } = await openCheckpoint(o.source);
   try {
-    const plan = planShards(tensorsToPlace(config, o.dtype), o.shardBytes ?? DEFAULT_SHARD_BYTES);
-    await mkdir(o.outDir, { recursive: true });
-    // A previous conversion's manifest would describe shards that are about to be overwritten.
-    await rm(join(o.outDir, MANIFEST_FILE), { force: true });
-
-    const shards: Manifest['shards'] = [];
-    let writer: ShardWriter | null = null;
-    let done = 0;
-    try {
-      for (const t of plan.tensors) {
-        const info = tensors.tensors.get(t.name);
-        if (!info) throw new ModelFormatError(`The checkpoint has no tensor "${t.name}".`);
-        const encoder = tensorEncoder(await tensors.read(t.name), info.dtype, t.shape, t.storage);
-        if (encoder.bytes !== t.bytes) throw new Error(`${t.name}: ${encoder.bytes} storage bytes, planned ${t.bytes}`);
-        let at = 0;
-        for (const p of t.pieces) {
-          if (writer === null || writer.index !== p.shard) {
-            if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
-            writer = await ShardWriter.create(o.outDir, p.shard);
-          }
-          await writer.append(p.offset, encoder.range(at, at + p.bytes));
-          at += p.bytes;
-          done += p.bytes;
-          o.onProgress?.({ doneBytes: done, totalBytes: plan.totalBytes, tensor: t.name, shard: p.shard, shards: plan.shardBytes.length });
-        }
-      }
-      if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
-      writer = null;
-    } catch (e) {
-      await writer?.abandon();
-      throw e;
-    }
-    for (let i = 0; i < shards.length; i++) {
-      if (shards[i].bytes !== plan.shardBytes[i]) throw new Error(`shard ${i}: wrote ${shards[i].bytes} bytes, planned ${plan.shardBytes[i]}`);
-    }
-
-    const hasTokenizer = await copyFile(o.source, TOKENIZER_FILE, join(o.outDir, TOKENIZER_FILE));
-    if (!hasTokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT,
-      version: MANIFEST_VERSION,
-      config: rawConfig,
-      tokenizer: hasTokenizer ? TOKENIZER_FILE : null,
-      dtype: o.dtype,
-      tensors: plan.tensors,
-      shards,
-    };
-    const tmp = join(o.outDir, `${MANIFEST_FILE}.tmp`);
-    const file = await open(tmp, 'w');
-    try {
-      await file.writeFile(JSON.stringify(manifest, null, 1) + '\n');
-    } finally {
-      await file.close();
-    }
-    await rename(tmp, join(o.outDir, MANIFEST_FILE));
-    // Shards of an earlier, larger conversion into the same folder are no longer listed.
-    const listed = new Set(shards.map((s) => s.file));
-    for (const name of await readdir(o.outDir)) {
-      if (/^shard-\d{5,}\.bin$/.test(name) && !listed.has(name)) await rm(join(o.outDir, name), { force: true });
-    }
-    return manifest;
+    return await writeConvertedModel({ ...o, config, rawConfig, tensors, tokenizerFrom: o.source });
   } finally {
     await tensors.close();
   }
+}
+
+export interface WriteModelOptions extends Omit<ConvertOptions, 'source'> {
+  config: ModelConfig;
+  /** config.json as it goes into the manifest. */
+  rawConfig: Record<string, unknown>;
+  tensors: TensorSource;
+  /** The folder whose tokenizer.json is copied along, if it has one. */
+  tokenizerFrom: FileSource;
+}
+
+/** Writes tensors (any dtype a TensorSource gives) as a converted model in `o.outDir`. */
+export async function writeConvertedModel(o: WriteModelOptions): Promise<Manifest> {
+  const { config, rawConfig, tensors } = o;
+  const plan = planShards(tensorsToPlace(config, o.dtype), o.shardBytes ?? DEFAULT_SHARD_BYTES);
+  await mkdir(o.outDir, { recursive: true });
+  // A previous conversion's manifest would describe shards that are about to be overwritten.
+  await rm(join(o.outDir, MANIFEST_FILE), { force: true });
+
+  const shards: Manifest['shards'] = [];
+  let writer: ShardWriter | null = null;
+  let done = 0;
+  try {
+    for (const t of plan.tensors) {
+      const info = tensors.tensors.get(t.name);
+      if (!info) throw new ModelFormatError(`The checkpoint has no tensor "${t.name}".`);
+      const encoder = tensorEncoder(await tensors.read(t.name), info.dtype, t.shape, t.storage);
+      if (encoder.bytes !== t.bytes) throw new Error(`${t.name}: ${encoder.bytes} storage bytes, planned ${t.bytes}`);
+      let at = 0;
+      for (const p of t.pieces) {
+        if (writer === null || writer.index !== p.shard) {
+          if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
+          writer = await ShardWriter.create(o.outDir, p.shard);
+        }
+        await writer.append(p.offset, encoder.range(at, at + p.bytes));
+        at += p.bytes;
+        done += p.bytes;
+        o.onProgress?.({ doneBytes: done, totalBytes: plan.totalBytes, tensor: t.name, shard: p.shard, shards: plan.shardBytes.length });
+      }
+    }
+    if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
+    writer = null;
+  } catch (e) {
+    await writer?.abandon();
+    throw e;
+  }
+  for (let i = 0; i < shards.length; i++) {
+    if (shards[i].bytes !== plan.shardBytes[i]) throw new Error(`shard ${i}: wrote ${shards[i].bytes} bytes, planned ${plan.shardBytes[i]}`);
+  }
+
+  const hasTokenizer = await copyFile(o.tokenizerFrom, TOKENIZER_FILE, join(o.outDir, TOKENIZER_FILE));
+  if (!hasTokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    config: rawConfig,
+    tokenizer: hasTokenizer ? TOKENIZER_FILE : null,
+    dtype: o.dtype,
+    tensors: plan.tensors,
+    shards,
+  };
+  const tmp = join(o.outDir, `${MANIFEST_FILE}.tmp`);
+  const file = await open(tmp, 'w');
+  try {
+    await file.writeFile(JSON.stringify(manifest, null, 1) + '\n');
+  } finally {
+    await file.close();
+  }
+  await rename(tmp, join(o.outDir, MANIFEST_FILE));
+  // Shards of an earlier, larger conversion into the same folder are no longer listed.
+  const listed = new Set(shards.map((s) => s.file));
+  for (const name of await readdir(o.outDir)) {
+    if (/^shard-\d{5,}\.bin$/.test(name) && !listed.has(name)) await rm(join(o.outDir, name), { force: true });
+  }
+  return manifest;
 }

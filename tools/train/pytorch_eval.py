@@ -10,6 +10,7 @@ is scored given at least one token. On 2 CPU cores this takes a minute or two wh
 SwiftShader takes most of an hour; the two agree on the tokens both score (docs/built-in-model.md).
 """
 import argparse
+import array
 import json
 import math
 import os
@@ -32,13 +33,22 @@ def main():
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=0)
     ap.add_argument("--heldout-every", type=int, default=20)
+    ap.add_argument("--ids", help="score these token ids (little-endian uint32 file) instead of the held-out split")
     a = ap.parse_args()
     cfg, tensors = load_model_folder(a.model)
     model = train.ModuleFormer(cfg)
     model.load_state_dict(tensors, strict=True)
     model.eval()
-    _, held, _, _ = train.load_data(a.data, a.heldout_every)
-    ids = held.tolist()
+    if a.ids:
+        ids = array.array("I")
+        with open(a.ids, "rb") as f:
+            ids.frombytes(f.read())
+        if sys.byteorder != "little":
+            ids.byteswap()
+        ids = ids.tolist()
+    else:
+        _, held, _, _ = train.load_data(a.data, a.heldout_every)
+        ids = held.tolist()
     if a.max_tokens:
         ids = ids[: a.max_tokens]
     nll = 0.0
