@@ -10,6 +10,7 @@ import {
   type GenerationProgress,
   type RoutingTrace,
   type Usage,
+  usageFromChat,
 } from '../src/index.ts';
 import { renderRouting } from './routing-view.ts';
 
@@ -193,18 +194,7 @@ async function reply(e: Engine, input: string, signal: AbortSignal): Promise<voi
       if (piece) out.body.textContent = text += piece;
       if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
       if (chunk.usage) {
-        const u = chunk.usage;
-        usage = {
-          promptTokens: u.prompt_tokens,
-          completionTokens: u.completion_tokens,
-          totalTokens: u.total_tokens,
-          cachedPromptTokens: u.extra.cached_prompt_tokens,
-          truncatedPromptTokens: 0,
-          timeToFirstTokenMs: u.extra.time_to_first_token_ms,
-          prefillTokensPerS: u.extra.prefill_tokens_per_s,
-          decodeTokensPerS: u.extra.decode_tokens_per_s,
-          totalMs: 0,
-        };
+        usage = usageFromChat(chunk.usage);
         lastRouting = chunk.routing ?? null;
       }
     }
@@ -258,6 +248,8 @@ $('run').addEventListener('submit', async (event) => {
   }
 });
 
+// The settings are read when a message is sent; Enter in one of them must not reload the page.
+$('settings-form').addEventListener('submit', (ev) => ev.preventDefault());
 promptBox.addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
     ev.preventDefault();

@@ -29,6 +29,7 @@ export {
   DEFAULT_CHAT_TEMPLATE,
   DEFAULT_CHAT_STOP,
   renderChat,
+  usageFromChat,
   type ChatMessage,
   type ChatCompletion,
   type ChatCompletionChunk,

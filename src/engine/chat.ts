@@ -1,7 +1,7 @@
 import { Template } from '@huggingface/jinja';
 import { UsageError } from '../errors.ts';
 import { runToEnd, type Engine } from './engine.ts';
-import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace } from './generation.ts';
+import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace, Usage } from './generation.ts';
 
 // engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
 // WebLLM and most client code speak), over engine.generate and a Jinja chat template.
@@ -66,6 +66,8 @@ export interface ChatUsage {
     prefill_tokens_per_s: number;
     decode_tokens_per_s: number;
     cached_prompt_tokens: number;
+    truncated_prompt_tokens: number;
+    total_ms: number;
   };
 }
 
@@ -131,7 +133,24 @@ function chatUsage(r: GenerationResult): ChatUsage {
       prefill_tokens_per_s: u.prefillTokensPerS,
       decode_tokens_per_s: u.decodeTokensPerS,
       cached_prompt_tokens: u.cachedPromptTokens,
+      truncated_prompt_tokens: u.truncatedPromptTokens,
+      total_ms: u.totalMs,
     },
+  };
+}
+
+/** A chat completion's usage as the engine's Usage (what generate's result carries). */
+export function usageFromChat(u: ChatUsage): Usage {
+  return {
+    promptTokens: u.prompt_tokens,
+    completionTokens: u.completion_tokens,
+    totalTokens: u.total_tokens,
+    cachedPromptTokens: u.extra.cached_prompt_tokens,
+    truncatedPromptTokens: u.extra.truncated_prompt_tokens,
+    timeToFirstTokenMs: u.extra.time_to_first_token_ms,
+    prefillTokensPerS: u.extra.prefill_tokens_per_s,
+    decodeTokensPerS: u.extra.decode_tokens_per_s,
+    totalMs: u.extra.total_ms,
   };
 }
 

@@ -1,4 +1,4 @@
-import type { ChatMessage } from '../engine/chat.ts';
+import { usageFromChat, type ChatMessage, type ChatUsage } from '../engine/chat.ts';
 import type { Engine } from '../engine/engine.ts';
 import type { GenerationResult } from '../engine/generation.ts';
 import { WorkerEngine } from '../engine/worker-engine.ts';
@@ -173,7 +173,7 @@ export class MolmChat extends HTMLElement {
       const temperature = this.hasAttribute('temperature') ? Number(this.getAttribute('temperature')) : undefined;
       this.say('…');
       let content = '';
-      let result: GenerationResult | undefined;
+      let usage: ChatUsage | undefined;
       let finishReason: GenerationResult['finishReason'] = 'stop';
       const chunks = await engine.chat.completions.create({ messages, stream: true, max_tokens: maxTokens, temperature, signal: abort.signal });
       for await (const chunk of chunks) {
@@ -182,32 +182,14 @@ export class MolmChat extends HTMLElement {
           reply.textContent = content += piece;
           this.emit('token', { text: piece });
         }
-        if (chunk.usage) {
-          const u = chunk.usage;
-          this.say(`${u.completion_tokens} tokens · ${u.extra.decode_tokens_per_s.toFixed(1)} tokens/s`);
-          result = {
-            text: content,
-            finishReason,
-            usage: {
-              promptTokens: u.prompt_tokens,
-              completionTokens: u.completion_tokens,
-              totalTokens: u.total_tokens,
-              cachedPromptTokens: u.extra.cached_prompt_tokens,
-              truncatedPromptTokens: 0,
-              timeToFirstTokenMs: u.extra.time_to_first_token_ms,
-              prefillTokensPerS: u.extra.prefill_tokens_per_s,
-              decodeTokensPerS: u.extra.decode_tokens_per_s,
-              totalMs: 0,
-            },
-          };
-        }
         finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+        usage = chunk.usage ?? usage;
       }
       this.history.push({ role: 'assistant', content: content.trim() });
-      if (result) {
-        result.finishReason = finishReason;
-        this.emit('done', result);
-      }
+      if (!usage) return undefined;
+      this.say(`${usage.completion_tokens} tokens · ${usage.extra.decode_tokens_per_s.toFixed(1)} tokens/s`);
+      const result: GenerationResult = { text: content, finishReason, usage: usageFromChat(usage) };
+      this.emit('done', result);
       return result;
     } catch (e) {
       const err = e as Error;

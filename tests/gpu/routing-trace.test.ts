@@ -1,15 +1,7 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { LocalEngine } from '../../src/engine/engine.ts';
 import type { RoutingTrace } from '../../src/engine/generation.ts';
-import { referenceTokenModel } from '../../src/engine/token-model.ts';
-import { MolmTokenizer } from '../../src/engine/tokenizer.ts';
 import { createEngine } from '../../src/node.ts';
-import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
-import { openModelFolder } from '../../src/shards/model-folder.ts';
-import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { BUILT_IN_MODEL, builtInReferenceEngine, builtInTokenizer } from '../built-in-model.ts';
 
 // The routing trace on WebGPU (Dawn on SwiftShader) against the float64 CPU reference's own
 // router decisions (src/reference/router.ts), on the built-in trained model: the same experts
@@ -18,14 +10,8 @@ import { BUILT_IN_MODEL } from '../built-in-model.ts';
 
 const GATE_TOL = 1e-4;
 const dir = BUILT_IN_MODEL.dir;
-const tokenizer = MolmTokenizer.fromJson(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
-
-async function referenceEngine(): Promise<LocalEngine> {
-  const { config, tensors } = await openModelFolder(nodeFileSource(dir));
-  const weights = await loadReferenceWeights(tensors);
-  await tensors.close();
-  return new LocalEngine(referenceTokenModel(new ReferenceModel(config, weights), 256), tokenizer);
-}
+const tokenizer = builtInTokenizer();
+const referenceEngine = () => builtInReferenceEngine(256);
 
 function expectSameRouting(gpu: RoutingTrace, cpu: RoutingTrace): void {
   expect(gpu.ids).toEqual(cpu.ids);

@@ -1,28 +1,13 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { LocalEngine } from '../../src/engine/engine.ts';
-import { referenceTokenModel } from '../../src/engine/token-model.ts';
-import { MolmTokenizer } from '../../src/engine/tokenizer.ts';
 import { createEngine } from '../../src/node.ts';
-import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
-import { openModelFolder } from '../../src/shards/model-folder.ts';
-import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { BUILT_IN_MODEL, builtInReferenceEngine } from '../built-in-model.ts';
 
 // The text engine on real WebGPU (Dawn on SwiftShader) with the built-in trained model, checked
 // against the same engine over the float64 CPU reference (an independent implementation of the
 // forward pass and the sampler) and against itself.
 
 const dir = BUILT_IN_MODEL.dir;
-const tokenizer = MolmTokenizer.fromJson(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
-
-async function referenceEngine(): Promise<LocalEngine> {
-  const { config, tensors } = await openModelFolder(nodeFileSource(dir));
-  const weights = await loadReferenceWeights(tensors);
-  await tensors.close();
-  return new LocalEngine(referenceTokenModel(new ReferenceModel(config, weights), 512), tokenizer);
-}
+const referenceEngine = () => builtInReferenceEngine(512);
 
 describe('createEngine on WebGPU (built-in model)', () => {
   it('gives the CPU reference’s text: greedy with a repetition penalty, and seeded sampling', async () => {

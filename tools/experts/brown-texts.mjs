@@ -5,6 +5,8 @@
 //
 //   press-train.txt      the training documents of the press categories (news, editorial,
 //                        reviews): the "task" text the experts are profiled on
+//   press-profile.txt    every 10th of those: a sample of the task across its three categories,
+//                        small enough for `molm profile` on a CPU adapter in minutes
 //   press-heldout.txt    the held-out press documents (the task's unseen text)
 //   fiction-heldout.txt  the held-out fiction documents (adventure, fiction, humor, mystery,
 //                        romance, science fiction): the "other" text
@@ -21,11 +23,14 @@ export const FICTION = ['adventure', 'fiction', 'humor', 'mystery', 'romance', '
 const out = process.argv[2];
 if (!out) throw new Error('usage: node tools/experts/brown-texts.mjs OUT_DIR');
 mkdirSync(out, { recursive: true });
-const texts = { 'press-train.txt': [], 'press-heldout.txt': [], 'fiction-heldout.txt': [] };
+const texts = { 'press-train.txt': [], 'press-profile.txt': [], 'press-heldout.txt': [], 'fiction-heldout.txt': [] };
 for (const [i, name] of documentNames.entries()) {
   const cat = categories.get(name);
   const file = PRESS.includes(cat) ? (isHeldOut(i) ? 'press-heldout.txt' : 'press-train.txt') : FICTION.includes(cat) && isHeldOut(i) ? 'fiction-heldout.txt' : null;
-  if (file) texts[file].push(readDoc(join(corpusDir, name)) + '<|endoftext|>');
+  if (!file) continue;
+  const doc = readDoc(join(corpusDir, name)) + '<|endoftext|>';
+  texts[file].push(doc);
+  if (file === 'press-train.txt' && texts[file].length % 10 === 1) texts['press-profile.txt'].push(doc);
 }
 const tokenizer = new Tokenizer(JSON.parse(readFileSync(new URL('../../tests/fixtures/tokenizer/tokenizer.json', import.meta.url), 'utf8')), {});
 for (const [file, docs] of Object.entries(texts)) {
