@@ -1,6 +1,6 @@
 // Draws the pruning study (tools/experts/prune-study.sh → results.csv) as an SVG line chart:
-// perplexity on the task's unseen text and on other text against the experts kept per layer,
-// with each model's size under its tick.
+// perplexity on the task's unseen text and on other text, relative to the unpruned model's on
+// the same text, against the experts kept per layer, with each model's size under its tick.
 //
 //   node tools/experts/plot.mjs results.csv docs/images/prune.svg
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -14,25 +14,27 @@ const rows = lines
   .filter((r) => r.rule === 'all' || r.rule.startsWith('keep'))
   .sort((a, b) => a.mlp_experts - b.mlp_experts);
 
-const W = 640, H = 380, L = 70, R = 150, T = 40, B = 70;
+const W = 720, H = 380, L = 70, R = 170, T = 40, B = 70;
+const full = rows.find((r) => r.rule === 'all');
+for (const r of rows) for (const k of ['press_ppl', 'fiction_ppl']) r[k.replace('ppl', 'rel')] = r[k] / full[k];
 const xs = rows.map((r) => r.mlp_experts);
-const ys = rows.flatMap((r) => [r.press_ppl, r.fiction_ppl]);
+const ys = rows.flatMap((r) => [r.press_rel, r.fiction_rel]);
 const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
-const [y0, y1] = [Math.log(Math.min(...ys) * 0.9), Math.log(Math.max(...ys) * 1.1)];
+const [y0, y1] = [Math.log(Math.min(...ys) * 0.95), Math.log(Math.max(...ys) * 1.1)];
 const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
 const py = (y) => T + (1 - (Math.log(y) - y0) / (y1 - y0)) * (H - T - B);
 const series = [
-  { key: 'press_ppl', name: 'press (the task), unseen', color: '#1d4ed8' },
-  { key: 'fiction_ppl', name: 'fiction (other text)', color: '#b45309' },
+  { key: 'press_rel', ppl: 'press_ppl', name: 'press (task), unseen', color: '#1d4ed8' },
+  { key: 'fiction_rel', ppl: 'fiction_ppl', name: 'fiction (other text)', color: '#b45309' },
 ];
 const svg = [];
 svg.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
 svg.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
-svg.push(`<text x="${L}" y="22" font-size="14" font-weight="600">molm-brown pruned to the experts press text uses: perplexity (log scale)</text>`);
+svg.push(`<text x="${L - 50}" y="22" font-size="14" font-weight="600">molm-brown pruned to the experts press text uses: perplexity ÷ unpruned model's</text>`);
 // Y grid at round perplexities.
-for (const y of [100, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 10000]) {
+for (const y of [1, 1.25, 1.5, 2, 2.5, 3, 4, 5]) {
   if (Math.log(y) < y0 || Math.log(y) > y1) continue;
-  svg.push(`<line x1="${L}" x2="${W - R}" y1="${py(y)}" y2="${py(y)}" stroke="#e5e7eb"/><text x="${L - 6}" y="${py(y) + 4}" text-anchor="end" fill="#374151">${y}</text>`);
+  svg.push(`<line x1="${L}" x2="${W - R}" y1="${py(y)}" y2="${py(y)}" stroke="#e5e7eb"/><text x="${L - 6}" y="${py(y) + 4}" text-anchor="end" fill="#374151">×${y}</text>`);
 }
 for (const r of rows) {
   svg.push(`<line x1="${px(r.mlp_experts)}" x2="${px(r.mlp_experts)}" y1="${T}" y2="${H - B}" stroke="#f3f4f6"/>`);
@@ -43,7 +45,7 @@ svg.push(`<text x="${(L + W - R) / 2}" y="${H - 14}" text-anchor="middle" fill="
 for (const [i, s] of series.entries()) {
   const pts = rows.map((r) => `${px(r.mlp_experts).toFixed(1)},${py(r[s.key]).toFixed(1)}`);
   svg.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2.5"/>`);
-  for (const r of rows) svg.push(`<circle cx="${px(r.mlp_experts)}" cy="${py(r[s.key])}" r="4" fill="${s.color}"><title>${s.name}: ${r[s.key].toFixed(1)}</title></circle>`);
+  for (const r of rows) svg.push(`<circle cx="${px(r.mlp_experts)}" cy="${py(r[s.key])}" r="4" fill="${s.color}"><title>${s.name}: ${r[s.ppl].toFixed(1)} (×${r[s.key].toFixed(2)})</title></circle>`);
   svg.push(`<rect x="${W - R + 14}" y="${T + 10 + i * 22}" width="14" height="4" fill="${s.color}"/><text x="${W - R + 34}" y="${T + 15 + i * 22}" fill="#111827">${s.name}</text>`);
 }
 svg.push('</svg>');
