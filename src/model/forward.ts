@@ -29,6 +29,11 @@ export interface ForwardResources {
   acts: Activations;
   step: StepUniform;
   samplerParams: SamplerParams;
+  /**
+   * Under a GPU memory budget (src/experts/streamer.ts): the expert kernels index their slotted
+   * weights with these per-layer slot ids instead of the routers' expert ids.
+   */
+  expertSlots?: { attIds: GPUBuffer[]; mlpIds: GPUBuffer[]; att: number; mlp: number };
 }
 
 /**
@@ -44,6 +49,12 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
   const C = c.nEmbd;
   const eps = c.layerNormEpsilon;
   const kv = hasKvProjections(c);
+  // Which ids and how many experts the expert kernels see: the routers' own, or slots.
+  const slots = r.expertSlots;
+  const attExperts = slots?.att ?? c.nAttExperts;
+  const mlpExperts = slots?.mlp ?? c.nMlpExperts;
+  const attIds = (l: number) => slots?.attIds[l] ?? a.attIds[l];
+  const mlpIds = (l: number) => slots?.mlpIds[l] ?? a.mlpIds[l];
   const d: Promise<Dispatch | Dispatch[]>[] = [];
 
   // The attention and MLP routers differ only in their weights and where their choices go.
@@ -81,11 +92,11 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     }
     d.push(router('att', n.attGate0Weight, n.attGate0Bias, n.attGate3Weight, c.nAttExperts, c.kAtt, l));
     d.push(
-      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: c.nAttExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
+      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: attExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
         step,
         x: a.x,
         weight: w.get(n.queryExperts),
-        ids: a.attIds[l],
+        ids: attIds(l),
         y: a.q,
       }, `q_proj.${l}`),
     );
@@ -97,11 +108,11 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
         : stickBreakingPrefill(ctx, att, attBuffers, `attention.${l}`),
     );
     d.push(
-      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: c.nAttExperts, k: c.kAtt }, st(n.outputExperts), {
+      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: attExperts, k: c.kAtt }, st(n.outputExperts), {
         step,
         x: a.attnOut,
         weight: w.get(n.outputExperts),
-        ids: a.attIds[l],
+        ids: attIds(l),
         gates: a.attGates[l],
         h: a.h,
       }, `o_proj.${l}`),
@@ -109,20 +120,20 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
     d.push(router('mlp', n.mlpGate0Weight, n.mlpGate0Bias, n.mlpGate3Weight, c.nMlpExperts, c.kMlp, l));
     d.push(
-      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: c.nMlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
+      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: mlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
         step,
         x: a.x,
         weight: w.get(n.upExperts),
-        ids: a.mlpIds[l],
+        ids: mlpIds(l),
         y: a.up,
       }, `mlp_up.${l}`),
     );
     d.push(
-      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: c.nMlpExperts, k: c.kMlp }, st(n.downExperts), {
+      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: mlpExperts, k: c.kMlp }, st(n.downExperts), {
         step,
         x: a.up,
         weight: w.get(n.downExperts),
-        ids: a.mlpIds[l],
+        ids: mlpIds(l),
         gates: a.mlpGates[l],
         h: a.h,
       }, `mlp_down.${l}`),

@@ -9,6 +9,8 @@ import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
 import { planStep, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
+import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from '../experts/streamer.ts';
+import type { EvictionPolicy } from '../experts/residency.ts';
 import { RoutingRecorder, type RoutingRecord } from './routing-trace.ts';
 import { GpuWeights, planWeights, type WeightPlan, type WeightProgress } from './weights.ts';
 
@@ -25,7 +27,22 @@ export interface GpuModelOptions {
   prefillChunk?: number;
   /** Force a storage type for matrices (default: the checkpoint's own, or f32 when mixed). */
   matrixType?: WeightType;
+  /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
+  expertBudget?: ExpertBudget;
   onProgress?: (p: WeightProgress) => void;
+}
+
+/** Under an expert budget: the slots per layer and the eviction policy (GpuModel.fromWeights). */
+export interface ExpertStreaming {
+  slots: SlotCounts;
+  policy?: EvictionPolicy;
+}
+
+/** The expert slots a budget gives a model of this plan (null: no budget, or everything fits). */
+export function planExpertStreaming(config: ModelConfig, plan: WeightPlan, budget: ExpertBudget | undefined): ExpertStreaming | null {
+  if (!budget) return null;
+  const slots = slotCounts(config, plan, budget.bytes);
+  return slots && { slots, policy: budget.policy };
 }
 
 /** The KV cache rows a model gets when the caller does not say: MoLM's n_ctx is 12288, too many for most devices. */
@@ -49,6 +66,9 @@ function contextSizes(config: ModelConfig, options: Pick<GpuModelOptions, 'maxCo
  */
 export class GpuModel {
   private decodePlan: Dispatch[] = [];
+  /** Under an expert budget: the body-only decode plan (prompt tokens), and the streamer. */
+  private decodeBodyPlan: Dispatch[] = [];
+  private streamer: ExpertStreamer | null = null;
   private prefillPlans = new Map<StepHead, Promise<Dispatch[]>>();
   private idSlot = 0;
   /** The tokens whose keys and values are in the cache, by position. */
@@ -82,8 +102,9 @@ export class GpuModel {
   static async load(ctx: GpuContext, config: ModelConfig, source: TensorSource, options: GpuModelOptions = {}): Promise<GpuModel> {
     const plan = planWeights(config, source, { matrixType: options.matrixType });
     contextSizes(config, options);
-    const weights = await GpuWeights.upload(ctx, source, plan, options.onProgress);
-    return GpuModel.fromWeights(ctx, config, weights, options);
+    const streaming = planExpertStreaming(config, plan, options.expertBudget);
+    const weights = await GpuWeights.upload(ctx, source, plan, options.onProgress, streaming ? expertSlots(config, streaming.slots) : undefined);
+    return GpuModel.fromWeights(ctx, config, weights, { ...options, streaming });
   }
 
   /**
@@ -95,7 +116,7 @@ export class GpuModel {
     ctx: GpuContext,
     config: ModelConfig,
     weights: GpuWeights,
-    options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'> = {},
+    options: Pick<GpuModelOptions, 'maxContext' | 'prefillChunk'> & { streaming?: ExpertStreaming | null } = {},
   ): Promise<GpuModel> {
     let cache: KvCache | undefined;
     let acts: Activations | undefined;
@@ -106,6 +127,14 @@ export class GpuModel {
       acts = new Activations(device, config, rows, hasKvProjections(config));
       const routing = new RoutingRecorder(device, config, maxContext);
       const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize), routing);
+      if (options.streaming) {
+        // Every step is one token, cut after each router: see ExpertStreamer.
+        const s = new ExpertStreamer(device, config, weights, acts, options.streaming.slots, options.streaming.policy);
+        model.streamer = s;
+        const resources = { ...model.resources, expertSlots: { attIds: s.attSlotIds, mlpIds: s.mlpSlotIds, att: s.slots.att, mlp: s.slots.mlp } };
+        [model.decodePlan, model.decodeBodyPlan] = await Promise.all([planStep(resources, 'decode', 'sample'), planStep(resources, 'decode', 'none')]);
+        return model;
+      }
       model.decodePlan = await planStep(model.resources, 'decode', 'sample');
       await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
       return model;
@@ -177,7 +206,12 @@ export class GpuModel {
 
   /** GPU memory held by weights, KV cache and activations. */
   get gpuBytes(): number {
-    return this.weights.plan.totalBytes + this.cache.bytes + this.acts.bytes;
+    return this.weights.gpuBytes + this.cache.bytes + this.acts.bytes;
+  }
+
+  /** Under an expert budget: the expert cache's hits, misses and bytes loaded so far; else null. */
+  get expertCache(): (ExpertCacheStats & { attSlots: number; mlpSlots: number }) | null {
+    return this.streamer && { ...this.streamer.stats, attSlots: this.streamer.slots.att, mlpSlots: this.streamer.slots.mlp };
   }
 
   /** Dispatches recorded for one decoded token. */
@@ -215,6 +249,36 @@ export class GpuModel {
     this.cache.length += rows;
   }
 
+  /**
+   * One token through a step under an expert budget: `id` (or the id the sampler left on the
+   * GPU, when null) in, the plan run in pieces by the streamer, `after` (copies) at its end.
+   */
+  private async streamToken(id: number | null, plan: Dispatch[], after?: (enc: GPUCommandEncoder) => void): Promise<void> {
+    this.ctx.assertAlive();
+    if (id !== null) this.ctx.device.queue.writeBuffer(this.acts.nextId, 0, Uint32Array.of(id));
+    const position = this.cache.length;
+    this.step.write(1, position);
+    await this.streamer!.run(plan, (enc) => {
+      after?.(enc);
+      this.routing.record(enc, this.acts, position, 1);
+    });
+    this.cache.length += 1;
+  }
+
+  /** streamToken for each id, reading back each one's logits when `logits` is given. */
+  private async streamTokens(ids: readonly number[], logits?: Float32Array): Promise<void> {
+    const V = this.config.vocabSize;
+    for (const [i, id] of ids.entries()) {
+      if (!logits) {
+        await this.streamToken(id, this.decodeBodyPlan);
+      } else {
+        await this.streamToken(id, this.decodePlan, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, V * 4));
+        logits.set(new Float32Array(await this.mapRead(this.acts.lastLogitsReadback, V * 4)), i * V);
+      }
+      this.ids.push(id);
+    }
+  }
+
   private async mapRead(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     try {
       await buffer.mapAsync(MAP_READ, 0, bytes);
@@ -232,6 +296,11 @@ export class GpuModel {
     this.checkIds(ids);
     this.checkRoom(ids.length);
     const V = this.config.vocabSize;
+    if (this.streamer) {
+      const logits = new Float32Array(ids.length * V);
+      await this.streamTokens(ids, logits);
+      return logits;
+    }
     const plan = await this.prefillPlan('all');
     const out = new Float32Array(ids.length * V);
     for (let start = 0; start < ids.length; start += this.acts.maxRows) {
@@ -252,6 +321,7 @@ export class GpuModel {
   async prefill(ids: readonly number[]): Promise<void> {
     this.checkIds(ids);
     this.checkRoom(ids.length);
+    if (this.streamer) return this.streamTokens(ids);
     const plan = await this.prefillPlan('none');
     for (let start = 0; start < ids.length; start += this.acts.maxRows) {
       const chunk = ids.slice(start, start + this.acts.maxRows);
@@ -265,6 +335,7 @@ export class GpuModel {
   async decodeLogits(id: number): Promise<Float32Array> {
     this.checkIds([id]);
     this.checkRoom(1);
+    if (this.streamer) return (await this.prefillLogits([id])).subarray(0, this.config.vocabSize);
     this.ctx.device.queue.writeBuffer(this.acts.nextId, 0, Uint32Array.of(id));
     const bytes = this.config.vocabSize * 4;
     this.submit(this.decodePlan, 1, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, bytes));
@@ -309,6 +380,10 @@ export class GpuModel {
     this.samplerParams.write(sampling);
     this.samplerParams.writeSeen((sampling.repetitionPenalty ?? 1) === 1 ? [] : [...this.ids, ...prompt]);
     this.idSlot = 0;
+    if (this.streamer) {
+      yield* this.generateStreamed(prompt, maxNewTokens);
+      return;
+    }
     await this.submitPrefill(prompt);
     for (let i = 0; i < maxNewTokens; i++) {
       const fed = i + 1 < maxNewTokens;
@@ -325,12 +400,29 @@ export class GpuModel {
     }
   }
 
+  /** generate under an expert budget: one token per step, each step waits for its routers. */
+  private async *generateStreamed(prompt: readonly number[], maxNewTokens: number): AsyncGenerator<number> {
+    await this.streamTokens(prompt.slice(0, -1));
+    await this.streamToken(prompt[prompt.length - 1], this.decodePlan, (enc) => this.copyId(enc));
+    this.ids.push(prompt[prompt.length - 1]);
+    for (let i = 0; i < maxNewTokens; i++) {
+      const id = await this.readId();
+      if (i + 1 < maxNewTokens) {
+        // The sampled id is already in nextId on the GPU.
+        await this.streamToken(null, this.decodePlan, (enc) => this.copyId(enc));
+        this.ids.push(id);
+      }
+      yield id;
+    }
+  }
+
   /**
    * Wall time of each planned dispatch of a step, each submitted alone and waited for (for
    * benchmarks: timestamp queries are not available everywhere, SwiftShader included). Runs
    * on the current context, whose contents it overwrites: call reset() after.
    */
   async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number }[]> {
+    if (this.streamer) throw new UsageError('Kernel times are measured without a GPU memory budget.');
     const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head);
     const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);
     this.checkRoom(n);
@@ -356,6 +448,7 @@ export class GpuModel {
     this.step.buffer.destroy();
     this.samplerParams.destroy();
     this.routing.destroy();
+    this.streamer?.destroy();
     if (this.ownsContext) this.ctx.destroy();
   }
 }

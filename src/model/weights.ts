@@ -150,12 +150,62 @@ export interface WeightProgress {
   tensor: string;
 }
 
+/**
+ * Stacked expert tensors ([E, …]) to keep only partly on the GPU: tensor name → the number of
+ * expert slots its buffer gets. All E experts stay in host memory, to be copied into slots on
+ * demand (loadExpert); the slots start out holding experts 0 … slots − 1.
+ */
+export type ExpertSlots = ReadonlyMap<string, number>;
+
+/** A slotted tensor: its bytes per expert, its slot count, and every expert's bytes on the host. */
+interface SlottedTensor {
+  perExpert: number;
+  slots: number;
+  host: Uint8Array;
+}
+
+function slottedTensors(plan: WeightPlan, slots: ExpertSlots | undefined): Map<string, SlottedTensor> {
+  const out = new Map<string, SlottedTensor>();
+  for (const [name, n] of slots ?? []) {
+    const e = plan.entries.find((x) => x.name === name);
+    if (!e || e.shape.length !== 3) throw new Error(`${name} is not a stacked expert tensor`);
+    const experts = e.shape[0];
+    const perExpert = e.bytes / experts;
+    if (!Number.isInteger(perExpert) || perExpert % 4 !== 0) {
+      throw new DeviceLimitError(`${name}: an expert takes ${perExpert} bytes, not a multiple of 4, so experts cannot be streamed one at a time. Run without a GPU memory budget.`);
+    }
+    if (!Number.isInteger(n) || n < 1 || n > experts) throw new Error(`${name}: ${n} slots for ${experts} experts`);
+    out.set(name, { perExpert, slots: n, host: new Uint8Array(e.bytes) });
+  }
+  return out;
+}
+
 /** The model's weights in GPU buffers, one read-only storage buffer per tensor. */
 export class GpuWeights {
   private constructor(
     readonly plan: WeightPlan,
     private readonly buffers: Map<string, GPUBuffer>,
+    private readonly slotted: Map<string, SlottedTensor> = new Map(),
   ) {}
+
+  /** Bytes of a tensor's GPU buffer: the whole tensor, or its expert slots. */
+  private static bufferBytes(e: WeightPlan['entries'][number], slotted: Map<string, SlottedTensor>): number {
+    const s = slotted.get(e.name);
+    return s ? s.perExpert * s.slots : e.bytes;
+  }
+
+  /** GPU memory the weights take (less than the plan's total when experts are slotted). */
+  get gpuBytes(): number {
+    return this.plan.entries.reduce((a, e) => a + GpuWeights.bufferBytes(e, this.slotted), 0);
+  }
+
+  /** Copies expert `expert` of a slotted tensor from host memory into GPU slot `slot`; the bytes copied. */
+  loadExpert(device: GPUDevice, name: string, expert: number, slot: number): number {
+    const s = this.slotted.get(name);
+    if (!s) throw new Error(`${name} is not slotted`);
+    device.queue.writeBuffer(this.get(name), slot * s.perExpert, s.host.buffer, s.host.byteOffset + expert * s.perExpert, s.perExpert);
+    return s.perExpert;
+  }
 
   /** Streams tensors one at a time from the source into GPU buffers. */
   static async upload(
@@ -163,14 +213,21 @@ export class GpuWeights {
     source: TensorSource,
     plan: WeightPlan,
     onProgress?: (p: WeightProgress) => void,
+    slots?: ExpertSlots,
   ): Promise<GpuWeights> {
     const buffers = new Map<string, GPUBuffer>();
+    const slotted = slottedTensors(plan, slots);
     let loaded = 0;
     try {
       for (const e of plan.entries) {
         const info = source.tensors.get(e.name)!;
-        const bytes = toStorage(await source.read(e.name), info, e.storage);
-        const buffer = createStorage(ctx.device, e.bytes, e.name);
+        let bytes = toStorage(await source.read(e.name), info, e.storage);
+        const buffer = createStorage(ctx.device, GpuWeights.bufferBytes(e, slotted), e.name);
+        const s = slotted.get(e.name);
+        if (s) {
+          s.host.set(bytes.subarray(0, s.host.byteLength));
+          bytes = s.host.subarray(0, s.perExpert * s.slots);
+        }
         writeBytes(ctx.device, buffer, 0, bytes);
         buffers.set(e.name, buffer);
         loaded += e.bytes;
@@ -181,7 +238,7 @@ export class GpuWeights {
       for (const b of buffers.values()) b.destroy();
       throw err;
     }
-    return new GpuWeights(plan, buffers);
+    return new GpuWeights(plan, buffers, slotted);
   }
 
   /** The storage type of a tensor's buffer (matrices under q8 / q4 may be f16: see planWeights). */
@@ -199,11 +256,12 @@ export class GpuWeights {
    * fill them with `writePiece`, then call `finishWrites`. Fails with DeviceLimitError when the
    * GPU cannot hold the weights, before any byte is read.
    */
-  static async create(ctx: GpuContext, plan: WeightPlan): Promise<GpuWeights> {
+  static async create(ctx: GpuContext, plan: WeightPlan, slots?: ExpertSlots): Promise<GpuWeights> {
     const buffers = new Map<string, GPUBuffer>();
+    const slotted = slottedTensors(plan, slots);
     const device = ctx.device;
     device.pushErrorScope('out-of-memory');
-    for (const e of plan.entries) buffers.set(e.name, createStorage(device, e.bytes, e.name));
+    for (const e of plan.entries) buffers.set(e.name, createStorage(device, GpuWeights.bufferBytes(e, slotted), e.name));
     const oom = await device.popErrorScope();
     if (oom) {
       for (const b of buffers.values()) b.destroy();
@@ -212,7 +270,7 @@ export class GpuWeights {
       );
     }
     ctx.assertAlive();
-    const weights = new GpuWeights(plan, buffers);
+    const weights = new GpuWeights(plan, buffers, slotted);
     weights.writing = {
       device,
       written: new Map(plan.entries.map((e) => [e.name, 0])),
@@ -234,7 +292,15 @@ export class GpuWeights {
     if (offset % 4 !== 0 || bytes.byteLength % 4 !== 0 || offset < 0 || offset + bytes.byteLength > size) {
       throw new ModelFormatError(`A piece of "${name}" (${bytes.byteLength} bytes at ${offset}) is unaligned or runs past its ${size} bytes.`);
     }
-    w.device.queue.writeBuffer(this.get(name), offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const s = this.slotted.get(name);
+    if (s) {
+      // Every expert goes to host memory; the part that falls in the GPU slots goes there too.
+      s.host.set(bytes, offset);
+      const onGpu = Math.min(bytes.byteLength, s.perExpert * s.slots - offset);
+      if (onGpu > 0) w.device.queue.writeBuffer(this.get(name), offset, bytes.buffer, bytes.byteOffset, onGpu);
+    } else {
+      w.device.queue.writeBuffer(this.get(name), offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    }
     w.written.set(name, w.written.get(name)! + bytes.byteLength);
   }
 

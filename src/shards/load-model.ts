@@ -1,6 +1,7 @@
 import { ModelFormatError, MolmError, QuotaError } from '../errors.ts';
 import { GpuContext } from '../gpu/context.ts';
-import { GpuModel } from '../model/model.ts';
+import { expertSlots, type ExpertBudget } from '../experts/streamer.ts';
+import { GpuModel, planExpertStreaming } from '../model/model.ts';
 import { GpuWeights, planStoredWeights, type WeightPlan } from '../model/weights.ts';
 import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
@@ -49,6 +50,8 @@ export interface LoadModelOptions {
   retries?: number;
   backoffMs?: number;
   fetch?: typeof fetch;
+  /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
+  expertBudget?: ExpertBudget;
 }
 
 const MB = 1e6;
@@ -204,6 +207,7 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
   await putRecord(store, record);
 
   // The device before any download: a GPU that cannot hold the model is known at once.
+  const streaming = planExpertStreaming(config, plan, options.expertBudget);
   const ctx = await GpuContext.create(GpuModel.requirements(config, plan, { maxContext: options.maxContext, prefillChunk: options.prefillChunk }), { gpu: options.gpu, powerPreference: options.powerPreference });
   let weights: GpuWeights | undefined;
   try {
@@ -217,7 +221,7 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
     const fromNetwork = new Set<string>();
     let networkBytes = 0;
 
-    weights = await GpuWeights.create(ctx, plan);
+    weights = await GpuWeights.create(ctx, plan, streaming ? expertSlots(config, streaming.slots) : undefined);
     const gpuWeights = weights;
     const pieces = piecesByShard(manifest, plan);
     const uploadedShards = new Set<number>();
@@ -306,7 +310,7 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
     }
     weights.finishWrites();
     checkAbort();
-    const model = await GpuModel.fromWeights(ctx, config, weights, { maxContext: options.maxContext, prefillChunk: options.prefillChunk });
+    const model = await GpuModel.fromWeights(ctx, config, weights, { maxContext: options.maxContext, prefillChunk: options.prefillChunk, streaming });
     weights = undefined;
     model.ownsContext = true;
 
