@@ -3,12 +3,13 @@ import type { ModelConfig } from '../config.ts';
 import { LocalEngine } from '../engine/engine.ts';
 import { referenceTokenModel, type TokenModel } from '../engine/token-model.ts';
 import { MolmTokenizer } from '../engine/tokenizer.ts';
-import { ModelFormatError } from '../errors.ts';
+import { ModelFormatError, UsageError } from '../errors.ts';
 import { nodeGpu } from '../gpu/node-gpu.ts';
 import { loadGpuModel } from '../model/load.ts';
 import { defaultMaxContext, type GpuModel } from '../model/model.ts';
 import { ReferenceModel, loadReferenceWeights } from '../reference/model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
+import type { ExpertBudget } from '../experts/streamer.ts';
 
 /** A model the CLI commands drive: on WebGPU (Dawn) or on the float64 CPU reference. */
 export interface CliModel extends TokenModel {
@@ -23,6 +24,7 @@ export interface OpenOptions {
   device: 'gpu' | 'cpu';
   maxContext?: number;
   prefillChunk?: number;
+  expertBudget?: ExpertBudget;
 }
 
 export async function openModel(dir: string, o: OpenOptions): Promise<CliModel> {
@@ -30,12 +32,13 @@ export async function openModel(dir: string, o: OpenOptions): Promise<CliModel> 
 }
 
 async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {
-  const model = await loadGpuModel(nodeFileSource(dir), { gpu: await nodeGpu(), maxContext: o.maxContext, prefillChunk: o.prefillChunk });
+  const model = await loadGpuModel(nodeFileSource(dir), { gpu: await nodeGpu(), maxContext: o.maxContext, prefillChunk: o.prefillChunk, expertBudget: o.expertBudget });
   return Object.assign(model, { description: model.ctx.description, gpu: model, close: () => model.destroy() });
 }
 
 /** The float64 TypeScript reference behind the same interface (`--device cpu`). */
 async function openCpu(dir: string, o: OpenOptions): Promise<CliModel> {
+  if (o.expertBudget) throw new UsageError('--gpu-memory-budget applies to --device gpu only.');
   const { config, tensors } = await openModelFolder(nodeFileSource(dir));
   const weights = await loadReferenceWeights(tensors);
   await tensors.close();

@@ -10,6 +10,8 @@ export interface BenchResult {
   ttft_ms: number;
   gpu_bytes?: number;
   dispatches_per_token?: number;
+  /** Under --gpu-memory-budget: expert slots per layer and the cache's hits and misses over both runs. */
+  expert_cache?: { attSlots: number; mlpSlots: number; hits: number; misses: number; hitRate: number; loadedBytes: number };
   /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone. */
   prefill_kernel_ms?: Record<string, number>;
   decode_kernel_ms?: Record<string, number>;
@@ -64,6 +66,7 @@ export async function runBench(model: CliModel, o: { promptTokens: number; newTo
     ttft_ms: r.first - r.t0,
     gpu_bytes: model.gpu?.gpuBytes,
     dispatches_per_token: model.gpu?.dispatchesPerToken,
+    ...(model.gpu?.expertCache && { expert_cache: model.gpu.expertCache }),
     ...kernels,
   };
 }

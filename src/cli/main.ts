@@ -33,7 +33,9 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       molm-web's shard format (manifest.json + shard-NNNNN.bin, docs/format.md); matrices in the
       dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32.
 
-  Common: --device gpu|cpu (cpu runs the float64 TypeScript reference), --max-context N, --prefill-chunk N.
+  Common: --device gpu|cpu (cpu runs the float64 TypeScript reference), --max-context N, --prefill-chunk N,
+  --gpu-memory-budget BYTES|25% (expert weights kept on the GPU; the rest streamed in when picked)
+  [--expert-eviction lfu|lru].
   DIR is a Hugging Face checkpoint folder: config.json with model.safetensors, pytorch_model.bin,
   or their sharded forms with an *.index.json; or a folder written by molm convert.`;
 
@@ -64,6 +66,8 @@ const options = {
   'shard-mib': { type: 'string' },
   device: { type: 'string' },
   usage: { type: 'string' },
+  'gpu-memory-budget': { type: 'string' },
+  'expert-eviction': { type: 'string' },
   keep: { type: 'string' },
   mass: { type: 'string' },
   'max-context': { type: 'string' },
@@ -109,10 +113,14 @@ function parseIds(text: string): number[] {
 function openOptions(v: Values): OpenOptions {
   const device = v.device ?? 'gpu';
   if (device !== 'gpu' && device !== 'cpu') throw new UsageError(`--device must be gpu or cpu, got "${device}".`);
+  const budget = v['gpu-memory-budget'];
+  const policy = v['expert-eviction'];
+  if (policy !== undefined && policy !== 'lru' && policy !== 'lfu') throw new UsageError(`--expert-eviction must be lru or lfu, got "${policy}".`);
   return {
     device,
     maxContext: v['max-context'] !== undefined ? int(v, 'max-context') : undefined,
     prefillChunk: v['prefill-chunk'] !== undefined ? int(v, 'prefill-chunk') : undefined,
+    expertBudget: budget === undefined ? undefined : { bytes: /%$/.test(budget) ? budget : Number(budget), policy },
   };
 }
 
@@ -155,7 +163,7 @@ async function generateTextCommand(v: Values): Promise<void> {
     });
     for await (const text of stream) if (!v.json) process.stdout.write(text);
     const r = await stream.result;
-    process.stdout.write(v.json ? JSON.stringify({ prompt, text: r.text, finish_reason: r.finishReason, usage: r.usage }) + '\n' : '\n');
+    process.stdout.write(v.json ? JSON.stringify({ prompt, text: r.text, finish_reason: r.finishReason, usage: r.usage, ...(r.usage.expertCache && { expert_cache_hit_rate: r.usage.expertCache.hitRate }) }) + '\n' : '\n');
   } finally {
     await engine.dispose();
   }
@@ -201,7 +209,7 @@ async function generateCommand(v: Values): Promise<void> {
       tokens.push(id);
       if (!v.json) process.stdout.write(`${id}\n`);
     }
-    if (v.json) process.stdout.write(JSON.stringify({ new_tokens: tokens }) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify({ new_tokens: tokens, ...(model.gpu?.expertCache && { expert_cache: model.gpu.expertCache }) }) + '\n');
   } finally {
     model.close();
   }

@@ -1,4 +1,5 @@
 import type { FileSource } from '../checkpoint/types.ts';
+import type { EvictionPolicy } from '../experts/residency.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
 import { loadGpuModel } from '../model/load.ts';
 import { loadModel, type LoadProgress } from '../shards/load-model.ts';
@@ -30,6 +31,13 @@ export interface CreateEngineOptions extends EngineOptions {
   store?: ShardStore;
   /** tokenizer.json (text or parsed) to use instead of the model's own. */
   tokenizer?: string | Record<string, unknown>;
+  /**
+   * Bytes of expert weights the GPU may hold (or a share of them, '25%'): the other experts stay
+   * in host memory and are copied in when a router picks them (docs/experts.md). Default: all.
+   */
+  gpuMemoryBudget?: number | string;
+  /** Which resident expert makes room under a budget: 'lfu' (default) or 'lru'. */
+  expertEviction?: EvictionPolicy;
   /** Browser only: run the engine in a Web Worker (default true where workers exist). */
   worker?: boolean;
 }
@@ -58,6 +66,7 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
     throw new UsageError('createEngine needs { model }: the URL of a converted model (or, in Node, a model folder).');
   }
   const gpu = options.gpu ?? (await platform.gpu());
+  const expertBudget = options.gpuMemoryBudget === undefined ? undefined : { bytes: options.gpuMemoryBudget, policy: options.expertEviction };
   const local = !isUrl(options.model) && platform.folder !== undefined;
   if (local) {
     const files = platform.folder!(options.model);
@@ -70,6 +79,7 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
       gpu,
       maxContext: options.maxContext,
       prefillChunk: options.prefillChunk,
+      expertBudget,
       onProgress: (p) => options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes }),
     });
     return new LocalEngine(model, tokenizer, { ...options, device: options.device ?? model.ctx.description });
@@ -82,6 +92,7 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
     onProgress: options.onProgress,
     maxContext: options.maxContext,
     prefillChunk: options.prefillChunk,
+    expertBudget,
   });
   try {
     const tokenizerJson = options.tokenizer ?? (await loadTokenizerJson(url, { store: options.store, signal: options.signal }));

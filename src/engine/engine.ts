@@ -145,9 +145,13 @@ export class LocalEngine implements Engine {
     let reused = 0;
     let truncated = 0;
     let computed = 0;
+    const cacheBefore = this.model.expertCache ? { ...this.model.expertCache } : null;
     const usage = (): Usage => {
       const ended = now();
+      const cache = this.model.expertCache;
+      const expertCache = cache && cacheBefore && { hits: cache.hits - cacheBefore.hits, misses: cache.misses - cacheBefore.misses };
       return {
+        ...(expertCache && { expertCache: { ...expertCache, hitRate: expertCache.hits / Math.max(1, expertCache.hits + expertCache.misses) } }),
         promptTokens,
         completionTokens: n,
         totalTokens: promptTokens + n,

@@ -74,6 +74,8 @@ export interface Usage {
   /** New tokens per second after the first one. */
   decodeTokensPerS: number;
   totalMs: number;
+  /** Under a GPU memory budget: this call's expert picks found resident (hits) or loaded (misses). */
+  expertCache?: { hits: number; misses: number; hitRate: number };
 }
 
 export interface GenerationResult {

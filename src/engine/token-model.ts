@@ -24,6 +24,8 @@ export interface TokenModel {
   prefillLogits(ids: readonly number[]): Promise<Float32Array>;
   /** Appends the ids to the context, computing no logits where the model can skip them. */
   prefill?(ids: readonly number[]): Promise<void>;
+  /** Under a GPU memory budget: the expert cache's counts so far (null or absent: no budget). */
+  readonly expertCache?: { hits: number; misses: number } | null;
   /** Records the routers' choices of every token read from now on (off: no cost). */
   traceRouting?(on: boolean): void;
   /** The routing of context positions [start, end), recorded while tracing was on. */

@@ -1,9 +1,13 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
 import { GREEDY, type GpuModel } from '../../src/model/model.ts';
 import { BUILT_IN_MODEL, builtInTokenizer } from '../built-in-model.ts';
+import { molm } from '../molm-cli.ts';
 import { expectClose } from './harness.ts';
 
 // Experts streamed under a GPU memory budget, on WebGPU (Dawn on SwiftShader): the same tokens
@@ -12,8 +16,11 @@ import { expectClose } from './harness.ts';
 const dir = BUILT_IN_MODEL.dir;
 const prompt = builtInTokenizer().encode('The jury said that the city of Atlanta');
 
-async function load(budget?: { bytes: string | number; policy?: 'lru' | 'lfu' }): Promise<GpuModel> {
-  return loadGpuModel(nodeFileSource(dir), { gpu: await nodeGpu(), maxContext: 96, expertBudget: budget });
+const tmp = mkdtempSync(join(tmpdir(), 'molm-stream-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function load(budget?: { bytes: string | number; policy?: 'lru' | 'lfu' }, from = dir): Promise<GpuModel> {
+  return loadGpuModel(nodeFileSource(from), { gpu: await nodeGpu(), maxContext: 96, expertBudget: budget });
 }
 
 async function tokens(model: GpuModel, sampling = GREEDY, n = 24): Promise<number[]> {
@@ -48,5 +55,48 @@ describe('experts under a GPU memory budget (built-in model)', () => {
         model.destroy();
       }
     }
+  });
+
+  it('a synthetic model of a real MoLM-350M-4B layer (16 attention and 32 MLP experts, 1024 wide) does too', async () => {
+    // One real layer with random bf16 weights; a small vocabulary keeps the embedding and head
+    // (not part of the layer) quick on a CPU adapter.
+    const synth = join(tmp, 'molm-350m-4b-layer');
+    const r = await molm('synth', '--config', 'tests/fixtures/configs/molm-350m-4b.json', '--layers', '1', '--out', synth, '--set', 'vocab_size=2048', '--seed', '3');
+    expect(r.code, r.stderr).toBe(0);
+    const ids = [5, 900, 17, 1200, 44, 3, 2000, 77];
+    const run = async (model: GpuModel) => {
+      const out: number[] = [];
+      for await (const id of model.generate(ids, 10, { temperature: 1, topK: 0, topP: 1, seed: 9 })) out.push(id);
+      return out;
+    };
+    const full = await load(undefined, synth);
+    const want = await run(full);
+    full.destroy();
+    for (const policy of ['lru', 'lfu'] as const) {
+      const model = await load({ bytes: '25%', policy }, synth);
+      try {
+        expect(model.expertCache).toMatchObject({ attSlots: 4, mlpSlots: 8 });
+        expect(await run(model), policy).toEqual(want);
+        expect(model.expertCache!.misses).toBeGreaterThan(0);
+      } finally {
+        model.destroy();
+      }
+    }
+  });
+
+  it('molm generate --gpu-memory-budget reports the hit rate with --json, and refuses a budget below k experts per layer', async () => {
+    const args = ['generate', '--model', dir, '--prompt', 'The jury said', '--max-new-tokens', '8', '--temperature', '0', '--json'];
+    const plain = JSON.parse((await molm(...args)).stdout);
+    const r = await molm(...args, '--gpu-memory-budget', '50%', '--expert-eviction', 'lru');
+    expect(r.code, r.stderr).toBe(0);
+    const budgeted = JSON.parse(r.stdout);
+    expect(budgeted.text).toBe(plain.text);
+    expect(plain.expert_cache_hit_rate).toBeUndefined();
+    expect(budgeted.expert_cache_hit_rate).toBeGreaterThan(0);
+    expect(budgeted.expert_cache_hit_rate).toBeLessThan(1);
+    expect(budgeted.usage.expertCache.hits + budgeted.usage.expertCache.misses).toBe(4 * 2 * 2 * (3 + 7));
+    const tiny = await molm(...args, '--gpu-memory-budget', '1000');
+    expect(tiny.code).not.toBe(0);
+    expect(tiny.stderr).toMatch(/cannot hold the 2 attention and 2 MLP experts a token needs in every layer.*Raise the budget/);
   });
 });
