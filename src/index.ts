@@ -1,6 +1,7 @@
 // molm-web's public API in the browser (Node's entry, src/node.ts, re-exports it with Node's
 // createEngine). createEngine is the text API; the rest are the pieces it is built from.
-import type { CreateEngineOptions } from './engine/create.ts';
+import { browserGpu } from './gpu/browser-gpu.ts';
+import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
 import type { Engine } from './engine/engine.ts';
 import { WorkerEngine } from './engine/worker-engine.ts';
 
@@ -14,8 +15,6 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
     const worker = new Worker(new URL('./engine/worker.ts', import.meta.url), { type: 'module', name: 'molm-engine' });
     return WorkerEngine.create(options, worker);
   }
-  // The engine on this thread is a chunk of its own: a page that uses the worker never loads it.
-  const [{ createLocalEngine }, { browserGpu }] = await Promise.all([import('./engine/create.ts'), import('./gpu/browser-gpu.ts')]);
   return createLocalEngine(options, { gpu: browserGpu });
 }
 
