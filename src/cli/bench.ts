@@ -1,5 +1,7 @@
 import type { CliModel } from './backend.ts';
+import { measureCopyBandwidth } from '../kernels/copy.ts';
 import { GREEDY } from '../model/model.ts';
+import { decodeReadBytes } from '../model/roofline.ts';
 
 export interface BenchResult {
   adapter: string;
@@ -8,7 +10,13 @@ export interface BenchResult {
   prefill_tokens_per_s: number;
   decode_tokens_per_s: number;
   ttft_ms: number;
+  /** Tokens in the context when decoding starts (the prompt). */
+  context: number;
   gpu_bytes?: number;
+  /** GPU only: what a decoded token must read (active weights + KV cache), the copy kernel's bandwidth, and their ratio. */
+  decode_bytes_per_token?: number;
+  copy_bandwidth_bytes_per_s?: number;
+  roofline_ratio?: number;
   dispatches_per_token?: number;
   /** Under --gpu-memory-budget: expert slots per layer and the cache's hits and misses over both runs. */
   expert_cache?: { attSlots: number; mlpSlots: number; hits: number; misses: number; hitRate: number; loadedBytes: number };
@@ -57,13 +65,23 @@ export async function runBench(model: CliModel, o: { promptTokens: number; newTo
     model.reset();
     kernels = { prefill_kernel_ms: prefill, decode_kernel_ms: decode };
   }
+  const decodeTokensPerS = r.count > 1 ? (r.count - 1) / decodeSeconds : NaN;
+  let roofline: Pick<BenchResult, 'decode_bytes_per_token' | 'copy_bandwidth_bytes_per_s' | 'roofline_ratio'> = {};
+  if (model.gpu) {
+    // The mean context over the decoded tokens: the KV cache grows by one row per token.
+    const bytes = decodeReadBytes(model.config, model.gpu.weights.plan, prompt.length + (r.count - 1) / 2);
+    const copy = await measureCopyBandwidth(model.gpu.ctx);
+    roofline = { decode_bytes_per_token: Math.round(bytes), copy_bandwidth_bytes_per_s: Math.round(copy), roofline_ratio: (bytes * decodeTokensPerS) / copy };
+  }
   return {
     adapter: model.description,
     prompt_tokens: prompt.length,
     new_tokens: r.count,
     prefill_tokens_per_s: prompt.length / ((r.first - r.t0) / 1000),
-    decode_tokens_per_s: r.count > 1 ? (r.count - 1) / decodeSeconds : NaN,
+    decode_tokens_per_s: decodeTokensPerS,
     ttft_ms: r.first - r.t0,
+    context: prompt.length,
+    ...roofline,
     gpu_bytes: model.gpu?.gpuBytes,
     dispatches_per_token: model.gpu?.dispatchesPerToken,
     ...(model.gpu?.expertCache && { expert_cache: model.gpu.expertCache }),

@@ -25,8 +25,10 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       per layer, how often the text's tokens chose each attention and MLP expert, and their gate mass.
   molm prune    --model DIR --usage usage.json (--keep N | --mass 0.95) --out DIR2 [--dtype q8]
       a model with, per layer, only the experts the profiled text uses most (docs/experts.md).
-  molm bench    --model DIR --prompt-tokens P --new-tokens N [--kernels] [--json]
-      prefill and decode throughput on this adapter; --kernels adds each kernel's time (dispatched alone).
+  molm bench    --model DIR [--context C | --prompt-tokens P] --new-tokens N [--kernels] [--json]
+      prefill and decode throughput on this adapter (decode after C tokens of context), time to first
+      token, GPU memory, dispatches per token, a copy kernel's bandwidth and the decode roofline ratio;
+      --kernels adds each kernel's time (dispatched alone).
   molm synth    --config FILE --layers L --out DIR [--dtype bf16|f16|f32] [--seed S] [--set key=value ...]
       a random-weight checkpoint of a config's shapes (for benchmarks).
   molm convert  --model HF_DIR --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32]
@@ -66,6 +68,7 @@ const options = {
   'shard-mib': { type: 'string' },
   device: { type: 'string' },
   usage: { type: 'string' },
+  context: { type: 'string' },
   'gpu-memory-budget': { type: 'string' },
   'expert-eviction': { type: 'string' },
   keep: { type: 'string' },
@@ -216,7 +219,8 @@ async function generateCommand(v: Values): Promise<void> {
 }
 
 async function benchCommand(v: Values): Promise<void> {
-  const promptTokens = int(v, 'prompt-tokens', 128);
+  // --context C: decode after a prompt of C tokens (the same as --prompt-tokens C).
+  const promptTokens = v.context !== undefined ? int(v, 'context') : int(v, 'prompt-tokens', 128);
   const newTokens = int(v, 'new-tokens', 32);
   const model = await openModel(required(v, 'model'), { maxContext: promptTokens + newTokens, ...openOptions(v) });
   try {

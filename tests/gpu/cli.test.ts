@@ -56,6 +56,20 @@ describe('molm CLI on WebGPU', () => {
     expect(b.decode_tokens_per_s).toBeGreaterThan(0);
     expect(typeof b.adapter).toBe('string');
     expect(b.new_tokens).toBe(4);
+    expect(b.context).toBe(8);
+    expect(b.dispatches_per_token).toBeGreaterThan(0);
+    expect(b.gpu_bytes).toBeGreaterThan(0);
+    // What a decoded token reads, by hand for tiny-molm (f32; C 32, 2 layers, A 32, F 48, G 16,
+    // 2 of 4 attention and 2 of 6 MLP experts, vocabulary 97): per layer 128 LayerNorm floats,
+    // 592 + 624 router floats, half of the 2 × 4096 attention expert floats and a third of the
+    // 2 × 9216 MLP ones = 11 584; then one embedding row (32), ln_f (64), lm_head (3104): 26 368
+    // floats = 105 472 bytes, plus the KV cache, 2 layers × 32 floats per token at the mean
+    // context of the decode (8 prompt tokens + 1.5).
+    expect(b.decode_bytes_per_token).toBe(105_472 + 2 * 32 * 4 * 9.5);
+    expect(b.copy_bandwidth_bytes_per_s).toBeGreaterThan(0);
+    expect(b.roofline_ratio).toBeCloseTo((b.decode_bytes_per_token * b.decode_tokens_per_s) / b.copy_bandwidth_bytes_per_s, 6);
+    const c = JSON.parse((await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '32', '--new-tokens', '2', '--json')).stdout);
+    expect(c.context).toBe(32);
   });
 
   it('synth writes a checkpoint the engine loads', async () => {
