@@ -11,7 +11,13 @@ export default defineConfig({
   preview: { host: '127.0.0.1', port: 4173 },
   // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page.
   worker: { format: 'es' },
-  build: { outDir: '../dist/app', emptyOutDir: true, target: 'es2022' },
+  build: {
+    outDir: '../dist/app',
+    emptyOutDir: true,
+    target: 'es2022',
+    // The chat app, and the benchmark page (the browser's `molm bench`).
+    rollupOptions: { input: { index: 'demo/index.html', bench: 'demo/bench.html' } },
+  },
   plugins: [
     VitePWA({
       registerType: 'autoUpdate',

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { MolmError, UsageError } from '../errors.ts';
 import { GREEDY, type SamplingOptions } from '../model/model.ts';
 import { openEngine, openModel, openTokenizer, type OpenOptions } from './backend.ts';
-import { runBench } from './bench.ts';
+import { runBench } from '../bench/run-bench.ts';
 import { evaluatePerplexity } from './eval.ts';
 import { runConvert } from './convert.ts';
 import { runProfile, runPrune } from './experts.ts';

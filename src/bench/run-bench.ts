@@ -1,7 +1,25 @@
-import type { CliModel } from './backend.ts';
+import type { TokenModel } from '../engine/token-model.ts';
 import { measureCopyBandwidth } from '../kernels/copy.ts';
-import { GREEDY } from '../model/model.ts';
+import { GREEDY, type GpuModel } from '../model/model.ts';
 import { decodeReadBytes } from '../model/roofline.ts';
+
+// The benchmark behind `molm bench` (Node, Dawn) and the benchmark page (demo/bench.html): the
+// same measurements on whichever adapter runs it.
+
+/** What a benchmark drives: a token model, a name for its adapter, and the GPU model if it has one. */
+export interface BenchModel extends Pick<TokenModel, 'config' | 'reset' | 'generate'> {
+  readonly description: string;
+  readonly gpu?: GpuModel;
+}
+
+/** A GPU model as a BenchModel. */
+export const benchModelOf = (gpu: GpuModel): BenchModel => ({
+  config: gpu.config,
+  description: gpu.ctx.description,
+  gpu,
+  reset: () => gpu.reset(),
+  generate: (p, n, s) => gpu.generate(p, n, s),
+});
 
 export interface BenchResult {
   adapter: string;
@@ -39,7 +57,7 @@ function byKernel(times: { label: string; ms: number }[]): Record<string, number
  * Times a prefill of `promptTokens` ids and the decode of `newTokens` ids after it (greedy). A
  * warm-up run first compiles nothing new (pipelines are made at load) but fills driver caches.
  */
-export async function runBench(model: CliModel, o: { promptTokens: number; newTokens: number; kernels?: boolean }): Promise<BenchResult> {
+export async function runBench(model: BenchModel, o: { promptTokens: number; newTokens: number; kernels?: boolean }): Promise<BenchResult> {
   const V = model.config.vocabSize;
   const prompt = Array.from({ length: Math.max(1, o.promptTokens) }, (_, i) => (i * 7919 + 13) % V);
   const run = async () => {
