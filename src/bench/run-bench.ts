@@ -41,13 +41,15 @@ export interface BenchResult {
   /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone. */
   prefill_kernel_ms?: Record<string, number>;
   decode_kernel_ms?: Record<string, number>;
+  /** How the kernels were timed: GPU timestamp queries, or the wall clock (adapters without them). */
+  kernel_timing?: 'timestamp' | 'wall';
 }
 
-/** Dispatch times summed by kernel, layers folded together ("mlp_up.3" → "mlp_up"). */
+/** Dispatch times summed by kernel, layers folded together ("mlp_up.3" → "mlp_up", "attention.3.split" → "attention.split"). */
 function byKernel(times: { label: string; ms: number }[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const t of times) {
-    const k = t.label.replace(/\.\d+$/, '');
+    const k = t.label.replace(/\.\d+(?=\.|$)/g, '');
     out[k] = Math.round(((out[k] ?? 0) + t.ms) * 10) / 10;
   }
   return out;
@@ -75,13 +77,13 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
   await run(); // warm-up
   const r = await run();
   const decodeSeconds = (r.last - r.first) / 1000;
-  let kernels: Pick<BenchResult, 'prefill_kernel_ms' | 'decode_kernel_ms'> = {};
+  let kernels: Pick<BenchResult, 'prefill_kernel_ms' | 'decode_kernel_ms' | 'kernel_timing'> = {};
   if (o.kernels && model.gpu) {
     model.reset();
-    const prefill = byKernel(await model.gpu.kernelTimes('prefill', prompt.length));
+    const prefillTimes = await model.gpu.kernelTimes('prefill', prompt.length);
     const decode = byKernel(await model.gpu.kernelTimes('decode', 1));
     model.reset();
-    kernels = { prefill_kernel_ms: prefill, decode_kernel_ms: decode };
+    kernels = { prefill_kernel_ms: byKernel(prefillTimes), decode_kernel_ms: decode, kernel_timing: prefillTimes[0]?.source };
   }
   const decodeTokensPerS = r.count > 1 ? (r.count - 1) / decodeSeconds : NaN;
   let roofline: Pick<BenchResult, 'decode_bytes_per_token' | 'copy_bandwidth_bytes_per_s' | 'roofline_ratio'> = {};

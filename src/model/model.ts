@@ -417,26 +417,51 @@ export class GpuModel {
   }
 
   /**
-   * Wall time of each planned dispatch of a step, each submitted alone and waited for (for
-   * benchmarks: timestamp queries are not available everywhere, SwiftShader included). Runs
-   * on the current context, whose contents it overwrites: call reset() after.
+   * Time of each planned dispatch of a step: GPU time from timestamp queries where the device
+   * has them (one pass per dispatch, all in one submission), else the wall time of each dispatch
+   * submitted alone and waited for (SwiftShader has no timestamps). Runs on the current context,
+   * whose contents it overwrites: call reset() after.
    */
-  async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number }[]> {
+  async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number; source: 'timestamp' | 'wall' }[]> {
     if (this.streamer) throw new UsageError('Kernel times are measured without a GPU memory budget.');
     const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head);
     const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);
     this.checkRoom(n);
     this.step.write(n, this.cache.length);
-    const out: { label: string; ms: number }[] = [];
+    const device = this.ctx.device;
+    if (device.features.has('timestamp-query')) {
+      const count = plan.length * 2;
+      const set = device.createQuerySet({ type: 'timestamp', count });
+      const resolve = device.createBuffer({ size: count * 8, usage: 0x0200 | 0x0004 }); // QUERY_RESOLVE | COPY_SRC
+      const read = device.createBuffer({ size: count * 8, usage: MAP_READ | 0x0008 });
+      try {
+        const enc = device.createCommandEncoder();
+        plan.forEach((d, i) => {
+          const pass = enc.beginComputePass({ timestampWrites: { querySet: set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+          encodeDispatches(pass, [d], n);
+          pass.end();
+        });
+        enc.resolveQuerySet(set, 0, count, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, count * 8);
+        device.queue.submit([enc.finish()]);
+        const ns = new BigUint64Array(await this.mapRead(read, count * 8));
+        return plan.map((d, i) => ({ label: d.label, ms: Number(ns[2 * i + 1] - ns[2 * i]) / 1e6, source: 'timestamp' as const }));
+      } finally {
+        set.destroy();
+        resolve.destroy();
+        read.destroy();
+      }
+    }
+    const out: { label: string; ms: number; source: 'wall' }[] = [];
     for (const d of plan) {
       const t0 = performance.now();
-      const enc = this.ctx.device.createCommandEncoder();
+      const enc = device.createCommandEncoder();
       const pass = enc.beginComputePass();
       encodeDispatches(pass, [d], n);
       pass.end();
-      this.ctx.device.queue.submit([enc.finish()]);
-      await this.ctx.device.queue.onSubmittedWorkDone();
-      out.push({ label: d.label, ms: performance.now() - t0 });
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      out.push({ label: d.label, ms: performance.now() - t0, source: 'wall' });
     }
     return out;
   }

@@ -70,6 +70,11 @@ describe('molm CLI on WebGPU', () => {
     expect(b.roofline_ratio).toBeCloseTo((b.decode_bytes_per_token * b.decode_tokens_per_s) / b.copy_bandwidth_bytes_per_s, 6);
     const c = JSON.parse((await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '32', '--new-tokens', '2', '--json')).stdout);
     expect(c.context).toBe(32);
+    // Per-kernel times: GPU timestamps where the adapter has them (Dawn's SwiftShader does), else the wall clock.
+    const k = JSON.parse((await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '8', '--new-tokens', '2', '--kernels', '--json')).stdout);
+    expect(['timestamp', 'wall']).toContain(k.kernel_timing);
+    expect(Object.keys(k.decode_kernel_ms)).toEqual(expect.arrayContaining(['embedding', 'router.att', 'q_proj', 'attention.split', 'o_proj', 'mlp_up', 'mlp_down', 'lm_head', 'sample']));
+    expect(Object.values(k.decode_kernel_ms as Record<string, number>).every((ms) => ms >= 0)).toBe(true);
   });
 
   it('synth writes a checkpoint the engine loads', async () => {
