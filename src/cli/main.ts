@@ -141,7 +141,8 @@ function sampling(v: Values): SamplingOptions {
 async function logitsCommand(v: Values): Promise<void> {
   const ids = parseIds(required(v, 'ids'));
   const out = required(v, 'out');
-  const model = await openModel(required(v, 'model'), { maxContext: ids.length, ...openOptions(v) });
+  const open = openOptions(v);
+  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? ids.length });
   try {
     const logits = await model.prefillLogits(ids);
     await writeFile(out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
@@ -205,7 +206,9 @@ async function generateCommand(v: Values): Promise<void> {
   }
   const ids = parseIds(required(v, 'ids'));
   const n = int(v, 'max-new-tokens', 32);
-  const model = await openModel(required(v, 'model'), { maxContext: Math.max(ids.length + n, 1), ...openOptions(v) });
+  // openOptions' maxContext is undefined unless --max-context is given: it must not erase this one.
+  const open = openOptions(v);
+  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? Math.max(ids.length + n, 1) });
   try {
     const tokens: number[] = [];
     for await (const id of model.generate(ids, n, sampling(v))) {
@@ -222,7 +225,8 @@ async function benchCommand(v: Values): Promise<void> {
   // --context C: decode after a prompt of C tokens (the same as --prompt-tokens C).
   const promptTokens = v.context !== undefined ? int(v, 'context') : int(v, 'prompt-tokens', 128);
   const newTokens = int(v, 'new-tokens', 32);
-  const model = await openModel(required(v, 'model'), { maxContext: promptTokens + newTokens, ...openOptions(v) });
+  const open = openOptions(v);
+  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? promptTokens + newTokens });
   try {
     const r = await runBench(model, { promptTokens, newTokens, kernels: v.kernels === true });
     process.stdout.write(v.json ? JSON.stringify(r) + '\n' : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join('\n') + '\n');

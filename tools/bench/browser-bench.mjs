@@ -1,0 +1,33 @@
+// Runs the benchmark page (demo/bench.html) in headless Chromium on this machine's WebGPU
+// (SwiftShader without a GPU) and prints its results as JSON: the browser's `molm bench`.
+//
+//   node tools/bench/browser-bench.mjs [--model URL_OR_PATH] [--contexts 128,512,2048] [--new 32]
+//
+// A model path (a converted folder) is served by the same Vite server as the page; the default
+// is the built-in model.
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+import { createServer } from 'vite';
+
+const { values: o } = parseArgs({ options: { model: { type: 'string' }, contexts: { type: 'string', default: '128,512,2048' }, new: { type: 'string', default: '32' } } });
+const server = await createServer({ configFile: false, root: process.cwd(), publicDir: 'public', logLevel: 'error', server: { host: '127.0.0.1', port: 0, fs: { strict: false } } });
+await server.listen();
+const base = `http://127.0.0.1:${server.httpServer.address().port}`;
+// A local folder is served through Vite's /@fs/ route.
+const model = !o.model ? '' : /^https?:/.test(o.model) ? o.model : `${base}/@fs${resolve(o.model)}/`;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader'],
+});
+try {
+  const page = await browser.newPage();
+  const q = new URLSearchParams({ contexts: o.contexts, new: o.new, run: '1', ...(model && { model }) });
+  await page.goto(`${base}/demo/bench.html?${q}`);
+  await page.waitForFunction(() => 'benchResults' in window || 'benchError' in window, null, { timeout: 0 });
+  const out = await page.evaluate(() => window.benchResults ?? window.benchError);
+  console.log(JSON.stringify(out, null, 1));
+} finally {
+  await browser.close();
+  await server.close();
+}
