@@ -88,10 +88,15 @@ export async function stickBreakingDecode(
   const P = decodeSegments(maxContext);
   const n = k * heads * headSize;
   const common = { NSLOT: k, H: heads, D: headSize, P };
+  // On a CPU adapter, one invocation per (segment, slot, head) walks its keys alone: no barriers.
+  const serial = gpu.kernelProfile === 'cpu';
+  const SERIAL_WG = 16;
   const [split, merge] = await Promise.all([
-    gpu.pipelines.get('stickbreaking_decode.wgsl', {
-      defines: { ...common, WG, KB: DECODE_KB, ...lanes(headSize), SCALE: { f32: 1 / Math.sqrt(headSize) } },
-    }),
+    serial
+      ? gpu.pipelines.get('stickbreaking_decode_serial.wgsl', { defines: { ...common, WG: SERIAL_WG, SCALE: { f32: 1 / Math.sqrt(headSize) } } })
+      : gpu.pipelines.get('stickbreaking_decode.wgsl', {
+          defines: { ...common, WG, KB: DECODE_KB, ...lanes(headSize), SCALE: { f32: 1 / Math.sqrt(headSize) } },
+        }),
     gpu.pipelines.get('stickbreaking_merge.wgsl', { defines: { ...common, WG: 64 } }),
   ]);
   // Never read before written: the merge reads only the segments in use.
@@ -101,7 +106,7 @@ export async function stickBreakingDecode(
       label: `${label}.split`,
       pipeline: split,
       bindGroup: bindGroup(gpu.device, split, { 0: b.step, 1: b.q, 2: b.keys, 3: b.values, 4: partials }, `${label}.split`),
-      grid: (rows) => (rows === 0 ? [0, 1, 1] : [P, heads, 1]),
+      grid: (rows) => (rows === 0 ? [0, 1, 1] : serial ? [Math.ceil((P * k * heads) / SERIAL_WG), 1, 1] : [P, heads, 1]),
     },
     {
       label: `${label}.merge`,

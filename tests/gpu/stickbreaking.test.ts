@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { decodeSegments, stickBreakingDecode, stickBreakingPrefill } from '../../src/kernels/stickbreaking.ts';
 import { stickBreakingAttention } from '../../src/reference/attention.ts';
-import { gpuContext, maxAbsDiff, output, randomF32, readF32, rng, stepUniform, upload } from './harness.ts';
+import { gpuContext, maxAbsDiff, output, randomF32, readF32, rng, stepUniform, upload, useKernelProfile } from './harness.ts';
 
 // Tolerance on max |GPU − float64 reference| / max |V|. Every weight is ≤ 1 and they sum to ≤ 1,
 // so an output error is a weight error times |V|. Weight errors come from f32 logits (a d-term
@@ -121,48 +121,53 @@ async function runPrefill(s: Shape, T: number, pos: number, logits: Logits, seed
   return { actual: await readF32(ctx, o), expected: reference(s, x, T, pos), vmax: x.vmax };
 }
 
-describe('stick-breaking decode (split + merge)', () => {
-  // maxContext 2048: P = 64 segments of ceil(len / 64) keys, one 32-key block each at most.
-  // maxContext 4096: still 64 segments, now up to 64 keys: two blocks per segment.
-  // maxContext 200: P = 7, an odd count that does not divide the block size.
-  const cases: [Shape, number, number[]][] = [
-    [MOLM, 2048, [1, 2, 63, 64, 65, 127, 128, 129, 1500]],
-    [MOLM, 4096, [2049, 3000]],
-    [GENERAL, 2048, [1, 2, 63, 64, 65, 191, 192, 193, 2048]],
-    [GENERAL, 4096, [2047, 2049, 2113, 4096]],
-    [GENERAL, 200, [1, 6, 7, 8, 34, 35, 36, 200]],
-    [ODD, 2048, [1, 65, 700]],
-  ];
-  for (const [s, maxContext, lens] of cases) {
-    const P = decodeSegments(maxContext);
-    it(`${s.name}, maxContext ${maxContext} (P = ${P}), lengths ${lens.join(', ')}`, async () => {
-      for (const len of lens) {
-        const r = await runDecode(s, maxContext, len, NORMAL, len * 7 + s.headSize);
-        expectRelClose(r.actual, r.expected, r.vmax, TOL, `len ${len}`);
+// Both shapes of the split: the workgroup-parallel kernel ('gpu') and the serial one of CPU
+// adapters ('cpu', shaders/stickbreaking_decode_serial.wgsl), against the same reference.
+for (const profile of ['gpu', 'cpu'] as const) {
+  describe(`stick-breaking decode (split + merge), ${profile} shape`, () => {
+    useKernelProfile(profile);
+    // maxContext 2048: P = 64 segments of ceil(len / 64) keys, one 32-key block each at most.
+    // maxContext 4096: still 64 segments, now up to 64 keys: two blocks per segment.
+    // maxContext 200: P = 7, an odd count that does not divide the block size.
+    const cases: [Shape, number, number[]][] = [
+      [MOLM, 2048, [1, 2, 63, 64, 65, 127, 128, 129, 1500]],
+      [MOLM, 4096, [2049, 3000]],
+      [GENERAL, 2048, [1, 2, 63, 64, 65, 191, 192, 193, 2048]],
+      [GENERAL, 4096, [2047, 2049, 2113, 4096]],
+      [GENERAL, 200, [1, 6, 7, 8, 34, 35, 36, 200]],
+      [ODD, 2048, [1, 65, 700]],
+    ];
+    for (const [s, maxContext, lens] of cases) {
+      const P = decodeSegments(maxContext);
+      it(`${s.name}, maxContext ${maxContext} (P = ${P}), lengths ${lens.join(', ')}`, async () => {
+        for (const len of lens) {
+          const r = await runDecode(s, maxContext, len, NORMAL, len * 7 + s.headSize);
+          expectRelClose(r.actual, r.expected, r.vmax, TOL, `len ${len}`);
+        }
+      });
+    }
+    it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
+      for (const [s, len] of [
+        [MOLM, 300],
+        [GENERAL, 1000],
+      ] as const) {
+        const r = await runDecode(s, 2048, len, LARGE, len + 1);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
       }
     });
-  }
-  it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
-    for (const [s, len] of [
-      [MOLM, 300],
-      [GENERAL, 1000],
-    ] as const) {
-      const r = await runDecode(s, 2048, len, LARGE, len + 1);
-      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
-    }
+    it('weighs every segment and block correctly when the stick lasts hundreds of keys', async () => {
+      for (const [s, maxContext, len] of [
+        [MOLM, 2048, 1500],
+        [MOLM, 4096, 3000],
+        [GENERAL, 4096, 2113],
+        [ODD, 2048, 700],
+      ] as const) {
+        const r = await runDecode(s, maxContext, len, SLOW, len + 3);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
+      }
+    });
   });
-  it('weighs every segment and block correctly when the stick lasts hundreds of keys', async () => {
-    for (const [s, maxContext, len] of [
-      [MOLM, 2048, 1500],
-      [MOLM, 4096, 3000],
-      [GENERAL, 4096, 2113],
-      [ODD, 2048, 700],
-    ] as const) {
-      const r = await runDecode(s, maxContext, len, SLOW, len + 3);
-      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} len ${len}`);
-    }
-  });
-});
+}
 
 describe('stick-breaking prefill', () => {
   // BQ = 16 rows per tile, BK = 32 keys per block. pos > 0 continues a chunked prefill whose
