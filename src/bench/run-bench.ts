@@ -38,7 +38,7 @@ export interface BenchResult {
   dispatches_per_token?: number;
   /** Under --gpu-memory-budget: expert slots per layer and the cache's hits and misses over both runs. */
   expert_cache?: { attSlots: number; mlpSlots: number; hits: number; misses: number; hitRate: number; loadedBytes: number };
-  /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone. */
+  /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone; decode at `context`. */
   prefill_kernel_ms?: Record<string, number>;
   decode_kernel_ms?: Record<string, number>;
   /** How the kernels were timed: GPU timestamp queries, or the wall clock (adapters without them). */
@@ -81,6 +81,9 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
   if (o.kernels && model.gpu) {
     model.reset();
     const prefillTimes = await model.gpu.kernelTimes('prefill', prompt.length);
+    // Decode kernels at the benchmark's context: attention's cost grows with it.
+    model.reset();
+    await model.gpu.prefill(prompt);
     const decode = byKernel(await model.gpu.kernelTimes('decode', 1));
     model.reset();
     kernels = { prefill_kernel_ms: byKernel(prefillTimes), decode_kernel_ms: decode, kernel_timing: prefillTimes[0]?.source };
