@@ -113,7 +113,8 @@ function parseIds(text: string): number[] {
   return ids;
 }
 
-function openOptions(v: Values): OpenOptions {
+/** The device options; `maxContext` sizes the context when --max-context is not given. */
+function openOptions(v: Values, fallback: { maxContext?: number } = {}): OpenOptions {
   const device = v.device ?? 'gpu';
   if (device !== 'gpu' && device !== 'cpu') throw new UsageError(`--device must be gpu or cpu, got "${device}".`);
   const budget = v['gpu-memory-budget'];
@@ -121,7 +122,7 @@ function openOptions(v: Values): OpenOptions {
   if (policy !== undefined && policy !== 'lru' && policy !== 'lfu') throw new UsageError(`--expert-eviction must be lru or lfu, got "${policy}".`);
   return {
     device,
-    maxContext: v['max-context'] !== undefined ? int(v, 'max-context') : undefined,
+    maxContext: v['max-context'] !== undefined ? int(v, 'max-context') : fallback.maxContext,
     prefillChunk: v['prefill-chunk'] !== undefined ? int(v, 'prefill-chunk') : undefined,
     expertBudget: budget === undefined ? undefined : { bytes: /%$/.test(budget) ? budget : Number(budget), policy },
   };
@@ -141,8 +142,7 @@ function sampling(v: Values): SamplingOptions {
 async function logitsCommand(v: Values): Promise<void> {
   const ids = parseIds(required(v, 'ids'));
   const out = required(v, 'out');
-  const open = openOptions(v);
-  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? ids.length });
+  const model = await openModel(required(v, 'model'), openOptions(v, { maxContext: ids.length }));
   try {
     const logits = await model.prefillLogits(ids);
     await writeFile(out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
@@ -206,9 +206,7 @@ async function generateCommand(v: Values): Promise<void> {
   }
   const ids = parseIds(required(v, 'ids'));
   const n = int(v, 'max-new-tokens', 32);
-  // openOptions' maxContext is undefined unless --max-context is given: it must not erase this one.
-  const open = openOptions(v);
-  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? Math.max(ids.length + n, 1) });
+  const model = await openModel(required(v, 'model'), openOptions(v, { maxContext: Math.max(ids.length + n, 1) }));
   try {
     const tokens: number[] = [];
     for await (const id of model.generate(ids, n, sampling(v))) {
@@ -225,8 +223,7 @@ async function benchCommand(v: Values): Promise<void> {
   // --context C: decode after a prompt of C tokens (the same as --prompt-tokens C).
   const promptTokens = v.context !== undefined ? int(v, 'context') : int(v, 'prompt-tokens', 128);
   const newTokens = int(v, 'new-tokens', 32);
-  const open = openOptions(v);
-  const model = await openModel(required(v, 'model'), { ...open, maxContext: open.maxContext ?? promptTokens + newTokens });
+  const model = await openModel(required(v, 'model'), openOptions(v, { maxContext: promptTokens + newTokens }));
   try {
     const r = await runBench(model, { promptTokens, newTokens, kernels: v.kernels === true });
     process.stdout.write(v.json ? JSON.stringify(r) + '\n' : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join('\n') + '\n');

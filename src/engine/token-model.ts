@@ -1,7 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import { ContextLengthError, UsageError } from '../errors.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
-import type { RoutingRecord } from '../model/routing-trace.ts';
+import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
 import type { ReferenceModel } from '../reference/model.ts';
 import { applyRepetitionPenalty, sample, uniformFromSeed } from '../reference/sampler.ts';
 
@@ -115,16 +115,7 @@ export function referenceTokenModel(ref: ReferenceModel, maxContext: number): To
       const from = Math.max(0, start);
       const T = Math.max(0, Math.min(end, ids.length) - from);
       const L = c.nLayer;
-      const r: RoutingRecord = {
-        tokens: T,
-        layers: L,
-        kAtt: c.kAtt,
-        kMlp: c.kMlp,
-        attExperts: new Uint32Array(T * L * c.kAtt),
-        attGates: new Float32Array(T * L * c.kAtt),
-        mlpExperts: new Uint32Array(T * L * c.kMlp),
-        mlpGates: new Float32Array(T * L * c.kMlp),
-      };
+      const r = emptyRoutingRecord(c, T);
       for (let t = 0; t < T; t++) {
         trace[from + t]?.forEach((layer, l) => {
           r.attExperts.set(layer.att, (t * L + l) * c.kAtt);

@@ -98,9 +98,4 @@ export class ExpertResidency {
     this.expertInSlot[slot] = expert;
     this.slotOfExpert[expert] = slot;
   }
-
-  get hitRate(): number {
-    const n = this.hits + this.misses;
-    return n === 0 ? 1 : this.hits / n;
-  }
 }

@@ -103,6 +103,9 @@ export class ExpertStreamer {
   private readonly readback: GPUBuffer;
   private readonly segments = new WeakMap<Dispatch[], { dispatches: Dispatch[]; after: { kind: 'att' | 'mlp'; layer: number } | null }[]>();
   private loadedBytes = 0;
+  /** Host copies of one router's picks and their slots, reused every step. */
+  private readonly picks: Uint32Array<ArrayBuffer>;
+  private readonly slotIds: Uint32Array<ArrayBuffer>;
 
   constructor(
     private readonly device: GPUDevice,
@@ -117,6 +120,8 @@ export class ExpertStreamer {
     this.attSlotIds = Array.from({ length: c.nLayer }, (_, l) => createStorage(device, c.kAtt * 4, `attSlotIds.${l}`));
     this.mlpSlotIds = Array.from({ length: c.nLayer }, (_, l) => createStorage(device, c.kMlp * 4, `mlpSlotIds.${l}`));
     this.readback = createReadback(device, Math.max(c.kAtt, c.kMlp) * 4, 'routerIdsReadback');
+    this.picks = new Uint32Array(Math.max(c.kAtt, c.kMlp));
+    this.slotIds = new Uint32Array(Math.max(c.kAtt, c.kMlp));
   }
 
   /** The plan cut after each router dispatch (labels router.att.L / router.mlp.L). */
@@ -155,13 +160,15 @@ export class ExpertStreamer {
       enc.copyBufferToBuffer((kind === 'att' ? this.acts.attIds : this.acts.mlpIds)[layer], 0, this.readback, 0, k * 4);
       this.device.queue.submit([enc.finish()]);
       await this.readback.mapAsync(MAP_READ, 0, k * 4);
-      const picks = new Uint32Array(this.readback.getMappedRange(0, k * 4).slice(0));
+      const picks = this.picks.subarray(0, k);
+      picks.set(new Uint32Array(this.readback.getMappedRange(0, k * 4)));
       this.readback.unmap();
       const residency = (kind === 'att' ? this.att : this.mlp)[layer];
       for (const { expert, slot } of residency.admit(picks)) {
         for (const name of EXPERT_TENSORS[kind](layer)) this.loadedBytes += this.weights.loadExpert(this.device, name, expert, slot);
       }
-      const slotIds = Uint32Array.from(picks, (e) => residency.slotOf(e));
+      const slotIds = this.slotIds.subarray(0, k);
+      picks.forEach((e, i) => (slotIds[i] = residency.slotOf(e)));
       this.device.queue.writeBuffer((kind === 'att' ? this.attSlotIds : this.mlpSlotIds)[layer], 0, slotIds);
     }
   }

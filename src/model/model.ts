@@ -303,12 +303,9 @@ export class GpuModel {
     }
     const plan = await this.prefillPlan('all');
     const out = new Float32Array(ids.length * V);
-    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
-      const chunk = ids.slice(start, start + this.acts.maxRows);
-      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
+    for (const { chunk, start } of this.chunksOf(ids)) {
       const bytes = chunk.length * V * 4;
-      this.submit(plan, chunk.length, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
-      this.ids.push(...chunk);
+      this.submitChunk(chunk, plan, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
       out.set(new Float32Array(await this.mapRead(this.acts.allLogitsReadback, bytes)), start * V);
     }
     return out;
@@ -323,12 +320,7 @@ export class GpuModel {
     this.checkRoom(ids.length);
     if (this.streamer) return this.streamTokens(ids);
     const plan = await this.prefillPlan('none');
-    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
-      const chunk = ids.slice(start, start + this.acts.maxRows);
-      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
-      this.submit(plan, chunk.length);
-      this.ids.push(...chunk);
-    }
+    for (const { chunk } of this.chunksOf(ids)) this.submitChunk(chunk, plan);
   }
 
   /** Feeds one token through a decode step; its logits, [vocab]. */
@@ -346,13 +338,23 @@ export class GpuModel {
   /** Submits the prompt's prefill; the sampler leaves the first new token in `nextId` on the GPU. */
   private async submitPrefill(ids: readonly number[]): Promise<void> {
     const [body, last] = await Promise.all([this.prefillPlan('none'), this.prefillPlan('sample')]);
-    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
-      const chunk = ids.slice(start, start + this.acts.maxRows);
-      const isLast = start + this.acts.maxRows >= ids.length;
-      this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
-      this.submit(isLast ? last : body, chunk.length, isLast ? (enc) => this.copyId(enc) : undefined);
-      this.ids.push(...chunk);
+    for (const { chunk, isLast } of this.chunksOf(ids)) {
+      this.submitChunk(chunk, isLast ? last : body, isLast ? (enc) => this.copyId(enc) : undefined);
     }
+  }
+
+  /** The ids cut into prefill chunks of the activations' rows. */
+  private *chunksOf(ids: readonly number[]): Generator<{ chunk: readonly number[]; start: number; isLast: boolean }> {
+    for (let start = 0; start < ids.length; start += this.acts.maxRows) {
+      yield { chunk: ids.slice(start, start + this.acts.maxRows), start, isLast: start + this.acts.maxRows >= ids.length };
+    }
+  }
+
+  /** One prefill chunk: its ids to the GPU, the plan submitted (with `after`'s copies), the ids into the context. */
+  private submitChunk(chunk: readonly number[], plan: Dispatch[], after?: (enc: GPUCommandEncoder) => void): void {
+    this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
+    this.submit(plan, chunk.length, after);
+    this.ids.push(...chunk);
   }
 
   private copyId(enc: GPUCommandEncoder): void {

@@ -20,6 +20,21 @@ export interface RoutingRecord {
   mlpGates: Float32Array;
 }
 
+/** A record of `tokens` tokens, all zeros, shaped for this config. */
+export function emptyRoutingRecord(c: Pick<ModelConfig, 'nLayer' | 'kAtt' | 'kMlp'>, tokens: number): RoutingRecord {
+  const L = c.nLayer;
+  return {
+    tokens,
+    layers: L,
+    kAtt: c.kAtt,
+    kMlp: c.kMlp,
+    attExperts: new Uint32Array(tokens * L * c.kAtt),
+    attGates: new Float32Array(tokens * L * c.kAtt),
+    mlpExperts: new Uint32Array(tokens * L * c.kMlp),
+    mlpGates: new Float32Array(tokens * L * c.kMlp),
+  };
+}
+
 /** The four per-layer router outputs a trace keeps, in the trace buffer's order. */
 const KINDS = ['attIds', 'attGates', 'mlpIds', 'mlpGates'] as const;
 
@@ -72,17 +87,7 @@ export class RoutingRecorder {
   async read(start: number, end: number): Promise<RoutingRecord> {
     const T = Math.max(0, end - start);
     const L = this.c.nLayer;
-    const { kAtt, kMlp } = this.c;
-    const record: RoutingRecord = {
-      tokens: T,
-      layers: L,
-      kAtt,
-      kMlp,
-      attExperts: new Uint32Array(T * L * kAtt),
-      attGates: new Float32Array(T * L * kAtt),
-      mlpExperts: new Uint32Array(T * L * kMlp),
-      mlpGates: new Float32Array(T * L * kMlp),
-    };
+    const record = emptyRoutingRecord(this.c, T);
     if (T === 0 || !this.buffer) return record;
     this.staging ??= createReadback(this.device, this.bytes, 'routingTraceReadback');
     // Gather [layer][kind][start..end) into the staging buffer, then transpose to [token][layer].
