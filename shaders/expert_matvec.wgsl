@@ -9,9 +9,13 @@
 // W[e] is [IN, OUT] row-major, so invocations along x take neighbouring output-column pairs (one
 // packed word of 16-bit weights) and read neighbouring addresses; invocations along y split IN
 // and meet in a workgroup-memory reduction, which gives a single token row enough parallelism.
+// With SUBGROUPS, runs of ADJ split lanes of one column pair are adjacent in the invocation
+// index and first reduce within their subgroup (butterflies, no barrier); their totals then meet
+// in workgroup memory after one barrier.
 // Grid: x over tiles of 2 * COLS output columns; y (folded into z beyond 65535) over the
 // (row, slot) pairs (project) or rows (combine).
-// Defines: IN, OUT, E, K, COLS and SPLIT (powers of two), PER_SLOT_INPUT, GELU, COMBINE.
+// Defines: IN, OUT, E, K, COLS and SPLIT (powers of two), PER_SLOT_INPUT, GELU, COMBINE,
+// SUBGROUPS (the variant must enable the subgroups extension).
 #include "lib/step.wgsl"
 #include "lib/gelu.wgsl"
 
@@ -27,7 +31,12 @@
 @group(0) @binding(5) var<storage, read_write> y: array<f32>; // [n_tokens, K, OUT]
 #endif
 
-var<workgroup> partial: array<vec2f, COLS * SPLIT>;
+// Split lanes adjacent in the invocation index: ADJ of them per column pair with SUBGROUPS, so
+// that a subgroup of 32 reads 4 weight rows × 8 column pairs (a 32-byte sector of each row in
+// 16-bit storage) at a time, and the smallest WebGPU subgroups (4 invocations) still hold a whole
+// run. 1 without SUBGROUPS (column pairs are adjacent, split lanes are COLS apart).
+const ADJ: u32 = select(1u, min(SPLIT, 4u), SUBGROUPS);
+var<workgroup> partial: array<vec2f, COLS * SPLIT / ADJ>;
 
 // This invocation's share (rows i = cy mod SPLIT) of columns c0, c0 + 1 of x[xrow..] @ W[e]. c0 is
 // even; the caller clamps it into range and discards columns past OUT.
@@ -51,12 +60,15 @@ fn slot_dot(slot: u32, xrow: u32, c0: u32, cy: u32) -> vec2f {
   return acc;
 }
 
-@compute @workgroup_size(COLS, SPLIT, 1)
+@compute @workgroup_size(COLS * SPLIT)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
   @builtin(num_workgroups) groups: vec3u,
-  @builtin(local_invocation_id) l: vec3u,
+  @builtin(local_invocation_index) lid: u32,
 ) {
+  // l.x: the column pair in the tile, l.y: the split lane; lid = ((l.y / ADJ) * COLS + l.x) * ADJ
+  // + l.y % ADJ.
+  let l = vec2u((lid / ADJ) % COLS, (lid / (ADJ * COLS)) * ADJ + lid % ADJ);
   let unit = wid.z * groups.y + wid.y;
   let c = 2u * (wid.x * COLS + l.x);
   // The last even column index: invocations past OUT read there and store nothing.
@@ -84,6 +96,25 @@ fn main(
     }
     return;
   }
+#if SUBGROUPS
+  // A run of ADJ lanes (ADJ <= 4) lies in one subgroup, and its xor partners below ADJ are its
+  // own lanes, because subgroup_invocation_id == local_invocation_index % subgroup_size in a 1-D
+  // workgroup: every implementation we know keeps that (SwiftShader too), though the spec does
+  // not promise it; WebGPU subgroups have 4 to 128 invocations. The control flow here is uniform
+  // (the early returns depend on the workgroup only).
+  for (var m = 1u; m < ADJ; m = m * 2u) {
+    acc += subgroupShuffleXor(acc, m);
+  }
+  if (SPLIT > ADJ) {
+    if (l.y % ADJ == 0u) { partial[(l.y / ADJ) * COLS + l.x] = acc; }
+    workgroupBarrier();
+    if (l.y == 0u) {
+      for (var k = 1u; k < SPLIT / ADJ; k++) { acc += partial[k * COLS + l.x]; }
+    }
+  }
+  let total = acc;
+#endif
+#if !SUBGROUPS
   let p = l.y * COLS + l.x;
   partial[p] = acc;
   workgroupBarrier();
@@ -93,8 +124,9 @@ fn main(
     }
     workgroupBarrier();
   }
+  let total = partial[p];
+#endif
   if (l.y == 0u && c < OUT) {
-    let total = partial[p];
     write_out(unit, c, total.x);
     if (c + 1u < OUT) { write_out(unit, c + 1u, total.y); }
   }

@@ -35,6 +35,7 @@ export class GpuContext {
   ) {
     this.pipelines = new PipelineCache(device);
     this.kernelProfile = this.isCpuAdapter ? 'cpu' : 'gpu';
+    this.useSubgroups = this.hasSubgroups;
     device.lost.then((info) => {
       this.lostReason = info;
     });
@@ -119,6 +120,17 @@ export class GpuContext {
 
   get hasSubgroups(): boolean {
     return this.device.features.has('subgroups');
+  }
+
+  /**
+   * Whether 'gpu'-profile kernels reduce within subgroups (shuffles, no barrier) instead of
+   * workgroup-memory trees. Defaults to hasSubgroups; tests turn it off to cover both variants.
+   */
+  useSubgroups: boolean;
+
+  /** The subgroup variants apply: the device has subgroups, they are wanted, and the profile is 'gpu'. */
+  get subgroupReductions(): boolean {
+    return this.kernelProfile === 'gpu' && this.useSubgroups && this.hasSubgroups;
   }
 
   /** A one-line description of the adapter, for benchmarks and bug reports. */

@@ -37,6 +37,12 @@ export interface Variant {
    * tensor's shape for q8 / q4 (`weightSpec` builds either).
    */
   weights?: Record<string, WeightSpec>;
+  /**
+   * WGSL extensions the variant uses (`enable NAME;`), e.g. 'subgroups'. They are emitted before
+   * the defines: WGSL wants directives ahead of every declaration. The device must have the
+   * matching feature.
+   */
+  enables?: string[];
 }
 
 function constLine(name: string, value: Define): string {
@@ -199,6 +205,10 @@ export function preprocess(name: string, variant: Variant = {}): string {
     if (active.length) throw new Error(`${file}: #if without #endif`);
     return out;
   };
+  const enables = (variant.enables ?? []).map((e) => {
+    if (!/^\w+$/.test(e)) throw new Error(`${name}: bad WGSL extension name "${e}"`);
+    return `enable ${e};\n`;
+  });
   const consts = Object.entries(defines).map(([k, v]) => constLine(k, v));
-  return `// ${name} ${JSON.stringify(variant)}\n${consts.join('\n')}\n${expand(name)}`;
+  return `// ${name} ${JSON.stringify(variant)}\n${enables.join('')}${consts.join('\n')}\n${expand(name)}`;
 }

@@ -68,6 +68,14 @@ function tile(gpu: GpuContext, inDim: number, outDim: number, groupsPerRow: numb
   return { COLS: cols, SPLIT: Math.min(WG / cols, pow2AtLeast(inDim)) };
 }
 
+/**
+ * Whether a tile reduces within subgroups: split lanes sum in runs of 4 without a barrier, and
+ * the runs' totals meet in workgroup memory after one barrier (the tree takes log2(SPLIT) + 1).
+ */
+function useSubgroups(gpu: GpuContext, split: number): boolean {
+  return gpu.subgroupReductions && split > 1;
+}
+
 function checkShape(label: string, s: { inDim: number; outDim: number; experts: number; k: number }): void {
   for (const [name, v] of Object.entries(s)) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${label}: ${name} must be a positive integer, got ${v}`);
@@ -99,6 +107,7 @@ export async function expertProject(
   const { inDim, outDim, experts, k } = shape;
   checkShape(label, { inDim, outDim, experts, k });
   const t = tile(gpu, inDim, outDim, k);
+  const sg = useSubgroups(gpu, t.SPLIT);
   const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
     defines: {
       IN: inDim,
@@ -109,8 +118,10 @@ export async function expertProject(
       PER_SLOT_INPUT: shape.perSlotInput,
       GELU: shape.activation === 'gelu_tanh',
       COMBINE: false,
+      SUBGROUPS: sg,
     },
     weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
+    ...(sg ? { enables: ['subgroups'] } : {}),
   });
   return {
     label,
@@ -135,6 +146,7 @@ export async function expertCombine(
   const { inDim, outDim, experts, k } = shape;
   checkShape(label, shape);
   const t = tile(gpu, inDim, outDim, 1);
+  const sg = useSubgroups(gpu, t.SPLIT);
   const pipeline = await gpu.pipelines.get('expert_matvec.wgsl', {
     defines: {
       IN: inDim,
@@ -145,8 +157,10 @@ export async function expertCombine(
       PER_SLOT_INPUT: true,
       GELU: false,
       COMBINE: true,
+      SUBGROUPS: sg,
     },
     weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
+    ...(sg ? { enables: ['subgroups'] } : {}),
   });
   return {
     label,

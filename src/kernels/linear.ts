@@ -49,6 +49,9 @@ export async function linear(
   const cpu = gpu.kernelProfile === 'cpu';
   const rpw = cpu ? CPU_RPW : RPW;
   const lanes = cpu ? 1 : lanesFor(inDim);
+  // Lanes of a row reduce within subgroups, and only the rows wider than a subgroup use
+  // workgroup memory (one barrier instead of log2(lanes) + 1).
+  const subgroups = gpu.subgroupReductions && lanes > 1;
   if (hasBias !== (b.bias !== undefined)) {
     throw new Error(`${label}: hasBias is ${hasBias} but a bias buffer was${b.bias ? '' : ' not'} given`);
   }
@@ -62,8 +65,10 @@ export async function linear(
       CHUNK,
       HAS_BIAS: hasBias,
       LAST_ROW_ONLY: lastRowOnly,
+      SUBGROUPS: subgroups,
     },
     weights: { weight: weightSpec(weightType, [outDim, inDim]) },
+    ...(subgroups ? { enables: ['subgroups'] } : {}),
   });
   const resources: Record<number, Binding> = { 0: b.step, 1: b.x, 2: b.weight, 4: b.y };
   if (b.bias) resources[3] = b.bias;

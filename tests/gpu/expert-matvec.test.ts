@@ -4,7 +4,20 @@ import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
 import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
-import { expectClose, gpuContext, randomF32, readF32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
+import {
+  expectClose,
+  gpuContext,
+  KERNEL_SHAPES,
+  kernelShapeName,
+  randomF32,
+  readF32,
+  rng,
+  stepUniform,
+  subgroupsDefine,
+  upload,
+  useKernelProfile,
+  weightData,
+} from './harness.ts';
 
 const U = 2 ** -24;
 /** max |gelu_tanh'(v)|: how much a pre-activation error can grow through the GELU. */
@@ -67,6 +80,7 @@ async function runProject(
   const y = upload(ctx, new Float32Array(rows * shape.k * shape.outDim).fill(NaN));
   ctx.device.pushErrorScope('validation');
   const d = await expertProject(ctx, shape, type, { step: stepUniform(ctx, rows).buffer, x: upload(ctx, x), weight, ids: upload(ctx, ids), y });
+  expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
   runDispatches(ctx.device, [d], rows);
   const got = await readF32(ctx, y, rows * shape.k * shape.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
@@ -94,6 +108,7 @@ async function runCombine(
     gates: upload(ctx, gates),
     h,
   });
+  expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
   runDispatches(ctx.device, [d], rows);
   const got = await readF32(ctx, h, rows * shape.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
@@ -236,8 +251,14 @@ async function checkMolmMlp(type: WeightType, seed: number): Promise<void> {
   expectClose(h, hRef, downTol, `${type} down`);
 }
 
-for (const profile of ['gpu', 'cpu'] as const) describe(`expert_matvec kernels, ${profile} kernel profile`, () => {
-  useKernelProfile(profile);
+// The subgroup shape needs the device feature (SwiftShader has it, with subgroups of 4).
+const { hasSubgroups } = await gpuContext();
+
+// In the gpu profile SPLIT (lanes along IN per column pair) is 256 / COLS, at most IN rounded up
+// to a power of two: 2 at IN 2 (with subgroups: one run of 2 lanes, no barrier), 8 for the
+// closed-form shapes, 16 or 32 for the others (4 or 8 runs of 4 lanes per pair: one barrier).
+for (const shape of KERNEL_SHAPES) describe.skipIf(shape.subgroups && !hasSubgroups)(`expert_matvec kernels, ${kernelShapeName(shape)}`, () => {
+  useKernelProfile(shape.profile, shape.subgroups);
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
   // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
   const quantTypes: WeightType[] = ['q8', 'q4'];

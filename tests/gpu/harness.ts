@@ -99,17 +99,58 @@ export function weightData(values: Float32Array, type: WeightType, shape?: reado
 }
 
 /**
+ * One shape of the matrix-vector kernels: the profile, and for 'gpu' whether reductions go
+ * through subgroups (shuffles) or workgroup-memory trees.
+ */
+export interface KernelShape {
+  profile: 'gpu' | 'cpu';
+  subgroups: boolean;
+}
+
+/** Every shape a kernel with a subgroup variant has; the subgroup one needs the device feature. */
+export const KERNEL_SHAPES: readonly KernelShape[] = [
+  { profile: 'gpu', subgroups: true },
+  { profile: 'gpu', subgroups: false },
+  { profile: 'cpu', subgroups: false },
+];
+
+export function kernelShapeName(s: KernelShape): string {
+  return s.profile === 'cpu' ? 'cpu kernel profile' : `gpu kernel profile, ${s.subgroups ? 'subgroup' : 'workgroup-memory'} reductions`;
+}
+
+/** Sets the shared context to a kernel shape (for a single check; see useKernelProfile for a block). */
+export function setKernelShape(ctx: GpuContext, s: KernelShape): void {
+  ctx.kernelProfile = s.profile;
+  ctx.useSubgroups = s.subgroups;
+}
+
+/**
+ * The `"SUBGROUPS":…` define a kernel planned on this context must carry (the pipeline's label is
+ * its variant), so a test cannot pass on the other variant than the one it means to cover.
+ */
+export function subgroupsDefine(ctx: GpuContext): string {
+  return `"SUBGROUPS":${ctx.subgroupReductions}`;
+}
+
+/**
  * Runs the describe block it is called in with the shared context's kernel profile set to
  * `profile` (then restored): both workgroup shapes of a kernel are tested whatever the adapter.
+ * `subgroups`, when given, sets `useSubgroups` the same way (otherwise it keeps the device's
+ * default).
  */
-export function useKernelProfile(profile: 'gpu' | 'cpu'): void {
+export function useKernelProfile(profile: 'gpu' | 'cpu', subgroups?: boolean): void {
   let saved: 'gpu' | 'cpu' = 'gpu';
+  let savedSubgroups = false;
   beforeAll(async () => {
     const ctx = await gpuContext();
     saved = ctx.kernelProfile;
+    savedSubgroups = ctx.useSubgroups;
     ctx.kernelProfile = profile;
+    if (subgroups !== undefined) ctx.useSubgroups = subgroups;
   });
   afterAll(async () => {
-    (await gpuContext()).kernelProfile = saved;
+    const ctx = await gpuContext();
+    ctx.kernelProfile = saved;
+    ctx.useSubgroups = savedSubgroups;
   });
 }

@@ -3,7 +3,22 @@ import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { linear } from '../../src/kernels/linear.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { linear as linearRef } from '../../src/reference/linear.ts';
-import { expectClose, gpuContext, output, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
+import {
+  expectClose,
+  gpuContext,
+  KERNEL_SHAPES,
+  kernelShapeName,
+  output,
+  randomF32,
+  readF32,
+  rng,
+  setKernelShape,
+  stepUniform,
+  subgroupsDefine,
+  upload,
+  weightData,
+  type KernelShape,
+} from './harness.ts';
 
 const U = 2 ** -24;
 
@@ -35,10 +50,13 @@ interface Case {
   lastRowOnly: boolean;
 }
 
-async function check(type: WeightType, c: Case, seed: number, profile: 'gpu' | 'cpu' = 'gpu'): Promise<void> {
+const GPU_TREE: KernelShape = { profile: 'gpu', subgroups: false };
+
+async function check(type: WeightType, c: Case, seed: number, shape: KernelShape = GPU_TREE): Promise<void> {
   const ctx = await gpuContext();
-  // Both kernel shapes (cooperative lanes for GPUs, a row per invocation for CPU adapters) run here.
-  ctx.kernelProfile = profile;
+  // Every kernel shape (cooperative lanes for GPUs, reduced within subgroups or through workgroup
+  // memory; a row per invocation for CPU adapters) runs here.
+  setKernelShape(ctx, shape);
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * c.inDim, rand);
@@ -56,6 +74,7 @@ async function check(type: WeightType, c: Case, seed: number, profile: 'gpu' | '
     bias: bias ? upload(ctx, bias) : undefined,
     y,
   });
+  expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
   runDispatches(ctx.device, [d], c.rows);
   const got = await readF32(ctx, y, outRows * c.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
@@ -66,10 +85,15 @@ async function check(type: WeightType, c: Case, seed: number, profile: 'gpu' | '
   expectClose(got, expected, tolerance(xs, outRows, c.inDim, scale, expected), `${type} ${JSON.stringify(c)}`);
 }
 
+// The subgroup shape needs the device feature (SwiftShader has it, with subgroups of 4).
+const { hasSubgroups } = await gpuContext();
+
 describe('linear kernel', () => {
+  // Lanes per row (gpu profile) follow IN: 4 up to 64 (a row within one subgroup of 4 or more),
+  // 8 at 96 to 128, 16 at 200, 32 at 1024 (rows across several subgroups of 4: one barrier).
   const types: WeightType[] = ['f32', 'bf16', 'f16'];
-  for (const profile of ['gpu', 'cpu'] as const) types.forEach((type, t) => {
-    describe(`${type} weights, ${profile} kernel profile`, () => {
+  for (const profile of KERNEL_SHAPES) types.forEach((type, t) => {
+    describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
       it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
         check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t, profile));
       it('even shape 64 -> 33, 21 rows, no bias (packed path; chunks of 16 + 5: groups of 4, 4, 4, 4 | 4, 1)', () =>
@@ -79,13 +103,15 @@ describe('linear kernel', () => {
         check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t, profile));
       it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
         check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t, profile));
+      it('200 -> 37, 21 rows, bias (16 lanes per row; several reductions per workgroup)', () =>
+        check(type, { rows: 21, inDim: 200, outDim: 37, hasBias: true, lastRowOnly: false }, 71 + t, profile));
     });
   });
 
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values.
   const quantTypes: WeightType[] = ['q8', 'q4'];
-  for (const profile of ['gpu', 'cpu'] as const) quantTypes.forEach((type, t) => {
-    describe(`${type} weights, ${profile} kernel profile`, () => {
+  for (const profile of KERNEL_SHAPES) quantTypes.forEach((type, t) => {
+    describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
       it('96 -> 40, 3 rows, bias (a group of 3 token rows)', () =>
         check(type, { rows: 3, inDim: 96, outDim: 40, hasBias: true, lastRowOnly: false }, 211 + t, profile));
       it('64 -> 33, 21 rows, no bias (chunks of 16 + 5)', () =>
@@ -95,6 +121,8 @@ describe('linear kernel', () => {
         check(type, { rows: 5, inDim: 96, outDim: 33, hasBias: true, lastRowOnly: true }, 241 + t, profile));
       it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
         check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 251 + t, profile));
+      it('128 -> 37, 21 rows (8 lanes per row; several reductions per workgroup)', () =>
+        check(type, { rows: 21, inDim: 128, outDim: 37, hasBias: false, lastRowOnly: false }, 261 + t, profile));
     });
   });
 

@@ -262,7 +262,7 @@ describe('decodeTensor, the weight plan and the reference with q8 / q4', () => {
 
 describe('#weights with q8 / q4', () => {
   const variant = (weight: Variant['weights']): Variant => ({
-    defines: { IN: 64, OUT: 4, LANES: 4, RPW: 8, CHUNK: 16, HAS_BIAS: false, LAST_ROW_ONLY: false },
+    defines: { IN: 64, OUT: 4, LANES: 4, RPW: 8, CHUNK: 16, HAS_BIAS: false, LAST_ROW_ONLY: false, SUBGROUPS: false },
     weights: weight,
   });
 
@@ -272,7 +272,7 @@ describe('#weights with q8 / q4', () => {
       expect(code).toContain('fn weight_at(i: u32) -> f32');
       expect(code).toContain('fn weight_at2(i: u32) -> vec2f');
       const experts = preprocess('expert_matvec.wgsl', {
-        defines: { IN: 64, OUT: 6, E: 3, K: 2, COLS: 4, SPLIT: 64, PER_SLOT_INPUT: false, GELU: false, COMBINE: false },
+        defines: { IN: 64, OUT: 6, E: 3, K: 2, COLS: 4, SPLIT: 64, PER_SLOT_INPUT: false, GELU: false, COMBINE: false, SUBGROUPS: false },
         weights: { weight: { type, shape: [3, 64, 6] } },
       });
       expect(experts).toContain('fn weight_at2(i: u32) -> vec2f');

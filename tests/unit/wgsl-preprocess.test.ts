@@ -3,7 +3,7 @@ import { preprocess } from '../../src/gpu/wgsl.ts';
 
 // The `#if` and `NAME_at2` additions of the WGSL preprocessor, on a real shader that uses both.
 const linear = (hasBias: boolean) => ({
-  defines: { IN: 8, OUT: 4, LANES: 4, RPW: 8, CHUNK: 16, HAS_BIAS: hasBias, LAST_ROW_ONLY: false },
+  defines: { IN: 8, OUT: 4, LANES: 4, RPW: 8, CHUNK: 16, HAS_BIAS: hasBias, LAST_ROW_ONLY: false, SUBGROUPS: false },
   weights: { weight: 'bf16' as const },
 });
 
@@ -22,6 +22,22 @@ describe('WGSL preprocessor', () => {
   it('#if on a define the variant lacks is an error, not a silent false', () => {
     const { HAS_BIAS: _, ...defines } = linear(true).defines;
     expect(() => preprocess('linear.wgsl', { ...linear(true), defines })).toThrow(/#if HAS_BIAS/);
+  });
+
+  it('emits `enable` directives first (WGSL wants them before any declaration), only when asked', () => {
+    const plain = preprocess('linear.wgsl', linear(false));
+    expect(plain).not.toMatch(/^\s*enable /m);
+    const withSubgroups = preprocess('linear.wgsl', {
+      ...linear(false),
+      defines: { ...linear(false).defines, SUBGROUPS: true },
+      enables: ['subgroups'],
+    });
+    const lines = withSubgroups.split('\n');
+    expect(lines[0]).toMatch(/^\/\//);
+    expect(lines[1]).toBe('enable subgroups;');
+    expect(withSubgroups).toContain('subgroupShuffleXor');
+    expect(plain).not.toContain('subgroupShuffleXor');
+    expect(() => preprocess('linear.wgsl', { ...linear(false), enables: ['sub groups'] })).toThrow(/extension/);
   });
 
   it('declares a pair accessor for every weight type', () => {
