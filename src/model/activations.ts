@@ -16,6 +16,10 @@ export class Activations {
   readonly q: GPUBuffer; // [maxRows, kAtt, A]
   readonly attnOut: GPUBuffer; // [maxRows, kAtt, A]
   readonly up: GPUBuffer; // [maxRows, kMlp, F] gelu(x @ W1[e])
+  /** Grouped prefill (src/kernels/expert-grouped.ts): a router's slots sorted by expert, reused by every router. */
+  readonly expertGroups: GPUBuffer | null;
+  /** Grouped prefill: gate-weighted slot outputs of a combine, [maxRows, max(kAtt, kMlp), C], before their sum. */
+  readonly slotOut: GPUBuffer | null;
   readonly attIds: GPUBuffer[]; // per layer u32 [maxRows, kAtt]
   readonly attGates: GPUBuffer[]; // per layer f32 [maxRows, kAtt]
   readonly attProbs: GPUBuffer[]; // per layer f32 [maxRows, E_att]
@@ -34,6 +38,8 @@ export class Activations {
     private readonly c: ModelConfig,
     readonly maxRows: number,
     kvProjections: boolean,
+    /** Bytes of the expert groups of a grouped prefill; 0 when prefill is not grouped. */
+    expertGroupsBytes = 0,
   ) {
     const f = (n: number, label: string) => this.track(createStorage(device, n * 4, label));
     const perLayer = (n: number, label: string) => Array.from({ length: c.nLayer }, (_, l) => f(n, `${label}.${l}`));
@@ -47,6 +53,8 @@ export class Activations {
     this.q = f(R * c.kAtt * c.attHidden, 'q');
     this.attnOut = f(R * c.kAtt * c.attHidden, 'attnOut');
     this.up = f(R * c.kMlp * c.ffdHidden, 'up');
+    this.expertGroups = expertGroupsBytes > 0 ? f(expertGroupsBytes / 4, 'expertGroups') : null;
+    this.slotOut = expertGroupsBytes > 0 ? f(R * Math.max(c.kAtt, c.kMlp) * c.nEmbd, 'slotOut') : null;
     this.attIds = perLayer(R * c.kAtt, 'attIds');
     this.attGates = perLayer(R * c.kAtt, 'attGates');
     this.attProbs = perLayer(R * c.nAttExperts, 'attProbs');

@@ -3,6 +3,7 @@ import type { GpuContext } from '../gpu/context.ts';
 import type { Dispatch } from '../kernels/dispatch.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { expertCombine, expertProject } from '../kernels/expert-matvec.ts';
+import { MAX_SORTED_EXPERTS, expertGroupedMatmul, expertSlotSum, expertSort, groupTileRows, groupsLayout, type GroupsLayout } from '../kernels/expert-grouped.ts';
 import { kvAppend } from '../kernels/kv-append.ts';
 import { layerNorm } from '../kernels/layer-norm.ts';
 import { linear } from '../kernels/linear.ts';
@@ -37,6 +38,19 @@ export interface ForwardResources {
 }
 
 /**
+ * How a prefill chunk's expert projections are grouped by expert (src/kernels/expert-grouped.ts):
+ * the sort's layout for each router, or null where prefill keeps the per-slot kernels (more
+ * experts than the sort takes). Activations size their `expertGroups` buffer from it.
+ */
+export function prefillGroups(ctx: GpuContext, c: ModelConfig, rows: number): { att: GroupsLayout; mlp: GroupsLayout; bytes: number } | null {
+  if (Math.max(c.nAttExperts, c.nMlpExperts) > MAX_SORTED_EXPERTS) return null;
+  const tm = groupTileRows(ctx);
+  const att = groupsLayout(c.nAttExperts, c.kAtt, rows, tm);
+  const mlp = groupsLayout(c.nMlpExperts, c.kMlp, rows, tm);
+  return { att, mlp, bytes: Math.max(att.bytes, mlp.bytes) };
+}
+
+/**
  * The dispatches of one step, in order: ARCHITECTURE.md's "One block" for every layer, then the
  * head. Planned once at load time per kind of step; a step only writes the Step uniform and
  * records these dispatches.
@@ -55,6 +69,9 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
   const mlpExperts = slots?.mlp ?? c.nMlpExperts;
   const attIds = (l: number) => slots?.attIds[l] ?? a.attIds[l];
   const mlpIds = (l: number) => slots?.mlpIds[l] ?? a.mlpIds[l];
+  // Prefill groups the slots by expert (one grouped matmul per projection); decode has one row,
+  // nothing to group. Under an expert budget (slot ids) steps are one token: no grouping either.
+  const groups = kind === 'prefill' && !slots && a.expertGroups ? prefillGroups(ctx, c, a.maxRows) : null;
   const d: Promise<Dispatch | Dispatch[]>[] = [];
 
   // The attention and MLP routers differ only in their weights and where their choices go.
@@ -91,15 +108,27 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.x, cache: cache.keys[l] }, `kv_append.${l}`));
     }
     d.push(router('att', n.attGate0Weight, n.attGate0Bias, n.attGate3Weight, c.nAttExperts, c.kAtt, l));
-    d.push(
-      expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: attExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
-        step,
-        x: a.x,
-        weight: w.get(n.queryExperts),
-        ids: attIds(l),
-        y: a.q,
-      }, `q_proj.${l}`),
-    );
+    if (groups) {
+      d.push(expertSort(ctx, groups.att, { step, ids: attIds(l), groups: a.expertGroups! }, `sort.att.${l}`));
+      d.push(
+        expertGroupedMatmul(ctx, groups.att, { inDim: C, outDim: c.attHidden, perSlotInput: false, activation: 'none', gated: false }, st(n.queryExperts), {
+          x: a.x,
+          weight: w.get(n.queryExperts),
+          groups: a.expertGroups!,
+          y: a.q,
+        }, `q_proj.${l}`),
+      );
+    } else {
+      d.push(
+        expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: attExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
+          step,
+          x: a.x,
+          weight: w.get(n.queryExperts),
+          ids: attIds(l),
+          y: a.q,
+        }, `q_proj.${l}`),
+      );
+    }
     const att = { k: c.kAtt, heads: c.nHead, headSize: headSize(c) };
     const attBuffers = { step, q: a.q, keys: cache.keys[l], values: cache.values[l], o: a.attnOut };
     d.push(
@@ -107,37 +136,72 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
         ? stickBreakingDecode(ctx, { ...att, maxContext: cache.maxContext }, attBuffers, `attention.${l}`)
         : stickBreakingPrefill(ctx, att, attBuffers, `attention.${l}`),
     );
-    d.push(
-      expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: attExperts, k: c.kAtt }, st(n.outputExperts), {
-        step,
-        x: a.attnOut,
-        weight: w.get(n.outputExperts),
-        ids: attIds(l),
-        gates: a.attGates[l],
-        h: a.h,
-      }, `o_proj.${l}`),
-    );
+    if (groups) {
+      d.push(
+        expertGroupedMatmul(ctx, groups.att, { inDim: c.attHidden, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(n.outputExperts), {
+          x: a.attnOut,
+          weight: w.get(n.outputExperts),
+          groups: a.expertGroups!,
+          gates: a.attGates[l],
+          y: a.slotOut!,
+        }, `o_proj.${l}`),
+      );
+      d.push(expertSlotSum(ctx, { width: C, k: c.kAtt }, { step, y: a.slotOut!, h: a.h }, `o_sum.${l}`));
+    } else {
+      d.push(
+        expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: attExperts, k: c.kAtt }, st(n.outputExperts), {
+          step,
+          x: a.attnOut,
+          weight: w.get(n.outputExperts),
+          ids: attIds(l),
+          gates: a.attGates[l],
+          h: a.h,
+        }, `o_proj.${l}`),
+      );
+    }
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
     d.push(router('mlp', n.mlpGate0Weight, n.mlpGate0Bias, n.mlpGate3Weight, c.nMlpExperts, c.kMlp, l));
-    d.push(
-      expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: mlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
-        step,
-        x: a.x,
-        weight: w.get(n.upExperts),
-        ids: mlpIds(l),
-        y: a.up,
-      }, `mlp_up.${l}`),
-    );
-    d.push(
-      expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: mlpExperts, k: c.kMlp }, st(n.downExperts), {
-        step,
-        x: a.up,
-        weight: w.get(n.downExperts),
-        ids: mlpIds(l),
-        gates: a.mlpGates[l],
-        h: a.h,
-      }, `mlp_down.${l}`),
-    );
+    if (groups) {
+      d.push(expertSort(ctx, groups.mlp, { step, ids: mlpIds(l), groups: a.expertGroups! }, `sort.mlp.${l}`));
+      d.push(
+        expertGroupedMatmul(ctx, groups.mlp, { inDim: C, outDim: c.ffdHidden, perSlotInput: false, activation: 'gelu_tanh', gated: false }, st(n.upExperts), {
+          x: a.x,
+          weight: w.get(n.upExperts),
+          groups: a.expertGroups!,
+          y: a.up,
+        }, `mlp_up.${l}`),
+      );
+      d.push(
+        expertGroupedMatmul(ctx, groups.mlp, { inDim: c.ffdHidden, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(n.downExperts), {
+          x: a.up,
+          weight: w.get(n.downExperts),
+          groups: a.expertGroups!,
+          gates: a.mlpGates[l],
+          y: a.slotOut!,
+        }, `mlp_down.${l}`),
+      );
+      d.push(expertSlotSum(ctx, { width: C, k: c.kMlp }, { step, y: a.slotOut!, h: a.h }, `mlp_sum.${l}`));
+    } else {
+      d.push(
+        expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: mlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
+          step,
+          x: a.x,
+          weight: w.get(n.upExperts),
+          ids: mlpIds(l),
+          y: a.up,
+        }, `mlp_up.${l}`),
+      );
+      d.push(
+        expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: mlpExperts, k: c.kMlp }, st(n.downExperts), {
+          step,
+          x: a.up,
+          weight: w.get(n.downExperts),
+          ids: mlpIds(l),
+          gates: a.mlpGates[l],
+          h: a.h,
+        }, `mlp_down.${l}`),
+      );
+    }
   }
   if (head !== 'none') {
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(LN_F_WEIGHT), bias: w.get(LN_F_BIAS), y: a.x }, 'ln_f'));

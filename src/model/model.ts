@@ -7,7 +7,7 @@ import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import { SamplerParams, type SamplingOptions } from '../kernels/sampler.ts';
 import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
-import { planStep, type ForwardResources, type StepHead } from './forward.ts';
+import { planStep, prefillGroups, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
 import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from '../experts/streamer.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
@@ -124,7 +124,9 @@ export class GpuModel {
       const { maxContext, rows } = contextSizes(config, options);
       const device = ctx.device;
       cache = new KvCache(device, config, maxContext);
-      acts = new Activations(device, config, rows, hasKvProjections(config));
+      // Under an expert budget every step is one token: prefill is never grouped.
+      const groupsBytes = options.streaming ? 0 : (prefillGroups(ctx, config, rows)?.bytes ?? 0);
+      acts = new Activations(device, config, rows, hasKvProjections(config), groupsBytes);
       const routing = new RoutingRecorder(device, config, maxContext);
       const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize), routing);
       if (options.streaming) {

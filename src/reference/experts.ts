@@ -61,3 +61,27 @@ export function expertCombine(
   }
   return out;
 }
+
+/** Slots grouped by expert, as shaders/expert_sort.wgsl lays them out (its CPU twin). */
+export interface ExpertGroups {
+  /** offsets[e] .. offsets[e + 1]: expert e's positions in `order` (E + 1 entries). */
+  offsets: number[];
+  /** Slot indices (row·k + slot), by expert, in slot order within an expert. */
+  order: number[];
+  /** Tiles of up to `tileRows` positions of one expert: [expert, first position]. */
+  tiles: [number, number][];
+}
+
+/** A stable counting sort of slots by expert id (ids past the last expert count as the last). */
+export function groupByExpert(ids: ArrayLike<number>, experts: number, tileRows: number): ExpertGroups {
+  const byExpert: number[][] = Array.from({ length: experts }, () => []);
+  for (let s = 0; s < ids.length; s++) byExpert[Math.min(ids[s], experts - 1)].push(s);
+  const offsets = [0];
+  const tiles: [number, number][] = [];
+  for (const [e, slots] of byExpert.entries()) {
+    const first = offsets[e];
+    for (let p = 0; p < slots.length; p += tileRows) tiles.push([e, first + p]);
+    offsets.push(first + slots.length);
+  }
+  return { offsets, order: byExpert.flat(), tiles };
+}
