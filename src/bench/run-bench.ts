@@ -36,6 +36,8 @@ export interface BenchResult {
   copy_bandwidth_bytes_per_s?: number;
   roofline_ratio?: number;
   dispatches_per_token?: number;
+  /** GPU only: the kernel shapes that ran ('cpu' on CPU adapters), and the optional features they used. */
+  kernels?: { profile: 'gpu' | 'cpu'; subgroups: boolean; shader_f16: boolean };
   /** Under --gpu-memory-budget: expert slots per layer and the cache's hits and misses over both runs. */
   expert_cache?: { attSlots: number; mlpSlots: number; hits: number; misses: number; hitRate: number; loadedBytes: number };
   /** With --kernels: ms per kernel (summed over layers), each dispatch timed alone; decode at `context`. */
@@ -107,7 +109,18 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
     ...roofline,
     gpu_bytes: model.gpu?.gpuBytes,
     dispatches_per_token: model.gpu?.dispatchesPerToken,
+    ...(model.gpu && { kernels: kernelPaths(model.gpu) }),
     ...(model.gpu?.expertCache && { expert_cache: model.gpu.expertCache }),
     ...kernels,
+  };
+}
+
+function kernelPaths(gpu: GpuModel): NonNullable<BenchResult['kernels']> {
+  const ctx = gpu.ctx;
+  return {
+    profile: ctx.kernelProfile,
+    subgroups: ctx.subgroupReductions,
+    // Native f16 reads apply to f16 weights only, and not to variants that fell back.
+    shader_f16: ctx.useShaderF16 && ctx.hasShaderF16 && ctx.pipelines.f16Fallbacks.length === 0 && gpu.weights.plan.entries.some((e) => e.storage === 'f16'),
   };
 }

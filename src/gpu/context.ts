@@ -36,6 +36,7 @@ export class GpuContext {
     this.pipelines = new PipelineCache(device);
     this.kernelProfile = this.isCpuAdapter ? 'cpu' : 'gpu';
     this.useSubgroups = this.hasSubgroups;
+    this.useShaderF16 = this.hasShaderF16;
     device.lost.then((info) => {
       this.lostReason = info;
     });
@@ -100,6 +101,20 @@ export class GpuContext {
 
   get hasShaderF16(): boolean {
     return this.device.features.has('shader-f16');
+  }
+
+  /**
+   * Whether kernels read f16 weights as native f16 (shader-f16) rather than unpacking u32
+   * words. On by default where the device has shader-f16; tests turn it off to cover both.
+   * Setting it on without the feature makes the f16 variants fail to compile and fall back to
+   * the u32 path (PipelineCache.f16Fallbacks lists them).
+   */
+  get useShaderF16(): boolean {
+    return this.pipelines.nativeF16;
+  }
+
+  set useShaderF16(on: boolean) {
+    this.pipelines.nativeF16 = on;
   }
 
   /**

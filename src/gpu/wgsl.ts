@@ -4,10 +4,15 @@ import { shaderSource } from './shader-sources.ts';
 /**
  * How weights of one tensor are stored in its GPU buffer. Compute is always f32; 16-bit weights
  * stay packed two per u32 and are unpacked in the shader, so adapters without shader-f16 can
- * read them. q8 / q4 are 8- and 4-bit values with an f16 scale per 32 inputs, dequantised in the
+ * read them (with shader-f16, f16 weights are read as f16 pairs: see PipelineCache). q8 / q4 are 8- and 4-bit values with an f16 scale per 32 inputs, dequantised in the
  * shader (layout: src/quant/layout.ts).
  */
 export type WeightType = 'f32' | 'bf16' | 'f16' | 'q8' | 'q4';
+
+/** Whether a variant binds any f16 weights (which shader-f16 lets it read natively). */
+export function hasF16Weights(variant: Variant): boolean {
+  return Object.values(variant.weights ?? {}).some((w) => (typeof w === 'string' ? w : w.type) === 'f16');
+}
 
 /**
  * A weight binding's storage type with the tensor's logical (Hugging Face) shape: [R, IN] for an
@@ -64,7 +69,7 @@ function constLine(name: string, value: Define): string {
  * the same word twice. For q types, i + 1 must be in the same row of a 2-D tensor (true when IN
  * is even) and the neighbouring column of the same input of a 3-D one (true when OUT is even).
  */
-function weightDecl(name: string, binding: string, spec: WeightSpec): string {
+function weightDecl(name: string, binding: string, spec: WeightSpec, nativeF16: boolean): string {
   const type = typeof spec === 'string' ? spec : spec.type;
   const decl = (elem: string) => `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;`;
   switch (type) {
@@ -82,6 +87,12 @@ fn ${name}_at2(i: u32) -> vec2f {
   return vec2f(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }`;
     case 'f16':
+      if (nativeF16) {
+        // shader-f16: the same bytes read as f16 pairs, converted to f32 for f32 arithmetic (the
+        // products stay exact, so results match the unpacking path bit for bit).
+        return `${decl('vec2<f16>')}\nfn ${name}_at(i: u32) -> f32 { return f32(${name}[i >> 1u][i & 1u]); }
+fn ${name}_at2(i: u32) -> vec2f { return vec2f(${name}[i >> 1u]); }`;
+      }
       return `${decl('u32')}\nfn ${name}_at(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }
 fn ${name}_at2(i: u32) -> vec2f { return unpack2x16float(${name}[i >> 1u]); }`;
     case 'q8':
@@ -170,6 +181,8 @@ function condition(file: string, expr: string, defines: Record<string, Define>):
 export function preprocess(name: string, variant: Variant = {}): string {
   const included = new Set<string>();
   const defines = variant.defines ?? {};
+  // A variant that enables f16 reads its f16 weights natively (PipelineCache decides).
+  const nativeF16 = variant.enables?.includes('f16') ?? false;
   const expand = (file: string): string => {
     const active: boolean[] = []; // one entry per open #if: whether its lines are kept
     const out = shaderSource(file)
@@ -196,7 +209,7 @@ export function preprocess(name: string, variant: Variant = {}): string {
         if (w) {
           const spec = variant.weights?.[w[1]];
           if (!spec) throw new Error(`${file}: variant gives no storage type for weights "${w[1]}"`);
-          return weightDecl(w[1], w[2], spec);
+          return weightDecl(w[1], w[2], spec, nativeF16);
         }
         if (/^\s*#/.test(line)) throw new Error(`${file}: unknown directive: ${line.trim()}`);
         return line;

@@ -59,6 +59,8 @@ describe('molm CLI on WebGPU', () => {
     expect(b.context).toBe(8);
     expect(b.dispatches_per_token).toBeGreaterThan(0);
     expect(b.gpu_bytes).toBeGreaterThan(0);
+    // SwiftShader: the CPU-adapter shapes (no reductions, so no subgroups); tiny-molm is f32, so no f16 reads.
+    expect(b.kernels).toEqual({ profile: 'cpu', subgroups: false, shader_f16: false });
     // What a decoded token reads, by hand for tiny-molm (f32; C 32, 2 layers, A 32, F 48, G 16,
     // 2 of 4 attention and 2 of 6 MLP experts, vocabulary 97): per layer 128 LayerNorm floats,
     // 592 + 624 router floats, half of the 2 × 4096 attention expert floats and a third of the

@@ -40,6 +40,19 @@ describe('WGSL preprocessor', () => {
     expect(() => preprocess('linear.wgsl', { ...linear(false), enables: ['sub groups'] })).toThrow(/extension/);
   });
 
+  it('reads f16 weights as native f16 pairs only in variants that enable f16', () => {
+    const unpacked = preprocess('linear.wgsl', { ...linear(false), weights: { weight: 'f16' } });
+    expect(unpacked).toContain('var<storage, read> weight: array<u32>;');
+    expect(unpacked).toContain('unpack2x16float(weight[i >> 1u])');
+    const native = preprocess('linear.wgsl', { ...linear(false), weights: { weight: 'f16' }, enables: ['f16'] });
+    expect(native.split('\n')[1]).toBe('enable f16;');
+    expect(native).toContain('var<storage, read> weight: array<vec2<f16>>;');
+    expect(native).toContain('fn weight_at2(i: u32) -> vec2f { return vec2f(weight[i >> 1u]); }');
+    expect(native).not.toContain('unpack2x16float');
+    // Other types are unaffected: bf16 is not an f16.
+    expect(preprocess('linear.wgsl', { ...linear(false), enables: ['f16'] })).toContain('var<storage, read> weight: array<u32>;');
+  });
+
   it('declares a pair accessor for every weight type', () => {
     for (const type of ['f32', 'bf16', 'f16'] as const) {
       expect(preprocess('linear.wgsl', { ...linear(false), weights: { weight: type } })).toContain('fn weight_at2(i: u32) -> vec2f');
