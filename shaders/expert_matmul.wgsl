@@ -14,7 +14,7 @@
 // Grid: x over column tiles; y (folded into z beyond 65535) over an upper bound of the tiles,
 // which only the GPU knows exactly; workgroups past the last tile return at once. The step's row
 // count is not read: the sort's tiles hold only this step's slots.
-// Defines: IN, OUT, E, K, TM (4, 8 or 16), COLS, OFFSETS_AT, ORDER_AT, TILES_AT, PER_SLOT_INPUT, GELU, GATED.
+// Defines: IN, OUT, E, K, TM (4, 8 or 16), COLS, RUN8 (read runs of 8 inputs: q8 / q4), OFFSETS_AT, ORDER_AT, TILES_AT, PER_SLOT_INPUT, GELU, GATED.
 #include "lib/gelu.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // [n_tokens, IN], or [n_tokens, K, IN] (PER_SLOT_INPUT)
@@ -32,6 +32,45 @@ fn gate_of(s: u32) -> f32 { return 1.0; }
 
 var<workgroup> tile_count: u32;
 
+// The tile's input rows (x offsets of slots 4g .. 4g + 3 in src_g) and accumulators:
+// acc_g.x / acc_g.y hold columns c, c + 1 of those slots, one vector component per slot.
+// Vectors, not an indexed array: an array indexed in a loop may live in memory rather than
+// registers (it does on SwiftShader), and that costs more than the weight reads grouping saves.
+var<private> src0: vec4u;
+var<private> src1: vec4u;
+var<private> src2: vec4u;
+var<private> src3: vec4u;
+var<private> tile_slots: u32;
+var<private> acc0x: vec4f;
+var<private> acc0y: vec4f;
+var<private> acc1x: vec4f;
+var<private> acc1y: vec4f;
+var<private> acc2x: vec4f;
+var<private> acc2y: vec4f;
+var<private> acc3x: vec4f;
+var<private> acc3y: vec4f;
+
+// Adds input i's contribution, weights w of columns c, c + 1, to every slot of the tile. Row
+// groups past the tile's last slot are skipped (the same branch for the whole workgroup).
+fn accumulate(i: u32, w: vec2f) {
+  let x0 = vec4f(x[src0.x + i], x[src0.y + i], x[src0.z + i], x[src0.w + i]);
+  acc0x += x0 * w.x;
+  acc0y += x0 * w.y;
+  if (TM > 4u && tile_slots > 4u) {
+    let x1 = vec4f(x[src1.x + i], x[src1.y + i], x[src1.z + i], x[src1.w + i]);
+    acc1x += x1 * w.x;
+    acc1y += x1 * w.y;
+  }
+  if (TM > 8u && tile_slots > 8u) {
+    let x2 = vec4f(x[src2.x + i], x[src2.y + i], x[src2.z + i], x[src2.w + i]);
+    let x3 = vec4f(x[src3.x + i], x[src3.y + i], x[src3.z + i], x[src3.w + i]);
+    acc2x += x2 * w.x;
+    acc2y += x2 * w.y;
+    acc3x += x3 * w.x;
+    acc3y += x3 * w.y;
+  }
+}
+
 @compute @workgroup_size(COLS)
 fn main(
   @builtin(workgroup_id) wid: vec3u,
@@ -46,20 +85,18 @@ fn main(
   let first = groups[TILES_AT + 2u * t + 1u];
   let count = min(TM, groups[OFFSETS_AT + e + 1u] - first);
 
-  // Slots of the tile and where their inputs start, four to a vector; spare lanes repeat the
-  // last slot. Accumulators are vectors, not an indexed array: an array indexed in a loop may live
-  // in memory rather than registers (it does on SwiftShader), and that costs more than the
-  // weight reads grouping saves.
+  // Slots of the tile, four to a vector; spare lanes repeat the last slot.
   var slots: array<vec4u, 4>;
   for (var g = 0u; g < TM / 4u; g++) {
     for (var j = 0u; j < 4u; j++) {
       slots[g][j] = groups[ORDER_AT + first + min(4u * g + j, count - 1u)];
     }
   }
-  let src = select(slots[0] / K, slots[0], PER_SLOT_INPUT) * IN;
-  let src1 = select(slots[1] / K, slots[1], PER_SLOT_INPUT) * IN;
-  let src2 = select(slots[2] / K, slots[2], PER_SLOT_INPUT) * IN;
-  let src3 = select(slots[3] / K, slots[3], PER_SLOT_INPUT) * IN;
+  src0 = select(slots[0] / K, slots[0], PER_SLOT_INPUT) * IN;
+  src1 = select(slots[1] / K, slots[1], PER_SLOT_INPUT) * IN;
+  src2 = select(slots[2] / K, slots[2], PER_SLOT_INPUT) * IN;
+  src3 = select(slots[3] / K, slots[3], PER_SLOT_INPUT) * IN;
+  tile_slots = count;
 
   let c = 2u * (wid.x * COLS + l);
   // The last even column: invocations past OUT read there and store nothing.
@@ -67,30 +104,22 @@ fn main(
   let w0 = e * IN * OUT + cr;
   // For an odd OUT the last pair's second column is the first one again (never stored).
   let d1 = min(cr + 1u, OUT - 1u) - cr;
-  // acc_g.x/.y: columns c, c + 1 of slot rows 4g .. 4g + 3 (one vector component per row).
-  var acc0x = vec4f(0.0); var acc0y = vec4f(0.0);
-  var acc1x = vec4f(0.0); var acc1y = vec4f(0.0);
-  var acc2x = vec4f(0.0); var acc2y = vec4f(0.0);
-  var acc3x = vec4f(0.0); var acc3y = vec4f(0.0);
-  for (var i = 0u; i < IN; i++) {
-    var w: vec2f;
-    if (OUT % 2u == 0u) {
-      w = weight_at2(w0 + i * OUT);
-    } else {
-      w = vec2f(weight_at(w0 + i * OUT), weight_at(w0 + i * OUT + d1));
+  if (RUN8) {
+    // Quantised: 8 inputs of a column are one q4 word (two q8 words) under one scale, read once.
+    for (var i = 0u; i < IN; i += 8u) {
+      let a = weight_col8(w0 + i * OUT);
+      let b = weight_col8(w0 + i * OUT + d1);
+      for (var k = 0u; k < 8u; k++) {
+        accumulate(i + k, vec2f(a[k / 4u][k % 4u], b[k / 4u][k % 4u]));
+      }
     }
-    let x0 = vec4f(x[src.x + i], x[src.y + i], x[src.z + i], x[src.w + i]);
-    acc0x += x0 * w.x; acc0y += x0 * w.y;
-    // Row groups past the tile's last slot are skipped (the same branch for the whole workgroup).
-    if (TM > 4u && count > 4u) {
-      let x1 = vec4f(x[src1.x + i], x[src1.y + i], x[src1.z + i], x[src1.w + i]);
-      acc1x += x1 * w.x; acc1y += x1 * w.y;
-    }
-    if (TM > 8u && count > 8u) {
-      let x2 = vec4f(x[src2.x + i], x[src2.y + i], x[src2.z + i], x[src2.w + i]);
-      let x3 = vec4f(x[src3.x + i], x[src3.y + i], x[src3.z + i], x[src3.w + i]);
-      acc2x += x2 * w.x; acc2y += x2 * w.y;
-      acc3x += x3 * w.x; acc3y += x3 * w.y;
+  } else {
+    for (var i = 0u; i < IN; i++) {
+      if (OUT % 2u == 0u) {
+        accumulate(i, weight_at2(w0 + i * OUT));
+      } else {
+        accumulate(i, vec2f(weight_at(w0 + i * OUT), weight_at(w0 + i * OUT + d1)));
+      }
     }
   }
 

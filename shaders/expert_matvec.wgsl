@@ -14,7 +14,8 @@
 // in workgroup memory after one barrier.
 // Grid: x over tiles of 2 * COLS output columns; y (folded into z beyond 65535) over the
 // (row, slot) pairs (project) or rows (combine).
-// Defines: IN, OUT, E, K, COLS and SPLIT (powers of two), PER_SLOT_INPUT, GELU, COMBINE,
+// Defines: IN, OUT, E, K, COLS and SPLIT (powers of two), PER_SLOT_INPUT, GELU, COMBINE, RUN8
+// (read runs of 8 inputs: q8 / q4),
 // SUBGROUPS (the variant must enable the subgroups extension).
 #include "lib/step.wgsl"
 #include "lib/gelu.wgsl"
@@ -45,7 +46,18 @@ fn slot_dot(slot: u32, xrow: u32, c0: u32, cy: u32) -> vec2f {
   let e = min(ids[slot], E - 1u);
   let w0 = e * IN * OUT + c0;
   var acc = vec2f(0.0);
-  if (OUT % 2u == 0u) {
+  if (RUN8) {
+    // Quantised: 8 inputs of a column are one q4 word (two q8 words) under one scale, read once.
+    let d1 = min(c0 + 1u, OUT - 1u) - c0;
+    for (var i = 8u * cy; i < IN; i += 8u * SPLIT) {
+      let a = weight_col8(w0 + i * OUT);
+      let b = weight_col8(w0 + i * OUT + d1);
+      let xi = xrow + i;
+      let x0 = vec4f(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u]);
+      let x1 = vec4f(x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]);
+      acc += vec2f(dot(a[0], x0) + dot(a[1], x1), dot(b[0], x0) + dot(b[1], x1));
+    }
+  } else if (OUT % 2u == 0u) {
     // Columns c0, c0 + 1 of an even-width row share one packed word.
     for (var i = cy; i < IN; i += SPLIT) {
       acc += x[xrow + i] * weight_at2(w0 + i * OUT);

@@ -8,7 +8,8 @@
 // (vec4 accumulators, one component per token row).
 // Grid: x (folded into z beyond 65535) over blocks of RPW output rows; y over chunks of CHUNK
 // token rows (1 with LAST_ROW_ONLY).
-// Defines: IN, OUT, LANES and RPW (powers of two), CHUNK, HAS_BIAS, LAST_ROW_ONLY, SUBGROUPS
+// Defines: IN, OUT, LANES and RPW (powers of two), CHUNK, HAS_BIAS, LAST_ROW_ONLY, RUN8 (read
+// runs of 8 weights: q8 / q4, IN a multiple of 8), SUBGROUPS
 // (the variant must enable the subgroups extension).
 #include "lib/step.wgsl"
 
@@ -38,7 +39,15 @@ var<workgroup> partial: array<vec4f, max(2u * WG / MIN_SUBGROUP, 1u)>;
 // This invocation's share of one output row's dot product with one token row.
 fn dot1(wrow: u32, xrow: u32, lane: u32) -> f32 {
   var acc = 0.0;
-  if (IN % 2u == 0u) {
+  if (RUN8) {
+    // Quantised rows: each packed word and scale read once for its 8 (q4) or 4 (q8) values.
+    for (var i = 8u * lane; i < IN; i += 8u * LANES) {
+      let w = weight_run8(wrow + i);
+      let xi = xrow + i;
+      acc += dot(w[0], vec4f(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u]))
+        + dot(w[1], vec4f(x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]));
+    }
+  } else if (IN % 2u == 0u) {
     // Rows start on a packed-word boundary: read 16-bit weights a word (two values) at a time.
     for (var i = 2u * lane; i < IN; i += 2u * LANES) {
       acc += dot(weight_at2(wrow + i), vec2f(x[xrow + i], x[xrow + i + 1u]));
@@ -54,7 +63,15 @@ fn dot1(wrow: u32, xrow: u32, lane: u32) -> f32 {
 // The same for four token rows at once (offsets xrows), sharing each weight read.
 fn dot4(wrow: u32, xrows: vec4u, lane: u32) -> vec4f {
   var acc = vec4f(0.0);
-  if (IN % 2u == 0u) {
+  if (RUN8) {
+    for (var i = 8u * lane; i < IN; i += 8u * LANES) {
+      let w = weight_run8(wrow + i);
+      for (var k = 0u; k < 8u; k++) {
+        let ik = i + k;
+        acc += w[k / 4u][k % 4u] * vec4f(x[xrows.x + ik], x[xrows.y + ik], x[xrows.z + ik], x[xrows.w + ik]);
+      }
+    }
+  } else if (IN % 2u == 0u) {
     for (var i = 2u * lane; i < IN; i += 2u * LANES) {
       let w = weight_at2(wrow + i);
       let x0 = vec4f(x[xrows.x + i], x[xrows.y + i], x[xrows.z + i], x[xrows.w + i]);

@@ -9,6 +9,15 @@ import { shaderSource } from './shader-sources.ts';
  */
 export type WeightType = 'f32' | 'bf16' | 'f16' | 'q8' | 'q4';
 
+/**
+ * Whether a kernel reads `type` weights in runs of 8 inputs (NAME_run8 / NAME_col8): for q8 and
+ * q4, whose element accessors would read each packed word and scale once per element or pair.
+ * Quantised matrices always have IN % 32 == 0.
+ */
+export function runsOf8(type: WeightType, inDim: number): boolean {
+  return (type === 'q8' || type === 'q4') && inDim % 8 === 0;
+}
+
 /** Whether a variant binds any f16 weights (which shader-f16 lets it read natively). */
 export function hasF16Weights(variant: Variant): boolean {
   return Object.values(variant.weights ?? {}).some((w) => (typeof w === 'string' ? w : w.type) === 'f16');
@@ -69,7 +78,34 @@ function constLine(name: string, value: Define): string {
  * the same word twice. For q types, i + 1 must be in the same row of a 2-D tensor (true when IN
  * is even) and the neighbouring column of the same input of a 3-D one (true when OUT is even).
  */
+/**
+ * Run accessors, declared for every type so kernels compile whichever branch they take:
+ * `NAME_run8(i)`: elements i .. i + 7 (i a multiple of 8, one row of a 2-D tensor), and
+ * `NAME_col8(i)`: elements i, i + OUT, .., i + 7·OUT (the same column of 8 consecutive inputs of
+ * a 3-D [E, IN, OUT] tensor, input row a multiple of 8), as two vec4f. For q8 / q4 they read
+ * each packed word and scale once for its 4 or 8 values, where the element accessors read them
+ * once per element or pair; the kernels use them for quantised weights (RUN8).
+ */
+function genericRuns(name: string, shape: readonly number[] | undefined): string {
+  const out = shape?.length === 3 ? shape[2] : 1;
+  return `fn ${name}_run8(i: u32) -> array<vec4f, 2> {
+  return array<vec4f, 2>(vec4f(${name}_at2(i), ${name}_at2(i + 2u)), vec4f(${name}_at2(i + 4u), ${name}_at2(i + 6u)));
+}
+fn ${name}_col8(i: u32) -> array<vec4f, 2> {
+  let o = ${out}u;
+  return array<vec4f, 2>(vec4f(${name}_at(i), ${name}_at(i + o), ${name}_at(i + 2u * o), ${name}_at(i + 3u * o)),
+    vec4f(${name}_at(i + 4u * o), ${name}_at(i + 5u * o), ${name}_at(i + 6u * o), ${name}_at(i + 7u * o)));
+}`;
+}
+
 function weightDecl(name: string, binding: string, spec: WeightSpec, nativeF16: boolean): string {
+  const type = typeof spec === 'string' ? spec : spec.type;
+  const shape = typeof spec === 'string' ? undefined : spec.shape;
+  if (type === 'q8' || type === 'q4') return elementDecl(name, binding, spec, nativeF16);
+  return `${elementDecl(name, binding, spec, nativeF16)}\n${genericRuns(name, shape)}`;
+}
+
+function elementDecl(name: string, binding: string, spec: WeightSpec, nativeF16: boolean): string {
   const type = typeof spec === 'string' ? spec : spec.type;
   const decl = (elem: string) => `@group(0) @binding(${binding}) var<storage, read> ${name}: array<${elem}>;`;
   switch (type) {
@@ -115,6 +151,15 @@ function quantAccessors(name: string, type: QuantType, shape: readonly number[])
   const logPer = Math.log2(g.per);
   const shift = 32 - g.bits;
   const u = (n: number) => `${n}u`;
+  // Values 4m .. 4m + 3 of a word, for the run accessors: q4 words hold two such quads, q8 one.
+  const quad = (word: string, m: number) => {
+    const sh = [0, 1, 2, 3].map((k) => u(shift - g.bits * (4 * m + k))).join(', ');
+    return `vec4f(bitcast<vec4i>(vec4u(${word}) << vec4u(${sh})) >> vec4u(${u(shift)}))`;
+  };
+  // Eight values from the word(s) at word index `w` (q4: one word; q8: words w, w + step).
+  const eight = (w: string, step: string) =>
+    g.per === 8 ? `let word = ${name}[${w}];\n  let q = array<vec4f, 2>(${quad('word', 0)}, ${quad('word', 1)});`
+      : `let q = array<vec4f, 2>(${quad(`${name}[(${w})]`, 0)}, ${quad(`${name}[(${w}) + ${step}]`, 0)});`;
   // Value k of a word, sign-extended: shift it to the top, then arithmetic shift right.
   const common = `fn ${name}_q(word: u32, k: u32) -> f32 { return f32(bitcast<i32>(word << (${u(shift)} - ${u(g.bits)} * k)) >> ${u(shift)}); }
 fn ${name}_q2(word: u32, k: u32) -> vec2f { return vec2f(${name}_q(word, k), ${name}_q(word, k + 1u)); }`;
@@ -122,10 +167,17 @@ fn ${name}_q2(word: u32, k: u32) -> vec2f { return vec2f(${name}_q(word, k), ${n
     // One block, rows of IN: element idx is value idx % P of word idx / P, and its scale is
     // scale idx / 32 (IN is a multiple of 32, so rows never share a word or a group).
     const sbase = g.wordsPerBlock;
+    // A run of 8 (i a multiple of 8) is one q4 word or two q8 words, under one scale (8 | 32).
     return `${common}
 fn ${name}_scale(h: u32) -> f32 { return unpack2x16float(${name}[${u(sbase)} + (h >> 1u)])[h & 1u]; }
 fn ${name}_at(i: u32) -> f32 { return ${name}_q(${name}[i >> ${u(logPer)}], i & ${u(g.per - 1)}) * ${name}_scale(i >> 5u); }
-fn ${name}_at2(i: u32) -> vec2f { return ${name}_q2(${name}[i >> ${u(logPer)}], i & ${u(g.per - 1)}) * ${name}_scale(i >> 5u); }`;
+fn ${name}_at2(i: u32) -> vec2f { return ${name}_q2(${name}[i >> ${u(logPer)}], i & ${u(g.per - 1)}) * ${name}_scale(i >> 5u); }
+fn ${name}_run8(i: u32) -> array<vec4f, 2> {
+  ${eight(`i >> ${u(logPer)}`, '1u')}
+  let s = ${name}_scale(i >> 5u);
+  return array<vec4f, 2>(q[0] * s, q[1] * s);
+}
+fn ${name}_col8(i: u32) -> array<vec4f, 2> { return ${name}_run8(i); }`;
   }
   // [E, IN, OUT]: i = (e·IN + r)·OUT + j; block e starts at word e·blockWords, holds words
   // [IN/P, OUT] then scales [IN/32, OUT].
@@ -146,7 +198,25 @@ fn ${name}_at2(i: u32) -> vec2f { return ${name}_q2(${name}[i >> ${u(logPer)}], 
   return vec2f(${name}_q(${name}[w], k), ${name}_q(${name}[w + 1u], k)) * s;
 }`
       : `fn ${name}_at2(i: u32) -> vec2f { return vec2f(${name}_at(i), ${name}_at(i + 1u)); }`;
+  // col8: input rows r .. r + 7 of column j (r a multiple of 8) are one q4 word or two q8 words
+  // OUT apart, under one scale.
+  const col8 = `fn ${name}_col8(i: u32) -> array<vec4f, 2> {
+  let row = i / ${u(OUT)};
+  let j = i - row * ${u(OUT)};
+  let e = row / ${u(IN)};
+  let r = row - e * ${u(IN)};
+  let base = e * ${u(g.blockWords)};
+  let w = base + (r >> ${u(logPer)}) * ${u(OUT)} + j;
+  ${eight('w', u(OUT))}
+  let h = (r >> 5u) * ${u(OUT)} + j;
+  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (h >> 1u)])[h & 1u];
+  return array<vec4f, 2>(q[0] * s, q[1] * s);
+}
+fn ${name}_run8(i: u32) -> array<vec4f, 2> {
+  return array<vec4f, 2>(vec4f(${name}_at2(i), ${name}_at2(i + 2u)), vec4f(${name}_at2(i + 4u), ${name}_at2(i + 6u)));
+}`;
   return `${common}
+${col8}
 fn ${name}_at(i: u32) -> f32 {
   let row = i / ${u(OUT)};
   let j = i - row * ${u(OUT)};

@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 /**
@@ -130,6 +130,7 @@ export async function expertGroupedMatmul(
       PER_SLOT_INPUT: shape.perSlotInput,
       GELU: shape.activation === 'gelu_tanh',
       GATED: shape.gated,
+      RUN8: runsOf8(weightType, inDim),
     },
     weights: { weight: weightSpec(weightType, [g.experts, inDim, outDim]) },
   });

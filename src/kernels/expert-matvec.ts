@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface ExpertProjectShape {
@@ -118,6 +118,7 @@ export async function expertProject(
       PER_SLOT_INPUT: shape.perSlotInput,
       GELU: shape.activation === 'gelu_tanh',
       COMBINE: false,
+      RUN8: runsOf8(weightType, inDim),
       SUBGROUPS: sg,
     },
     weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },
@@ -157,6 +158,7 @@ export async function expertCombine(
       PER_SLOT_INPUT: true,
       GELU: false,
       COMBINE: true,
+      RUN8: runsOf8(weightType, inDim),
       SUBGROUPS: sg,
     },
     weights: { weight: weightSpec(weightType, [experts, inDim, outDim]) },

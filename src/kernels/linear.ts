@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface LinearShape {
@@ -66,6 +66,7 @@ export async function linear(
       HAS_BIAS: hasBias,
       LAST_ROW_ONLY: lastRowOnly,
       SUBGROUPS: subgroups,
+      RUN8: runsOf8(weightType, inDim),
     },
     weights: { weight: weightSpec(weightType, [outDim, inDim]) },
     ...(subgroups ? { enables: ['subgroups'] } : {}),
