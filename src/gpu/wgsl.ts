@@ -183,49 +183,47 @@ fn ${name}_col8(i: u32) -> array<vec4f, 2> { return ${name}_run8(i); }`;
   // [IN/P, OUT] then scales [IN/32, OUT].
   const IN = g.inDim;
   const OUT = g.cols;
-  const at2 =
-    OUT % 2 === 0
-      ? `fn ${name}_at2(i: u32) -> vec2f {
+  // Where flat element i lies: its block's first word, its input row r in the expert, its column j.
+  const locate = `fn ${name}_locate(i: u32) -> vec3u {
   let row = i / ${u(OUT)};
   let j = i - row * ${u(OUT)};
   let e = row / ${u(IN)};
-  let r = row - e * ${u(IN)};
-  let base = e * ${u(g.blockWords)};
-  let w = base + (r >> ${u(logPer)}) * ${u(OUT)} + j;
-  let k = r & ${u(g.per - 1)};
+  return vec3u(e * ${u(g.blockWords)}, row - e * ${u(IN)}, j);
+}
+// The scale of input row r, column j of the block at base.
+fn ${name}_scale3(base: u32, r: u32, j: u32) -> f32 {
+  let h = (r >> 5u) * ${u(OUT)} + j;
+  return unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (h >> 1u)])[h & 1u];
+}`;
+  const at2 =
+    OUT % 2 === 0
+      ? `fn ${name}_at2(i: u32) -> vec2f {
+  let p = ${name}_locate(i);
+  let w = p.x + (p.y >> ${u(logPer)}) * ${u(OUT)} + p.z;
+  let k = p.y & ${u(g.per - 1)};
   // j is even and the block's scale count is even (OUT is): scales j, j + 1 share a word.
-  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (((r >> 5u) * ${u(OUT)} + j) >> 1u)]);
+  let s = unpack2x16float(${name}[p.x + ${u(g.wordsPerBlock)} + (((p.y >> 5u) * ${u(OUT)} + p.z) >> 1u)]);
   return vec2f(${name}_q(${name}[w], k), ${name}_q(${name}[w + 1u], k)) * s;
 }`
       : `fn ${name}_at2(i: u32) -> vec2f { return vec2f(${name}_at(i), ${name}_at(i + 1u)); }`;
   // col8: input rows r .. r + 7 of column j (r a multiple of 8) are one q4 word or two q8 words
   // OUT apart, under one scale.
   const col8 = `fn ${name}_col8(i: u32) -> array<vec4f, 2> {
-  let row = i / ${u(OUT)};
-  let j = i - row * ${u(OUT)};
-  let e = row / ${u(IN)};
-  let r = row - e * ${u(IN)};
-  let base = e * ${u(g.blockWords)};
-  let w = base + (r >> ${u(logPer)}) * ${u(OUT)} + j;
+  let p = ${name}_locate(i);
+  let w = p.x + (p.y >> ${u(logPer)}) * ${u(OUT)} + p.z;
   ${eight('w', u(OUT))}
-  let h = (r >> 5u) * ${u(OUT)} + j;
-  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (h >> 1u)])[h & 1u];
+  let s = ${name}_scale3(p.x, p.y, p.z);
   return array<vec4f, 2>(q[0] * s, q[1] * s);
 }
 fn ${name}_run8(i: u32) -> array<vec4f, 2> {
   return array<vec4f, 2>(vec4f(${name}_at2(i), ${name}_at2(i + 2u)), vec4f(${name}_at2(i + 4u), ${name}_at2(i + 6u)));
 }`;
   return `${common}
+${locate}
 ${col8}
 fn ${name}_at(i: u32) -> f32 {
-  let row = i / ${u(OUT)};
-  let j = i - row * ${u(OUT)};
-  let e = row / ${u(IN)};
-  let r = row - e * ${u(IN)};
-  let base = e * ${u(g.blockWords)};
-  let h = (r >> 5u) * ${u(OUT)} + j;
-  let s = unpack2x16float(${name}[base + ${u(g.wordsPerBlock)} + (h >> 1u)])[h & 1u];
-  return ${name}_q(${name}[base + (r >> ${u(logPer)}) * ${u(OUT)} + j], r & ${u(g.per - 1)}) * s;
+  let p = ${name}_locate(i);
+  return ${name}_q(${name}[p.x + (p.y >> ${u(logPer)}) * ${u(OUT)} + p.z], p.y & ${u(g.per - 1)}) * ${name}_scale3(p.x, p.y, p.z);
 }
 ${at2}`;
 }

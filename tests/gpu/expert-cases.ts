@@ -1,3 +1,5 @@
+import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
+
 // Random expert routing and the float32 error bounds shared by the expert kernels' tests
 // (expert-matvec for decode, expert-grouped for prefill).
 
@@ -51,4 +53,24 @@ export function randomIds(rows: number, k: number, experts: number, rand: () => 
 /** Gates as the router gives them: positive, not renormalised (sum < 1). */
 export function randomGates(rows: number, k: number, rand: () => number): Float32Array {
   return Float32Array.from({ length: rows * k }, () => 0.05 + 0.4 * rand());
+}
+
+/**
+ * The float64 reference of a combine, h0[r] + Σ_s gates[r, s]·(x[r, s] @ W[ids[r, s]]), and its
+ * float32 tolerance: each slot's bound scaled by its gate, plus k + 2 roundings of the gate
+ * products, their sum and the residual add.
+ */
+export function combineCase(
+  c: { rows: number; inDim: number; outDim: number; k: number },
+  x: Float32Array,
+  weight: Float32Array,
+  maxW: number,
+  ids: Uint32Array,
+  gates: Float32Array,
+  h0: Float32Array,
+): { expected: Float64Array; tol: number } {
+  const ys = projectRef(Float64Array.from(x), c.rows, c.k, true, c.inDim, c.outDim, weight, ids, 'none');
+  const add = combineRef(ys, Float64Array.from(gates), c.rows, c.k, c.outDim);
+  const expected = Float64Array.from(h0, (v, i) => v + add[i]);
+  return { expected, tol: maxGateSum(gates, c.k) * slotBound(x, c.inDim, maxW) + (c.k + 2) * U * maxAbs(expected) };
 }

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertGroupedMatmul, expertSlotSum, expertSort, groupTileRows, groupsLayout, type GroupsLayout } from '../../src/kernels/expert-grouped.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
-import { expertCombine as combineRef, expertProject as projectRef, groupByExpert } from '../../src/reference/experts.ts';
-import { GELU_SLOPE, U, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from './expert-cases.ts';
+import { expertProject as projectRef, groupByExpert } from '../../src/reference/experts.ts';
+import { GELU_SLOPE, U, combineCase, maxAbs, randomGates, randomIds, slotBound } from './expert-cases.ts';
 import { expectClose, gpuContext, randomF32, readF32, readU32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
 
 // Prefill's grouped expert kernels: the sort against its CPU twin (exact), the grouped matmuls
@@ -94,10 +94,7 @@ async function checkCombine(type: WeightType, c: Case, seed: number) {
   const got = await readF32(ctx, h);
   expect(await ctx.device.popErrorScope()).toBeNull();
   weight.destroy();
-  const ys = projectRef(Float64Array.from(x), c.rows, c.k, true, c.inDim, c.outDim, w.rounded, ids, 'none');
-  const add = combineRef(ys, Float64Array.from(gates), c.rows, c.k, c.outDim);
-  const expected = Float64Array.from(h0, (v, i) => v + add[i]);
-  const tol = maxGateSum(gates, c.k) * slotBound(x, c.inDim, scale) + (c.k + 2) * U * maxAbs(expected);
+  const { expected, tol } = combineCase(c, x, w.rounded, scale, ids, gates, h0);
   expectClose(got, expected, tol, `${type} ${JSON.stringify(c)}`);
 }
 

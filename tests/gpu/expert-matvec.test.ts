@@ -4,7 +4,7 @@ import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
 import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
-import { GELU_SLOPE, U, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from './expert-cases.ts';
+import { GELU_SLOPE, U, combineCase, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from './expert-cases.ts';
 import {
   expectClose,
   gpuContext,
@@ -110,12 +110,7 @@ async function checkCombine(type: WeightType, c: RandomCase, seed: number): Prom
   const weight = upload(ctx, w.data);
   const got = await runCombine(type, c, c.rows, x, weight, ids, gates, h0);
   weight.destroy();
-  const ys = projectRef(Float64Array.from(x), c.rows, c.k, true, c.inDim, c.outDim, w.rounded, ids, 'none');
-  const add = combineRef(ys, Float64Array.from(gates), c.rows, c.k, c.outDim);
-  const expected = Float64Array.from(h0, (v, i) => v + add[i]);
-  // Each slot's bound scaled by its gate, plus k + 2 roundings of the gate products, their sum
-  // and the residual add.
-  const tol = maxGateSum(gates, c.k) * slotBound(x, c.inDim, scale) + (c.k + 2) * U * maxAbs(expected);
+  const { expected, tol } = combineCase(c, x, w.rounded, scale, ids, gates, h0);
   expectClose(got, expected, tol, `${type} ${JSON.stringify(c)}`);
 }
 
