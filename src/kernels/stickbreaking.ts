@@ -130,6 +130,19 @@ export async function stickBreakingPrefill(
 ): Promise<Dispatch> {
   const { k, heads, headSize } = shape;
   checkShape(label, shape);
+  if (gpu.kernelProfile === 'cpu') {
+    // On a CPU adapter, one invocation per (row, slot, head) walks its keys alone: no barriers.
+    const SERIAL_WG = 16;
+    const serial = await gpu.pipelines.get('stickbreaking_prefill_serial.wgsl', {
+      defines: { NSLOT: k, H: heads, D: headSize, WG: SERIAL_WG, SCALE: { f32: 1 / Math.sqrt(headSize) } },
+    });
+    return {
+      label,
+      pipeline: serial,
+      bindGroup: bindGroup(gpu.device, serial, { 0: b.step, 1: b.q, 2: b.keys, 3: b.values, 4: b.o }, label),
+      grid: (rows) => (rows === 0 ? [0, 1, 1] : [Math.ceil((rows * k * heads) / SERIAL_WG), 1, 1]),
+    };
+  }
   // Row groups: the invocations not needed to span the head dims split the tile's rows.
   const RG = Math.min(PREFILL_BQ, WG / lanes(headSize).LANES);
   const DC = Math.min(PREFILL_DC, headSize);

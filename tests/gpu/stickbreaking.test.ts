@@ -169,54 +169,57 @@ for (const profile of ['gpu', 'cpu'] as const) {
   });
 }
 
-describe('stick-breaking prefill', () => {
-  // BQ = 16 rows per tile, BK = 32 keys per block. pos > 0 continues a chunked prefill whose
-  // earlier keys are already in the cache.
-  const tc: [number, number][] = [
-    [1, 0],
-    [15, 0],
-    [16, 0],
-    [17, 0],
-    [35, 0],
-    [1, 33],
-    [17, 40],
-    [35, 29],
-  ];
-  for (const s of [MOLM, GENERAL]) {
-    it(`${s.name}, (T, pos) = ${tc.map(([t, p]) => `(${t}, ${p})`).join(' ')}`, async () => {
-      for (const [T, pos] of tc) {
-        const r = await runPrefill(s, T, pos, NORMAL, T * 100 + pos + s.headSize);
+for (const profile of ['gpu', 'cpu'] as const) {
+  describe(`stick-breaking prefill, ${profile} shape (${profile === 'cpu' ? 'serial' : 'tiled'})`, () => {
+    useKernelProfile(profile);
+    // BQ = 16 rows per tile, BK = 32 keys per block. pos > 0 continues a chunked prefill whose
+    // earlier keys are already in the cache.
+    const tc: [number, number][] = [
+      [1, 0],
+      [15, 0],
+      [16, 0],
+      [17, 0],
+      [35, 0],
+      [1, 33],
+      [17, 40],
+      [35, 29],
+    ];
+    for (const s of [MOLM, GENERAL]) {
+      it(`${s.name}, (T, pos) = ${tc.map(([t, p]) => `(${t}, ${p})`).join(' ')}`, async () => {
+        for (const [T, pos] of tc) {
+          const r = await runPrefill(s, T, pos, NORMAL, T * 100 + pos + s.headSize);
+          expectRelClose(r.actual, r.expected, r.vmax, TOL, `T ${T} pos ${pos}`);
+        }
+      });
+    }
+    it(`${GENERAL.name}: a long chunk after a long history`, async () => {
+      const r = await runPrefill(GENERAL, 100, 250, NORMAL, 5);
+      expectRelClose(r.actual, r.expected, r.vmax, TOL, 'T 100 pos 250');
+    });
+    it(`${ODD.name}`, async () => {
+      for (const [T, pos] of [
+        [17, 0],
+        [20, 45],
+      ]) {
+        const r = await runPrefill(ODD, T, pos, NORMAL, T + pos);
         expectRelClose(r.actual, r.expected, r.vmax, TOL, `T ${T} pos ${pos}`);
       }
     });
-  }
-  it(`${GENERAL.name}: a long chunk after a long history`, async () => {
-    const r = await runPrefill(GENERAL, 100, 250, NORMAL, 5);
-    expectRelClose(r.actual, r.expected, r.vmax, TOL, 'T 100 pos 250');
+    it('weighs every key block correctly when the stick lasts hundreds of keys', async () => {
+      for (const [s, T, pos] of [
+        [MOLM, 35, 100],
+        [GENERAL, 100, 250],
+        [ODD, 20, 45],
+      ] as const) {
+        const r = await runPrefill(s, T, pos, SLOW, T + pos + 1);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} T ${T} pos ${pos}`);
+      }
+    });
+    it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
+      for (const s of [MOLM, GENERAL]) {
+        const r = await runPrefill(s, 35, 29, LARGE, 77);
+        expectRelClose(r.actual, r.expected, r.vmax, TOL, s.name);
+      }
+    });
   });
-  it(`${ODD.name}`, async () => {
-    for (const [T, pos] of [
-      [17, 0],
-      [20, 45],
-    ]) {
-      const r = await runPrefill(ODD, T, pos, NORMAL, T + pos);
-      expectRelClose(r.actual, r.expected, r.vmax, TOL, `T ${T} pos ${pos}`);
-    }
-  });
-  it('weighs every key block correctly when the stick lasts hundreds of keys', async () => {
-    for (const [s, T, pos] of [
-      [MOLM, 35, 100],
-      [GENERAL, 100, 250],
-      [ODD, 20, 45],
-    ] as const) {
-      const r = await runPrefill(s, T, pos, SLOW, T + pos + 1);
-      expectRelClose(r.actual, r.expected, r.vmax, TOL, `${s.name} T ${T} pos ${pos}`);
-    }
-  });
-  it('stays accurate with logits of ±30 (softplus at both tails)', async () => {
-    for (const s of [MOLM, GENERAL]) {
-      const r = await runPrefill(s, 35, 29, LARGE, 77);
-      expectRelClose(r.actual, r.expected, r.vmax, TOL, s.name);
-    }
-  });
-});
+}
