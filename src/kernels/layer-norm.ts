@@ -16,7 +16,9 @@ export async function layerNorm(
   b: LayerNormBuffers,
   label = 'layer_norm',
 ): Promise<Dispatch> {
-  const wg = 64;
+  // On a CPU adapter one invocation normalises a row alone: its barriers then wait for nobody,
+  // where 64 invocations pay a switch between all of them at each of the reduction's barriers.
+  const wg = gpu.kernelProfile === 'cpu' ? 1 : 64;
   const pipeline = await gpu.pipelines.get('layer_norm.wgsl', {
     defines: { C: shape.width, WG: wg, EPS: { f32: shape.eps } },
   });

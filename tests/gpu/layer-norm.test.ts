@@ -2,9 +2,10 @@ import { describe, it } from 'vitest';
 import { layerNorm } from '../../src/kernels/layer-norm.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { layerNorm as layerNormRef } from '../../src/reference/layer-norm.ts';
-import { expectClose, gpuContext, output, randomF32, readF32, rng, stepUniform, upload } from './harness.ts';
+import { expectClose, gpuContext, output, randomF32, readF32, rng, stepUniform, upload, useKernelProfile } from './harness.ts';
 
-describe('layer_norm kernel', () => {
+for (const profile of ['gpu', 'cpu'] as const) describe(`layer_norm kernel, ${profile} shape`, () => {
+  useKernelProfile(profile);
   // f32 accumulation over a row of width C: error ~ C · 2^-24 relative; 2e-5 absolute on unit-scale data.
   const TOL = 2e-5;
   for (const [rows, width] of [
