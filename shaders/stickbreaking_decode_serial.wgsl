@@ -8,7 +8,7 @@
 // workgroup-parallel kernel the slowest of a decode step there (docs/performance.md).
 // Defines: NSLOT, H, D, P, WG, SCALE = 1 / sqrt(D) (f32).
 #include "lib/step.wgsl"
-#include "lib/softplus.wgsl"
+#include "lib/stickbreaking_walk.wgsl"
 
 @group(0) @binding(1) var<storage, read> q: array<f32>;               // [1, NSLOT, H * D]
 @group(0) @binding(2) var<storage, read> keys: array<f32>;            // [max_context, H * D]
@@ -34,13 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   var acc = array<f32, D>();
   var carry = 0.0;
   for (var j = end; j > start; j--) {
-    let kb = (j - 1u) * W + h * D;
-    var l = 0.0;
-    for (var i = 0u; i < D; i++) { l += q[qb + i] * keys[kb + i]; }
-    let sp = sb_split(l * SCALE);
-    let w = exp(sp.x + carry);
-    carry += sp.y;
-    for (var i = 0u; i < D; i++) { acc[i] += w * values[kb + i]; }
+    sb_walk_key(qb, (j - 1u) * W + h * D, &carry, &acc);
   }
   let obase = (seg * NSLOT + slot) * W + h * D;
   for (var i = 0u; i < D; i++) { partials[obase + i] = acc[i]; }
