@@ -7,6 +7,12 @@ export interface RouterShape {
   gating: number; // G, the router's hidden size
   experts: number; // E
   k: number; // experts chosen per token
+  /**
+   * Planned for steps of many rows (prefill): on a CPU adapter each row is then routed by one
+   * invocation (shaders/router_topk_serial.wgsl), with no barriers; one-row steps keep the
+   * workgroup kernel, whose invocations share the row's dot products.
+   */
+  manyRows?: boolean;
 }
 
 export interface RouterBuffers {
@@ -65,8 +71,11 @@ export async function routerTopK(
   checkShape(shape);
   // Each matrix has its own storage: under q8 / q4 one may have fallen back to f16.
   const types = typeof weightType === 'string' ? { w0: weightType, w3: weightType } : weightType;
-  const pipeline = await gpu.pipelines.get('router_topk.wgsl', {
-    defines: { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k, ...workgroupShape(gpu, shape.experts) },
+  const serial = gpu.kernelProfile === 'cpu' && shape.manyRows === true;
+  const SERIAL_WG = 16;
+  const common = { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k };
+  const pipeline = await gpu.pipelines.get(serial ? 'router_topk_serial.wgsl' : 'router_topk.wgsl', {
+    defines: serial ? { ...common, WG: SERIAL_WG } : { ...common, ...workgroupShape(gpu, shape.experts) },
     weights: {
       w0: weightSpec(types.w0, [shape.gating, shape.width]),
       w3: weightSpec(types.w3, [shape.experts, shape.gating]),
@@ -81,6 +90,6 @@ export async function routerTopK(
       { 0: b.step, 1: b.x, 2: b.w0, 3: b.b0, 4: b.w3, 5: b.ids, 6: b.gates, 7: b.probs },
       label,
     ),
-    grid: (rows) => [rows, 1, 1],
+    grid: (rows) => (serial ? [Math.ceil(rows / SERIAL_WG), 1, 1] : [rows, 1, 1]),
   };
 }

@@ -75,17 +75,43 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
   const d: Promise<Dispatch | Dispatch[]>[] = [];
 
   // The attention and MLP routers differ only in their weights and where their choices go.
-  const router = (kind: 'att' | 'mlp', w0: string, b0: string, w3: string, experts: number, k: number, l: number) =>
-    routerTopK(ctx, { width: C, gating: c.gatingSize, experts, k }, { w0: st(w0), w3: st(w3) }, {
+  const router = (which: 'att' | 'mlp', w0: string, b0: string, w3: string, experts: number, k: number, l: number) =>
+    routerTopK(ctx, { width: C, gating: c.gatingSize, experts, k, manyRows: kind === 'prefill' }, { w0: st(w0), w3: st(w3) }, {
       step,
       x: a.x,
       w0: w.get(w0),
       b0: w.get(b0),
       w3: w.get(w3),
-      ids: (kind === 'att' ? a.attIds : a.mlpIds)[l],
-      gates: (kind === 'att' ? a.attGates : a.mlpGates)[l],
-      probs: (kind === 'att' ? a.attProbs : a.mlpProbs)[l],
-    }, `router.${kind}.${l}`);
+      ids: (which === 'att' ? a.attIds : a.mlpIds)[l],
+      gates: (which === 'att' ? a.attGates : a.mlpGates)[l],
+      probs: (which === 'att' ? a.attProbs : a.mlpProbs)[l],
+    }, `router.${which}.${l}`);
+
+  // The expert projections of one router's choices: grouped by expert in prefill (a sort, then
+  // one matmul per projection, gate-weighted slot outputs summed into h), per slot in decode.
+  const moe = (which: 'att' | 'mlp', l: number) => {
+    const k = which === 'att' ? c.kAtt : c.kMlp;
+    const g = groups?.[which];
+    const ids = which === 'att' ? attIds(l) : mlpIds(l);
+    const E = which === 'att' ? attExperts : mlpExperts;
+    const gates = (which === 'att' ? a.attGates : a.mlpGates)[l];
+    return {
+      sort: (): Promise<Dispatch>[] => (g ? [expertSort(ctx, g, { step, ids, groups: a.expertGroups! }, `sort.${which}.${l}`)] : []),
+      // y[r, s] = act(x[r] @ W[e(r, s)])
+      project: (inDim: number, outDim: number, activation: 'none' | 'gelu_tanh', tensor: string, x: GPUBuffer, y: GPUBuffer, label: string): Promise<Dispatch>[] =>
+        g
+          ? [expertGroupedMatmul(ctx, g, { inDim, outDim, perSlotInput: false, activation, gated: false }, st(tensor), { x, weight: w.get(tensor), groups: a.expertGroups!, y }, label)]
+          : [expertProject(ctx, { inDim, outDim, experts: E, k, perSlotInput: false, activation }, st(tensor), { step, x, weight: w.get(tensor), ids, y }, label)],
+      // h[r] += Σ_s gate(r, s) · (x[r, s] @ W[e(r, s)])
+      combine: (inDim: number, tensor: string, x: GPUBuffer, label: string, sumLabel: string): Promise<Dispatch>[] =>
+        g
+          ? [
+              expertGroupedMatmul(ctx, g, { inDim, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(tensor), { x, weight: w.get(tensor), groups: a.expertGroups!, gates, y: a.slotOut! }, label),
+              expertSlotSum(ctx, { width: C, k }, { step, y: a.slotOut!, h: a.h }, sumLabel),
+            ]
+          : [expertCombine(ctx, { inDim, outDim: C, experts: E, k }, st(tensor), { step, x, weight: w.get(tensor), ids, gates, h: a.h }, label)],
+    };
+  };
 
   d.push(
     embedding(ctx, { width: C, vocab: c.vocabSize }, st(WTE), {
@@ -108,27 +134,8 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
       d.push(kvAppend(ctx, { width: cache.width }, { step, src: a.x, cache: cache.keys[l] }, `kv_append.${l}`));
     }
     d.push(router('att', n.attGate0Weight, n.attGate0Bias, n.attGate3Weight, c.nAttExperts, c.kAtt, l));
-    if (groups) {
-      d.push(expertSort(ctx, groups.att, { step, ids: attIds(l), groups: a.expertGroups! }, `sort.att.${l}`));
-      d.push(
-        expertGroupedMatmul(ctx, groups.att, { inDim: C, outDim: c.attHidden, perSlotInput: false, activation: 'none', gated: false }, st(n.queryExperts), {
-          x: a.x,
-          weight: w.get(n.queryExperts),
-          groups: a.expertGroups!,
-          y: a.q,
-        }, `q_proj.${l}`),
-      );
-    } else {
-      d.push(
-        expertProject(ctx, { inDim: C, outDim: c.attHidden, experts: attExperts, k: c.kAtt, perSlotInput: false, activation: 'none' }, st(n.queryExperts), {
-          step,
-          x: a.x,
-          weight: w.get(n.queryExperts),
-          ids: attIds(l),
-          y: a.q,
-        }, `q_proj.${l}`),
-      );
-    }
+    const attMoe = moe('att', l);
+    d.push(...attMoe.sort(), ...attMoe.project(C, c.attHidden, 'none', n.queryExperts, a.x, a.q, `q_proj.${l}`));
     const att = { k: c.kAtt, heads: c.nHead, headSize: headSize(c) };
     const attBuffers = { step, q: a.q, keys: cache.keys[l], values: cache.values[l], o: a.attnOut };
     d.push(
@@ -136,72 +143,12 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
         ? stickBreakingDecode(ctx, { ...att, maxContext: cache.maxContext }, attBuffers, `attention.${l}`)
         : stickBreakingPrefill(ctx, att, attBuffers, `attention.${l}`),
     );
-    if (groups) {
-      d.push(
-        expertGroupedMatmul(ctx, groups.att, { inDim: c.attHidden, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(n.outputExperts), {
-          x: a.attnOut,
-          weight: w.get(n.outputExperts),
-          groups: a.expertGroups!,
-          gates: a.attGates[l],
-          y: a.slotOut!,
-        }, `o_proj.${l}`),
-      );
-      d.push(expertSlotSum(ctx, { width: C, k: c.kAtt }, { step, y: a.slotOut!, h: a.h }, `o_sum.${l}`));
-    } else {
-      d.push(
-        expertCombine(ctx, { inDim: c.attHidden, outDim: C, experts: attExperts, k: c.kAtt }, st(n.outputExperts), {
-          step,
-          x: a.attnOut,
-          weight: w.get(n.outputExperts),
-          ids: attIds(l),
-          gates: a.attGates[l],
-          h: a.h,
-        }, `o_proj.${l}`),
-      );
-    }
+    d.push(...attMoe.combine(c.attHidden, n.outputExperts, a.attnOut, `o_proj.${l}`, `o_sum.${l}`));
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(n.ln2Weight), bias: w.get(n.ln2Bias), y: a.x }, `ln_2.${l}`));
     d.push(router('mlp', n.mlpGate0Weight, n.mlpGate0Bias, n.mlpGate3Weight, c.nMlpExperts, c.kMlp, l));
-    if (groups) {
-      d.push(expertSort(ctx, groups.mlp, { step, ids: mlpIds(l), groups: a.expertGroups! }, `sort.mlp.${l}`));
-      d.push(
-        expertGroupedMatmul(ctx, groups.mlp, { inDim: C, outDim: c.ffdHidden, perSlotInput: false, activation: 'gelu_tanh', gated: false }, st(n.upExperts), {
-          x: a.x,
-          weight: w.get(n.upExperts),
-          groups: a.expertGroups!,
-          y: a.up,
-        }, `mlp_up.${l}`),
-      );
-      d.push(
-        expertGroupedMatmul(ctx, groups.mlp, { inDim: c.ffdHidden, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(n.downExperts), {
-          x: a.up,
-          weight: w.get(n.downExperts),
-          groups: a.expertGroups!,
-          gates: a.mlpGates[l],
-          y: a.slotOut!,
-        }, `mlp_down.${l}`),
-      );
-      d.push(expertSlotSum(ctx, { width: C, k: c.kMlp }, { step, y: a.slotOut!, h: a.h }, `mlp_sum.${l}`));
-    } else {
-      d.push(
-        expertProject(ctx, { inDim: C, outDim: c.ffdHidden, experts: mlpExperts, k: c.kMlp, perSlotInput: false, activation: 'gelu_tanh' }, st(n.upExperts), {
-          step,
-          x: a.x,
-          weight: w.get(n.upExperts),
-          ids: mlpIds(l),
-          y: a.up,
-        }, `mlp_up.${l}`),
-      );
-      d.push(
-        expertCombine(ctx, { inDim: c.ffdHidden, outDim: C, experts: mlpExperts, k: c.kMlp }, st(n.downExperts), {
-          step,
-          x: a.up,
-          weight: w.get(n.downExperts),
-          ids: mlpIds(l),
-          gates: a.mlpGates[l],
-          h: a.h,
-        }, `mlp_down.${l}`),
-      );
-    }
+    const mlpMoe = moe('mlp', l);
+    d.push(...mlpMoe.sort(), ...mlpMoe.project(C, c.ffdHidden, 'gelu_tanh', n.upExperts, a.x, a.up, `mlp_up.${l}`));
+    d.push(...mlpMoe.combine(c.ffdHidden, n.downExperts, a.up, `mlp_down.${l}`, `mlp_sum.${l}`));
   }
   if (head !== 'none') {
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(LN_F_WEIGHT), bias: w.get(LN_F_BIAS), y: a.x }, 'ln_f'));

@@ -19,11 +19,11 @@ interface Case {
 /** Runs the kernel on the given (already rounded) weights; returns what it wrote. */
 type RouterTypes = WeightType | { w0: WeightType; w3: WeightType };
 
-async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32Array, w0: ArrayBufferView, b0: Float32Array, w3: ArrayBufferView) {
+async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32Array, w0: ArrayBufferView, b0: Float32Array, w3: ArrayBufferView, manyRows = false) {
   const ids = output(ctx, c.rows * c.k * 4);
   const gates = output(ctx, c.rows * c.k * 4);
   const probs = output(ctx, c.rows * c.experts * 4);
-  const d = await routerTopK(ctx, { width: c.width, gating: c.gating, experts: c.experts, k: c.k }, type, {
+  const d = await routerTopK(ctx, { width: c.width, gating: c.gating, experts: c.experts, k: c.k, manyRows }, type, {
     step: stepUniform(ctx, c.rows).buffer,
     x: upload(ctx, x),
     w0: upload(ctx, w0),
@@ -41,7 +41,14 @@ async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32
   };
 }
 
-for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${profile} kernel profile`, () => {
+// The 'cpu' profile has two shapes: the workgroup kernel for one-row steps, and one invocation
+// per row (router_topk_serial.wgsl) for steps of many rows.
+const SHAPES = [
+  ['gpu', false],
+  ['cpu', false],
+  ['cpu', true],
+] as const;
+for (const [profile, manyRows] of SHAPES) describe(`router_topk kernel, ${profile} kernel profile${manyRows ? ', many-row (serial) shape' : ''}`, () => {
   useKernelProfile(profile);
 
   // Probabilities and gates: weights are the same float32 values on both sides, so the error is
@@ -78,7 +85,7 @@ for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${p
       const w0 = weightData(randomF32(c.gating * c.width, rand, 1.5 / Math.sqrt(c.width)), types.w0, [c.gating, c.width]);
       const b0 = randomF32(c.gating, rand, 0.5);
       const w3 = weightData(randomF32(c.experts * c.gating, rand, 4 / Math.sqrt(c.gating)), types.w3, [c.experts, c.gating]);
-      const got = await runRouter(ctx, c, type, x, w0.data, b0, w3.data);
+      const got = await runRouter(ctx, c, type, x, w0.data, b0, w3.data, manyRows);
       const ref = routerRef(Float64Array.from(x), c.rows, c.width, w0.rounded, b0, w3.rounded, c.gating, c.experts, c.k);
 
       expectClose(got.probs, ref.probs, TOL, 'probs');
@@ -112,7 +119,7 @@ for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${p
     const h = geluErf(1);
     // Row logits: [2h, -h, 5h, 0] → expert 2 first, expert 0 second.
     const w3a = new Float32Array([2, 0, -1, 0, 5, 0, 0, 0]);
-    const got = await runRouter(ctx, c, 'f32', x, w0, b0, w3a);
+    const got = await runRouter(ctx, c, 'f32', x, w0, b0, w3a, manyRows);
     const logits = [2 * h, -h, 5 * h, 0];
     const z = logits.reduce((s, l) => s + Math.exp(l - 5 * h), 0);
     const p = logits.map((l) => Math.exp(l - 5 * h) / z);
@@ -124,7 +131,7 @@ for (const profile of ['gpu', 'cpu'] as const) describe(`router_topk kernel, ${p
 
     // Experts 1 and 3 tie for the top: the lower index takes slot 0.
     const w3b = new Float32Array([0, 0, 3, 0, 1, 0, 3, 0]);
-    const tie = await runRouter(ctx, c, 'f32', x, w0, b0, w3b);
+    const tie = await runRouter(ctx, c, 'f32', x, w0, b0, w3b, manyRows);
     expect(Array.from(tie.ids)).toEqual([1, 3, 1, 3]);
     expect(tie.gates[0]).toBe(tie.gates[1]);
   });
