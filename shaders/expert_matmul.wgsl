@@ -14,7 +14,8 @@
 // Grid: x over column tiles; y (folded into z beyond 65535) over an upper bound of the tiles,
 // which only the GPU knows exactly; workgroups past the last tile return at once. The step's row
 // count is not read: the sort's tiles hold only this step's slots.
-// Defines: IN, OUT, E, K, TM (4, 8 or 16), COLS, RUN8 (read runs of 8 inputs: q8 / q4), OFFSETS_AT, ORDER_AT, TILES_AT, PER_SLOT_INPUT, GELU, GATED.
+// Defines: IN, OUT, E, K, TM (4, 8 or 16), COLS, RUN8 (read runs of 8 inputs: q8 / q4),
+// OFFSETS_AT, ORDER_AT, TILES_AT (the sort's layout), PER_SLOT_INPUT, GELU, GATED.
 #include "lib/gelu.wgsl"
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // [n_tokens, IN], or [n_tokens, K, IN] (PER_SLOT_INPUT)
