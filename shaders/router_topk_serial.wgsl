@@ -6,18 +6,8 @@
 // pays a switch between all its invocations at each of its barriers on a CPU implementation
 // (SwiftShader), which made the routers the largest part of a prefill there (docs/performance.md).
 // Defines: C (width), G (gating size), E (experts), K (top-k), WG.
-#include "lib/step.wgsl"
+#include "lib/router_bindings.wgsl"
 #include "lib/gelu.wgsl"
-
-@group(0) @binding(1) var<storage, read> x: array<f32>;              // [n_tokens, C]
-// w0: [G, C] nn.Linear weight
-#weights w0 2
-@group(0) @binding(3) var<storage, read> b0: array<f32>;             // [G]
-// w3: [E, G] nn.Linear weight, no bias
-#weights w3 4
-@group(0) @binding(5) var<storage, read_write> ids: array<u32>;      // [n_tokens, K] expert ids, slot 0 = most probable
-@group(0) @binding(6) var<storage, read_write> gates: array<f32>;    // [n_tokens, K] their probabilities
-@group(0) @binding(7) var<storage, read_write> probs: array<f32>;    // [n_tokens, E] the full softmax
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3u) {

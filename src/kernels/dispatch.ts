@@ -26,6 +26,21 @@ export function bindGroup(
   return device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
 }
 
+/** The most workgroups along one dimension of a dispatch. */
+export const MAX_GROUPS = 65535;
+
+/**
+ * Workgroup counts for x column tiles by `units` workgroups along y, folded into z beyond
+ * MAX_GROUPS (the kernel's unit is wid.z · num_workgroups.y + wid.y, and it skips units past the
+ * end). Nothing to do gives [0, 1, 1], which encodeDispatches skips.
+ */
+export function foldedGrid(label: string, x: number, units: number): readonly [number, number, number] {
+  if (units === 0 || x === 0) return [0, 1, 1];
+  const z = Math.ceil(units / MAX_GROUPS);
+  if (z > MAX_GROUPS) throw new Error(`${label}: ${units} workgroups exceed one dispatch`);
+  return [x, Math.ceil(units / z), z];
+}
+
 /** Records dispatches into one compute pass. */
 export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readonly Dispatch[], rows: number): void {
   for (const d of dispatches) {

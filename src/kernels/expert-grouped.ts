@@ -1,6 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
-import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+import { MAX_GROUPS, bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
 /**
  * Prefill's expert projections, grouped by expert: a counting sort of the chunk's (row, slot)
@@ -58,15 +58,6 @@ export function groupsLayout(experts: number, k: number, maxRows: number, tm: nu
 
 function layoutDefines(g: GroupsLayout) {
   return { E: g.experts, K: g.k, TM: g.tm, OFFSETS_AT: g.offsetsAt, ORDER_AT: g.orderAt, TILES_AT: g.tilesAt };
-}
-
-const MAX_GROUPS = 65535;
-
-function folded(label: string, x: number, units: number): readonly [number, number, number] {
-  if (units === 0 || x === 0) return [0, 1, 1];
-  const z = Math.ceil(units / MAX_GROUPS);
-  if (z > MAX_GROUPS) throw new Error(`${label}: ${units} workgroups exceed one dispatch`);
-  return [x, Math.ceil(units / z), z];
 }
 
 /** Sorts a step's slots by expert into `groups` (layout `g`). */
@@ -143,7 +134,7 @@ export async function expertGroupedMatmul(
     label,
     pipeline,
     bindGroup: bindGroup(gpu.device, pipeline, resources, label),
-    grid: (rows) => folded(label, columnTiles, g.maxTiles(rows)),
+    grid: (rows) => foldedGrid(label, columnTiles, g.maxTiles(rows)),
   };
 }
 

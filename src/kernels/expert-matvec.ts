@@ -1,6 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
-import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+import { bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface ExpertProjectShape {
   inDim: number;
@@ -36,7 +36,6 @@ export interface ExpertCombineBuffers {
   h: Binding; // [rows, out] f32 residual stream, added to in place
 }
 
-const MAX_GROUPS = 65535;
 const WG = 256;
 
 function pow2AtLeast(n: number): number {
@@ -84,13 +83,7 @@ function checkShape(label: string, s: { inDim: number; outDim: number; experts: 
 }
 
 function grid(columnTiles: number, unitsPerRow: number, label: string): (rows: number) => readonly [number, number, number] {
-  return (rows) => {
-    const units = rows * unitsPerRow;
-    if (units === 0) return [0, 1, 1];
-    const gz = Math.ceil(units / MAX_GROUPS);
-    if (gz > MAX_GROUPS) throw new Error(`${label}: ${rows} rows exceed one dispatch`);
-    return [columnTiles, Math.ceil(units / gz), gz];
-  };
+  return (rows) => foldedGrid(label, columnTiles, rows * unitsPerRow);
 }
 
 /**
