@@ -131,8 +131,8 @@ export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTe
   };
 }
 
-/** Converts a tensor's stored bytes into the bytes of its GPU storage type. */
-function toStorage(bytes: Uint8Array, info: TensorInfo, storage: WeightType): Uint8Array {
+/** Converts a tensor's stored bytes into the bytes of its storage type (the same for every backend). */
+export function toStorage(bytes: Uint8Array, info: TensorInfo, storage: WeightType): Uint8Array {
   if (STORAGE_OF[info.dtype] === storage) return bytes;
   const f = decodeTensor(bytes, info);
   if (isQuantType(storage)) return quantize(f, info.shape, storage);

@@ -1,0 +1,175 @@
+// Expert projections: y[r, s] = act(x[r, (s)] · W[ids[r, s]]) from stacked [E, IN, OUT] weights,
+// and the gated combine h[r] += Σ_s g[r, s] · y[r, s].
+//
+// The (row, slot) pairs are grouped by expert (a stable counting sort) into tasks of up to ROWS
+// pairs of one expert, so each weight is read and unpacked once per task: in decode that is one
+// pair per task and a plain matrix-vector product; in prefill it is the grouped matmul. Only the
+// chosen experts' weights are read. Threads split (task, block of columns) units.
+//
+// Expert blocks keep a column's values at stride OUT, so SIMD lanes hold neighbouring columns:
+// a q4 word of each of 4 columns holds the same 8 inputs, value k one shift pair away.
+#include "weights.h"
+
+#define ROWS 4
+#define COLS 8          // columns per inner block (two vectors)
+#define UNIT_COLS 16    // columns per unit of work
+
+typedef struct {
+  int expert, n;
+  const float *x[ROWS];
+  float *y[ROWS];
+} expert_task;
+
+typedef struct {
+  const expert_task *tasks;
+  int ntasks, in, out, st, act, col_units;
+  const uint8_t *w;
+  size_t block;
+} expert_job;
+
+enum { ACT_NONE = 0, ACT_GELU_TANH = 1 };
+
+static void block_quant(const expert_job *j, const expert_task *t, int c) {
+  const int in = j->in, out = j->out, st = j->st, P = per_word(st), bits = bits_of(st);
+  const uint8_t *blk = j->w + j->block * t->expert;
+  const uint32_t *words = (const uint32_t *)blk;
+  const uint16_t *scales = (const uint16_t *)(words + (size_t)(in / P) * out);
+  const int wpg = 32 / P;
+  for (int r = 0; r < t->n; r++) {
+    wasm_v128_store(t->y[r] + c, wasm_f32x4_splat(0));
+    wasm_v128_store(t->y[r] + c + 4, wasm_f32x4_splat(0));
+  }
+  for (int g = 0; g < in / 32; g++) {
+    v128_t a0[ROWS], a1[ROWS];
+    for (int r = 0; r < t->n; r++) a0[r] = a1[r] = wasm_f32x4_splat(0);
+    for (int wi = g * wpg; wi < (g + 1) * wpg; wi++) {
+      v128_t v0 = wasm_v128_load(words + (size_t)wi * out + c);
+      v128_t v1 = wasm_v128_load(words + (size_t)wi * out + c + 4);
+      for (int k = 0; k < P; k++) {
+        int left = 32 - bits * (k + 1), right = 32 - bits;
+        v128_t q0 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v0, left), right));
+        v128_t q1 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v1, left), right));
+        for (int r = 0; r < t->n; r++) {
+          v128_t xs = wasm_v128_load32_splat(t->x[r] + wi * P + k);
+          a0[r] = wasm_f32x4_add(a0[r], wasm_f32x4_mul(q0, xs));
+          a1[r] = wasm_f32x4_add(a1[r], wasm_f32x4_mul(q1, xs));
+        }
+      }
+    }
+    const uint16_t *sp = scales + (size_t)g * out + c;
+    v128_t s0 = f16x4_to_f32x4(wasm_v128_load64_zero(sp));
+    v128_t s1 = f16x4_to_f32x4(wasm_v128_load64_zero(sp + 4));
+    for (int r = 0; r < t->n; r++) {
+      float *y = t->y[r] + c;
+      wasm_v128_store(y, wasm_f32x4_add(wasm_v128_load(y), wasm_f32x4_mul(a0[r], s0)));
+      wasm_v128_store(y + 4, wasm_f32x4_add(wasm_v128_load(y + 4), wasm_f32x4_mul(a1[r], s1)));
+    }
+  }
+}
+
+static void block_float(const expert_job *j, const expert_task *t, int c) {
+  const int in = j->in, out = j->out, st = j->st;
+  const uint8_t *blk = j->w + j->block * t->expert;
+  v128_t a0[ROWS], a1[ROWS];
+  for (int r = 0; r < t->n; r++) a0[r] = a1[r] = wasm_f32x4_splat(0);
+  for (int i = 0; i < in; i++) {
+    v128_t w0, w1;
+    if (st == ST_F32) {
+      const float *w = (const float *)blk + (size_t)i * out + c;
+      w0 = wasm_v128_load(w);
+      w1 = wasm_v128_load(w + 4);
+    } else {
+      v128_t h = wasm_v128_load(blk + ((size_t)i * out + c) * 2);
+      if (st == ST_BF16) {
+        w0 = wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16);
+        w1 = wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16);
+      } else {
+        w0 = f16x4_to_f32x4(h);
+        w1 = f16x4_to_f32x4(wasm_i64x2_shuffle(h, h, 1, 0));
+      }
+    }
+    for (int r = 0; r < t->n; r++) {
+      v128_t xs = wasm_v128_load32_splat(t->x[r] + i);
+      a0[r] = wasm_f32x4_add(a0[r], wasm_f32x4_mul(w0, xs));
+      a1[r] = wasm_f32x4_add(a1[r], wasm_f32x4_mul(w1, xs));
+    }
+  }
+  for (int r = 0; r < t->n; r++) {
+    wasm_v128_store(t->y[r] + c, a0[r]);
+    wasm_v128_store(t->y[r] + c + 4, a1[r]);
+  }
+}
+
+static void column_scalar(const expert_job *j, const expert_task *t, int c) {
+  const uint8_t *blk = j->w + j->block * t->expert;
+  for (int r = 0; r < t->n; r++) {
+    float acc = 0;
+    for (int i = 0; i < j->in; i++) acc += t->x[r][i] * weight_at(j->st, blk, j->in, j->out, c, i, 0);
+    t->y[r][c] = acc;
+  }
+}
+
+static void expert_task_run(const void *ctx, int begin, int end) {
+  const expert_job *j = ctx;
+  for (int u = begin; u < end; u++) {
+    const expert_task *t = &j->tasks[u / j->col_units];
+    int c0 = (u % j->col_units) * UNIT_COLS;
+    int c1 = c0 + UNIT_COLS < j->out ? c0 + UNIT_COLS : j->out;
+    int c = c0;
+    for (; c + COLS <= c1; c += COLS) {
+      if (is_quant(j->st)) block_quant(j, t, c);
+      else block_float(j, t, c);
+    }
+    for (; c < c1; c++) column_scalar(j, t, c);
+    if (j->act == ACT_GELU_TANH)
+      for (int r = 0; r < t->n; r++)
+        for (int cc = c0; cc < c1; cc++) t->y[r][cc] = gelu_tanh_f32(t->y[r][cc]);
+  }
+}
+
+// tasks: room for rows·k tasks; counts: room for `experts` ints.
+EXPORT(expert_project) void expert_project(float *y, const float *x, int rows, int k, int x_per_slot, int in, int out, const uint8_t *w,
+                                           int st, int experts, const int32_t *ids, int act, expert_task *tasks, int32_t *counts) {
+  // Counting sort of the pairs by expert: counts → starts; then fill tiles expert by expert.
+  for (int e = 0; e <= experts; e++) counts[e] = 0;
+  int pairs = rows * k;
+  for (int p = 0; p < pairs; p++) counts[ids[p] + 1]++;
+  for (int e = 0; e < experts; e++) counts[e + 1] += counts[e];
+  int ntasks = 0;
+  for (int e = 0; e < experts; e++) {
+    int n = counts[e + 1] - counts[e];
+    if (n == 0) continue;
+    // Walk the pairs of expert e in slot order, ROWS at a time.
+    int seen = 0;
+    expert_task *t = 0;
+    for (int p = 0; p < pairs && seen < n; p++) {
+      if (ids[p] != e) continue;
+      if (seen % ROWS == 0) {
+        t = &tasks[ntasks++];
+        t->expert = e;
+        t->n = 0;
+      }
+      int r = p / k;
+      t->x[t->n] = x + (size_t)(x_per_slot ? p : r) * in;
+      t->y[t->n] = y + (size_t)p * out;
+      t->n++;
+      seen++;
+    }
+  }
+  int col_units = (out + UNIT_COLS - 1) / UNIT_COLS;
+  expert_job j = {tasks, ntasks, in, out, st, act, col_units, w, block_bytes(st, in, out)};
+  parallel_for(expert_task_run, &j, ntasks * col_units);
+}
+
+// h[r] += Σ_s gates[r, s] · y[r, s]: the slots are summed first, then added to the residual.
+EXPORT(expert_combine) void expert_combine(float *h, const float *y, const float *gates, int rows, int k, int width) {
+  for (int r = 0; r < rows; r++)
+    for (int i = 0; i < width; i++) {
+      float acc = 0;
+      for (int s = 0; s < k; s++) acc += gates[r * k + s] * y[((size_t)r * k + s) * width + i];
+      h[(size_t)r * width + i] += acc;
+    }
+}
+
+// Bytes of scratch expert_project needs for its tasks.
+EXPORT(expert_task_bytes) int expert_task_bytes(void) { return sizeof(expert_task); }

@@ -1,0 +1,361 @@
+import { hasKvProjections, headSize, kvWidth, type ModelConfig } from '../config.ts';
+import type { TokenModel } from '../engine/token-model.ts';
+import { ContextLengthError, MolmError, UsageError } from '../errors.ts';
+import type { SamplingOptions } from '../kernels/sampler.ts';
+import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
+import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from '../model/tensor-names.ts';
+import type { WeightPlan } from '../model/weights.ts';
+import { uniformFromSeed } from '../reference/sampler.ts';
+import { ACT_GELU_TANH, ACT_NONE, STORAGE_CODE, type KernelExports } from './abi.ts';
+import { MemoryLayout, WasmRuntime, type RuntimeOptions } from './runtime.ts';
+import { WasmWeights } from './weights.ts';
+
+/** A compute thread of the wasm engine died: the engine cannot go on. */
+export class ComputeThreadError extends MolmError {
+  override name = 'ComputeThreadError';
+}
+
+export interface WasmModelOptions extends RuntimeOptions {
+  /** Tokens the KV cache holds (default: the config's n_ctx, at most 2048). */
+  maxContext?: number;
+  /** Prompt tokens per prefill step (default 128). */
+  prefillChunk?: number;
+}
+
+const F32 = 4;
+
+/** Every region of one model in the wasm memory, laid out before the memory exists. */
+class Regions {
+  readonly ids: number;
+  readonly h: number;
+  readonly x: number;
+  readonly x2: number;
+  readonly q: number;
+  readonly o: number;
+  readonly y: number;
+  readonly up: number;
+  readonly hidden: number;
+  readonly routerLogits: number;
+  readonly scratch: number;
+  readonly tasks: number;
+  readonly counts: number;
+  readonly partial: number;
+  readonly logits: number;
+  readonly samplerP: number;
+  readonly samplerSel: number;
+  readonly seen: number;
+  /** Per layer: router ids and gates of the current step ([rows, k]). */
+  readonly attIds: number[] = [];
+  readonly attGates: number[] = [];
+  readonly mlpIds: number[] = [];
+  readonly mlpGates: number[] = [];
+  /** Per layer: keys, and values (the same region for MoLM, whose K = V = ln_1 output). */
+  readonly keys: number[] = [];
+  readonly values: number[] = [];
+
+  constructor(c: ModelConfig, layout: MemoryLayout, rows: number, maxContext: number, taskBytes: number, partialFloats: number) {
+    const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, V = c.vocabSize;
+    const k = Math.max(c.kAtt, c.kMlp);
+    const f = (n: number) => layout.take(n * F32);
+    this.ids = layout.take(rows * 4);
+    this.h = f(rows * C);
+    this.x = f(rows * C);
+    this.x2 = f(rows * C);
+    this.q = f(rows * c.kAtt * A);
+    this.o = f(rows * c.kAtt * A);
+    this.y = f(rows * k * C);
+    this.up = f(rows * c.kMlp * F);
+    this.hidden = f(rows * c.gatingSize);
+    this.routerLogits = f(rows * Math.max(c.nAttExperts, c.nMlpExperts));
+    this.scratch = f(rows * Math.max(C, A, F, c.gatingSize));
+    this.tasks = layout.take(rows * k * taskBytes);
+    this.counts = layout.take((Math.max(c.nAttExperts, c.nMlpExperts) + 1) * 4);
+    this.partial = f(partialFloats);
+    this.logits = f(rows * V);
+    this.samplerP = layout.take(V * 8, 8);
+    this.samplerSel = layout.take(V * 8, 8);
+    this.seen = layout.take(maxContext * 4);
+    const width = kvWidth(c);
+    const kv = hasKvProjections(c);
+    for (let l = 0; l < c.nLayer; l++) {
+      this.attIds.push(layout.take(rows * c.kAtt * 4));
+      this.attGates.push(f(rows * c.kAtt));
+      this.mlpIds.push(layout.take(rows * c.kMlp * 4));
+      this.mlpGates.push(f(rows * c.kMlp));
+      const keys = f(maxContext * width);
+      this.keys.push(keys);
+      this.values.push(kv ? f(maxContext * width) : keys);
+    }
+  }
+}
+
+/** Which rows of a step get logits. */
+type Head = 'none' | 'last' | 'all';
+
+/**
+ * A MoLM model on the CPU through the wasm kernels: the same forward pass as the GPU path
+ * (src/model/forward.ts), kernel by kernel, over one memory laid out at load time. A step
+ * allocates nothing: it writes the ids, calls the kernels, and reads the sampled id.
+ */
+export class WasmModel implements TokenModel {
+  private ids: number[] = [];
+  private tracing = false;
+  private trace: RoutingRecord | null = null;
+  private readonly k: KernelExports;
+  private readonly eps: number;
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly runtime: WasmRuntime,
+    readonly weights: WasmWeights,
+    private readonly r: Regions,
+    readonly maxContext: number,
+    readonly rows: number,
+  ) {
+    this.k = runtime.kernels;
+    this.eps = config.layerNormEpsilon;
+  }
+
+  /**
+   * Lays out the memory for this model, creates it (DeviceLimitError when it cannot be had) and
+   * starts the threads; the weights are then written through `fill` (a checkpoint, or shards).
+   */
+  static async create(config: ModelConfig, plan: WeightPlan, options: WasmModelOptions, fill: (w: WasmWeights) => Promise<void>): Promise<WasmModel> {
+    const maxContext = options.maxContext ?? Math.min(config.nCtx ?? 2048, 2048);
+    const rows = Math.min(options.prefillChunk ?? 128, maxContext);
+    if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
+    if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
+    const layout = new MemoryLayout();
+    const weights = new WasmWeights(plan, layout);
+    // Sizes the kernels report need an instance; these two are fixed by the C sources.
+    const taskBytes = 4 * (2 + 2 * 4);
+    const seg = 64;
+    const partialFloats = Math.ceil(maxContext / seg) * config.nHead * Math.max(config.kAtt, 1) * (headSize(config) + 1);
+    const regions = new Regions(config, layout, rows, maxContext, taskBytes, partialFloats);
+    const what = `This model (${(plan.totalBytes / 2 ** 20).toFixed(0)} MiB of weights, a ${maxContext}-token context)`;
+    const runtime = await WasmRuntime.create(layout, what, options);
+    try {
+      const k = runtime.kernels;
+      if (k.expert_task_bytes() !== taskBytes || k.stickbreaking_partial_floats(maxContext, config.kAtt, config.nHead, headSize(config)) !== partialFloats) {
+        throw new Error('wasm kernels: src/wasm/model.ts sizes its scratch differently from the kernels');
+      }
+      weights.attach(runtime);
+      await fill(weights);
+      return new WasmModel(config, runtime, weights, regions, maxContext, rows);
+    } catch (e) {
+      runtime.destroy();
+      throw e;
+    }
+  }
+
+  get contextIds(): readonly number[] {
+    return this.ids;
+  }
+
+  get threads(): number {
+    return this.runtime.threads;
+  }
+
+  /** Bytes of the wasm memory: weights, caches, activations and scratch. */
+  get memoryBytes(): number {
+    return this.runtime.memory.buffer.byteLength;
+  }
+
+  truncate(length: number): void {
+    this.ids.length = Math.max(0, Math.min(length, this.ids.length));
+  }
+
+  reset(): void {
+    this.ids.length = 0;
+  }
+
+  traceRouting(on: boolean): void {
+    this.tracing = on;
+    if (on && !this.trace) this.trace = emptyRoutingRecord(this.config, this.maxContext);
+  }
+
+  async readRouting(start: number, end: number): Promise<RoutingRecord> {
+    const c = this.config;
+    const from = Math.max(0, start);
+    const T = Math.max(0, Math.min(end, this.ids.length) - from);
+    const out = emptyRoutingRecord(c, T);
+    if (!this.trace) return out;
+    const L = c.nLayer;
+    out.attExperts.set(this.trace.attExperts.subarray(from * L * c.kAtt, (from + T) * L * c.kAtt));
+    out.attGates.set(this.trace.attGates.subarray(from * L * c.kAtt, (from + T) * L * c.kAtt));
+    out.mlpExperts.set(this.trace.mlpExperts.subarray(from * L * c.kMlp, (from + T) * L * c.kMlp));
+    out.mlpGates.set(this.trace.mlpGates.subarray(from * L * c.kMlp, (from + T) * L * c.kMlp));
+    return out;
+  }
+
+  private checkIds(ids: readonly number[]): void {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new UsageError(`Token id ${id} is outside the vocabulary [0, ${this.config.vocabSize}).`);
+      }
+    }
+  }
+
+  private checkRoom(tokens: number): void {
+    if (this.ids.length + tokens > this.maxContext) {
+      throw new ContextLengthError(
+        `${this.ids.length + tokens} tokens do not fit the context of ${this.maxContext} tokens (${this.ids.length} already in it). Shorten the prompt, lower maxNewTokens, or create the engine with a larger maxContext.`,
+      );
+    }
+  }
+
+  private checkThreads(): void {
+    const failed = this.runtime.failed;
+    if (failed) throw new ComputeThreadError(`A compute thread of the CPU engine stopped (${failed}); the engine cannot continue. Create a new engine.`);
+  }
+
+  /**
+   * One step: `ids` after the context (at most `rows` of them) through every layer, their keys
+   * and values appended to the cache; logits of the last row, of every row, or none.
+   */
+  private step(ids: readonly number[], head: Head): void {
+    this.checkThreads();
+    const c = this.config, k = this.k, r = this.r, w = this.weights;
+    const T = ids.length;
+    const pos0 = this.ids.length;
+    const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, G = c.gatingSize;
+    const st = (name: string) => STORAGE_CODE[w.storage(name)];
+    new Int32Array(this.runtime.memory.buffer, r.ids, T).set(ids);
+    k.embedding(r.h, w.at(WTE), st(WTE), c.vocabSize, C, r.ids, T);
+    const width = kvWidth(c);
+    const kv = hasKvProjections(c);
+    const heap = new Float32Array(this.runtime.memory.buffer);
+    for (let l = 0; l < c.nLayer; l++) {
+      const n = layerTensorNames(l);
+      k.layer_norm(r.x, r.h, T, C, w.at(n.ln1Weight), w.at(n.ln1Bias), this.eps);
+      k.router(r.attIds[l], r.attGates[l], r.x, T, C, w.at(n.attGate0Weight), st(n.attGate0Weight), w.at(n.attGate0Bias),
+        w.at(n.attGate3Weight), st(n.attGate3Weight), G, c.nAttExperts, c.kAtt, r.hidden, r.routerLogits, r.scratch);
+      const row = (base: number) => base + pos0 * width * F32;
+      if (kv) {
+        k.linear(row(r.keys[l]), r.x, T, C, A, w.at(n.kWeight), st(n.kWeight), w.at(n.kBias), r.scratch);
+        k.linear(row(r.values[l]), r.x, T, C, A, w.at(n.vWeight), st(n.vWeight), w.at(n.vBias), r.scratch);
+      } else {
+        heap.copyWithin(row(r.keys[l]) / F32, r.x / F32, r.x / F32 + T * C);
+      }
+      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, w.at(n.queryExperts), st(n.queryExperts), c.nAttExperts, r.attIds[l], ACT_NONE, r.tasks, r.counts);
+      k.stickbreaking(r.o, r.q, r.keys[l], r.values[l], T, c.kAtt, c.nHead, headSize(c), pos0, width, r.partial);
+      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, w.at(n.outputExperts), st(n.outputExperts), c.nAttExperts, r.attIds[l], ACT_NONE, r.tasks, r.counts);
+      k.expert_combine(r.h, r.y, r.attGates[l], T, c.kAtt, C);
+
+      k.layer_norm(r.x2, r.h, T, C, w.at(n.ln2Weight), w.at(n.ln2Bias), this.eps);
+      k.router(r.mlpIds[l], r.mlpGates[l], r.x2, T, C, w.at(n.mlpGate0Weight), st(n.mlpGate0Weight), w.at(n.mlpGate0Bias),
+        w.at(n.mlpGate3Weight), st(n.mlpGate3Weight), G, c.nMlpExperts, c.kMlp, r.hidden, r.routerLogits, r.scratch);
+      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, w.at(n.upExperts), st(n.upExperts), c.nMlpExperts, r.mlpIds[l], ACT_GELU_TANH, r.tasks, r.counts);
+      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, w.at(n.downExperts), st(n.downExperts), c.nMlpExperts, r.mlpIds[l], ACT_NONE, r.tasks, r.counts);
+      k.expert_combine(r.h, r.y, r.mlpGates[l], T, c.kMlp, C);
+      if (this.tracing) this.record(l, pos0, T);
+    }
+    if (head !== 'none') {
+      const first = head === 'last' ? T - 1 : 0;
+      const rows = T - first;
+      k.layer_norm(r.x, r.h + first * C * F32, rows, C, w.at(LN_F_WEIGHT), w.at(LN_F_BIAS), this.eps);
+      k.linear(r.logits, r.x, rows, C, c.vocabSize, w.at(LM_HEAD), st(LM_HEAD), 0, r.scratch);
+    }
+    this.checkThreads();
+    this.ids.push(...ids);
+  }
+
+  private record(layer: number, pos0: number, T: number): void {
+    const c = this.config, t = this.trace!, buf = this.runtime.memory.buffer, L = c.nLayer;
+    const ai = new Int32Array(buf, this.r.attIds[layer], T * c.kAtt), ag = new Float32Array(buf, this.r.attGates[layer], T * c.kAtt);
+    const mi = new Int32Array(buf, this.r.mlpIds[layer], T * c.kMlp), mg = new Float32Array(buf, this.r.mlpGates[layer], T * c.kMlp);
+    for (let i = 0; i < T; i++) {
+      const p = pos0 + i;
+      t.attExperts.set(ai.subarray(i * c.kAtt, (i + 1) * c.kAtt), (p * L + layer) * c.kAtt);
+      t.attGates.set(ag.subarray(i * c.kAtt, (i + 1) * c.kAtt), (p * L + layer) * c.kAtt);
+      t.mlpExperts.set(mi.subarray(i * c.kMlp, (i + 1) * c.kMlp), (p * L + layer) * c.kMlp);
+      t.mlpGates.set(mg.subarray(i * c.kMlp, (i + 1) * c.kMlp), (p * L + layer) * c.kMlp);
+    }
+  }
+
+  /** Runs `ids` in chunks of `rows`; the last chunk gets `lastHead`, the others none unless `every`. */
+  private run(ids: readonly number[], lastHead: Head, out?: Float32Array): void {
+    const V = this.config.vocabSize;
+    for (let start = 0; start < ids.length; start += this.rows) {
+      const chunk = ids.slice(start, start + this.rows);
+      const isLast = start + this.rows >= ids.length;
+      this.step(chunk, out ? 'all' : isLast ? lastHead : 'none');
+      if (out) out.set(new Float32Array(this.runtime.memory.buffer, this.r.logits, chunk.length * V), start * V);
+    }
+  }
+
+  async prefillLogits(ids: readonly number[]): Promise<Float32Array> {
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    const out = new Float32Array(ids.length * this.config.vocabSize);
+    this.run(ids, 'all', out);
+    return out;
+  }
+
+  async prefill(ids: readonly number[]): Promise<void> {
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    this.run(ids, 'none');
+  }
+
+  /** Feeds one token; its logits, [vocab]. */
+  async decodeLogits(id: number): Promise<Float32Array> {
+    this.checkIds([id]);
+    this.checkRoom(1);
+    this.step([id], 'last');
+    return new Float32Array(this.runtime.memory.buffer, this.r.logits, this.config.vocabSize).slice();
+  }
+
+  /** Draws the next id from the last step's logits, by src/reference/sampler.ts's definition. */
+  private sample(s: SamplingOptions, seen: Set<number>): number {
+    const V = this.config.vocabSize, k = this.k, r = this.r;
+    const penalty = s.repetitionPenalty ?? 1;
+    if (penalty !== 1 && seen.size > 0) {
+      new Int32Array(this.runtime.memory.buffer, r.seen, seen.size).set([...seen]);
+      k.apply_penalty(r.logits, r.seen, seen.size, penalty);
+    }
+    if (!(s.temperature > 0)) return k.argmax(r.logits, V);
+    return k.sample(r.logits, V, s.temperature, s.topK, s.topP, uniformFromSeed(s.seed, this.ids.length), r.samplerP, r.samplerSel);
+  }
+
+  async *generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions): AsyncGenerator<number> {
+    if (prompt.length === 0) throw new UsageError('The prompt is empty: give at least one token.');
+    this.checkIds(prompt);
+    this.checkRoom(prompt.length + Math.max(0, maxNewTokens - 1));
+    if (maxNewTokens <= 0) return;
+    const penalty = sampling.repetitionPenalty ?? 1;
+    if (!(penalty > 0) || !Number.isFinite(penalty)) throw new UsageError(`repetitionPenalty must be a positive number, got ${penalty}`);
+    const seen = new Set<number>(penalty === 1 ? [] : [...this.ids, ...prompt]);
+    this.run(prompt, 'last');
+    for (let i = 0; i < maxNewTokens; i++) {
+      const id = this.sample(sampling, seen);
+      if (i + 1 < maxNewTokens) {
+        if (penalty !== 1) seen.add(id);
+        this.step([id], 'last');
+      }
+      yield id;
+      // Let the thread's other work (an abort, a message) run between tokens.
+      await yieldToEventLoop();
+    }
+  }
+
+  destroy(): void {
+    this.runtime.destroy();
+  }
+}
+
+/** A macrotask turn without timer clamping. */
+function yieldToEventLoop(): Promise<void> {
+  if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
+  if (typeof MessageChannel === 'function') {
+    return new Promise((resolve) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => {
+        ch.port1.close();
+        resolve();
+      };
+      ch.port2.postMessage(null);
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
