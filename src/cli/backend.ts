@@ -10,6 +10,8 @@ import { defaultMaxContext, type GpuModel } from '../model/model.ts';
 import { ReferenceModel, loadReferenceWeights } from '../reference/model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import type { ExpertBudget } from '../experts/streamer.ts';
+import { loadWasmModel } from '../wasm/load.ts';
+import type { WasmModel } from '../wasm/model.ts';
 
 /** A model the CLI commands drive: on WebGPU (Dawn) or on the float64 CPU reference. */
 export interface CliModel extends TokenModel {
@@ -17,18 +19,29 @@ export interface CliModel extends TokenModel {
   readonly description: string;
   /** The GPU model, for benchmarks. */
   readonly gpu?: GpuModel;
+  /** The wasm model, for benchmarks. */
+  readonly wasm?: WasmModel;
   close(): void;
 }
 
 export interface OpenOptions {
-  device: 'gpu' | 'cpu';
+  device: 'gpu' | 'wasm' | 'cpu';
+  /** --device wasm: compute threads (default: the machine's cores). */
+  threads?: number;
   maxContext?: number;
   prefillChunk?: number;
   expertBudget?: ExpertBudget;
 }
 
 export async function openModel(dir: string, o: OpenOptions): Promise<CliModel> {
+  if (o.device === 'wasm') return openWasm(dir, o);
   return o.device === 'cpu' ? openCpu(dir, o) : openGpu(dir, o);
+}
+
+async function openWasm(dir: string, o: OpenOptions): Promise<CliModel> {
+  if (o.expertBudget) throw new UsageError('--gpu-memory-budget applies to --device gpu only.');
+  const model = await loadWasmModel(nodeFileSource(dir), { maxContext: o.maxContext, prefillChunk: o.prefillChunk, threads: o.threads });
+  return Object.assign(model, { wasm: model, close: () => model.destroy() });
 }
 
 async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {

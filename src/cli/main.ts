@@ -35,7 +35,7 @@ const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn) or the CPU r
       molm-web's shard format (manifest.json + shard-NNNNN.bin, docs/format.md); matrices in the
       dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32.
 
-  Common: --device gpu|cpu (cpu runs the float64 TypeScript reference), --max-context N, --prefill-chunk N,
+  Common: --device gpu|wasm|cpu (wasm: the WebAssembly CPU engine, --threads N; cpu: the float64 TypeScript reference), --max-context N, --prefill-chunk N,
   --gpu-memory-budget BYTES|25% (expert weights kept on the GPU; the rest streamed in when picked)
   [--expert-eviction lfu|lru].
   DIR is a Hugging Face checkpoint folder: config.json with model.safetensors, pytorch_model.bin,
@@ -67,6 +67,7 @@ const options = {
   set: { type: 'string', multiple: true },
   'shard-mib': { type: 'string' },
   device: { type: 'string' },
+  threads: { type: 'string' },
   usage: { type: 'string' },
   context: { type: 'string' },
   'gpu-memory-budget': { type: 'string' },
@@ -116,12 +117,13 @@ function parseIds(text: string): number[] {
 /** The device options; `maxContext` sizes the context when --max-context is not given. */
 function openOptions(v: Values, fallback: { maxContext?: number } = {}): OpenOptions {
   const device = v.device ?? 'gpu';
-  if (device !== 'gpu' && device !== 'cpu') throw new UsageError(`--device must be gpu or cpu, got "${device}".`);
+  if (device !== 'gpu' && device !== 'cpu' && device !== 'wasm') throw new UsageError(`--device must be gpu, wasm or cpu, got "${device}".`);
   const budget = v['gpu-memory-budget'];
   const policy = v['expert-eviction'];
   if (policy !== undefined && policy !== 'lru' && policy !== 'lfu') throw new UsageError(`--expert-eviction must be lru or lfu, got "${policy}".`);
   return {
     device,
+    threads: v.threads !== undefined ? int(v, 'threads') : undefined,
     maxContext: v['max-context'] !== undefined ? int(v, 'max-context') : fallback.maxContext,
     prefillChunk: v['prefill-chunk'] !== undefined ? int(v, 'prefill-chunk') : undefined,
     expertBudget: budget === undefined ? undefined : { bytes: /%$/.test(budget) ? budget : Number(budget), policy },

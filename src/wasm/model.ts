@@ -156,6 +156,12 @@ export class WasmModel implements TokenModel {
     return this.runtime.threads;
   }
 
+  /** What runs the model, for people: "WebAssembly SIMD, 2 threads". */
+  get description(): string {
+    const t = this.runtime.threads;
+    return `WebAssembly SIMD, ${t} thread${t === 1 ? '' : 's'}${this.runtime.threadsOff && t === 1 ? ` (${this.runtime.threadsOff})` : ''}`;
+  }
+
   /** Bytes of the wasm memory: weights, caches, activations and scratch. */
   get memoryBytes(): number {
     return this.runtime.memory.buffer.byteLength;
