@@ -3,7 +3,7 @@ import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertGroupedMatmul, expertSlotSum, expertSort, groupTileRows, groupsLayout, type GroupsLayout } from '../../src/kernels/expert-grouped.ts';
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertProject as projectRef, groupByExpert } from '../../src/reference/experts.ts';
-import { GELU_SLOPE, U, combineCase, maxAbs, randomGates, randomIds, slotBound } from './expert-cases.ts';
+import { GELU_SLOPE, U, combineCase, maxAbs, randomGates, randomIds, slotBound } from '../shared/expert-cases.ts';
 import { expectClose, gpuContext, randomF32, readF32, readU32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
 
 // Prefill's grouped expert kernels: the sort against its CPU twin (exact), the grouped matmuls

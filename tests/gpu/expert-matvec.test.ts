@@ -4,7 +4,7 @@ import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts
 import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
 import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
-import { GELU_SLOPE, U, combineCase, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from './expert-cases.ts';
+import { GELU_SLOPE, U, combineCase, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from '../shared/expert-cases.ts';
 import {
   expectClose,
   gpuContext,

@@ -6,7 +6,7 @@ import { expertGroupedMatmul, expertSort, groupTileRows, groupsLayout } from '..
 import { linear as linearRef } from '../../src/reference/linear.ts';
 import { expertProject as projectRef } from '../../src/reference/experts.ts';
 import type { GpuContext } from '../../src/gpu/context.ts';
-import { U, maxAbs, randomIds, slotBound } from './expert-cases.ts';
+import { U, maxAbs, randomIds, slotBound } from '../shared/expert-cases.ts';
 import { expectClose, gpuContext, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
 
 // The shader-f16 path: f16 weights read as native f16 pairs instead of unpacked u32 words. Where
