@@ -47,6 +47,7 @@ export { GpuContext, type DeviceRequirements, type GpuContextOptions } from './g
 export { GpuModel, GREEDY, type GpuModelOptions, type SamplingOptions } from './model/model.ts';
 export { loadGpuModel } from './model/load.ts';
 export type { WeightProgress } from './model/weights.ts';
-export { loadModel, type LoadModelOptions, type LoadProgress } from './shards/load-model.ts';
+export { loadModel, type LoadModelOptions } from './model/load.ts';
+export { streamShards, type LoadProgress, type ShardLoadOptions, type WeightSink } from './shards/load-model.ts';
 export { clearCache, deleteCachedModel, listCachedModels, type CachedModel, type CacheOptions } from './store/model-cache.ts';
 export { idbShardStore, memoryShardStore, type ModelRecord, type PartialShard, type ShardStore } from './store/shard-store.ts';

@@ -2,6 +2,7 @@ import type { TokenModel } from '../engine/token-model.ts';
 import { measureCopyBandwidth } from '../kernels/copy.ts';
 import { GREEDY, type GpuModel } from '../model/model.ts';
 import { decodeReadBytes } from '../model/roofline.ts';
+import type { WasmModel } from '../wasm/model.ts';
 
 // The benchmark behind `molm bench` (Node, Dawn) and the benchmark page (demo/bench.html): the
 // same measurements on whichever adapter runs it.
@@ -10,6 +11,7 @@ import { decodeReadBytes } from '../model/roofline.ts';
 export interface BenchModel extends Pick<TokenModel, 'config' | 'reset' | 'generate'> {
   readonly description: string;
   readonly gpu?: GpuModel;
+  readonly wasm?: WasmModel;
 }
 
 /** A GPU model as a BenchModel. */
@@ -23,6 +25,13 @@ export const benchModelOf = (gpu: GpuModel): BenchModel => ({
 
 export interface BenchResult {
   adapter: string;
+  /** Which engine ran: WebGPU kernels, the WebAssembly CPU engine, or the float64 reference. */
+  backend: 'webgpu' | 'wasm' | 'cpu';
+  /** wasm only: compute threads, and SIMD (always on: the engine needs it). */
+  threads?: number;
+  simd?: boolean;
+  /** wasm only: bytes of the engine's memory (weights, KV cache, activations). */
+  memory_bytes?: number;
   prompt_tokens: number;
   new_tokens: number;
   prefill_tokens_per_s: number;
@@ -31,7 +40,11 @@ export interface BenchResult {
   /** Tokens in the context when decoding starts (the prompt). */
   context: number;
   gpu_bytes?: number;
-  /** GPU only: what a decoded token must read (active weights + KV cache), the copy kernel's bandwidth, and their ratio. */
+  /**
+   * What a decoded token must read (active weights + KV cache), the bandwidth of a plain memory
+   * pass measured in the same run (GPU: a copy kernel; wasm: a parallel read of the weights on
+   * every thread), and their ratio.
+   */
   decode_bytes_per_token?: number;
   copy_bandwidth_bytes_per_s?: number;
   roofline_ratio?: number;
@@ -92,14 +105,17 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
   }
   const decodeTokensPerS = r.count > 1 ? (r.count - 1) / decodeSeconds : NaN;
   let roofline: Pick<BenchResult, 'decode_bytes_per_token' | 'copy_bandwidth_bytes_per_s' | 'roofline_ratio'> = {};
-  if (model.gpu) {
+  const plan = model.gpu?.weights.plan ?? model.wasm?.weights.plan;
+  if (plan) {
     // The mean context over the decoded tokens: the KV cache grows by one row per token.
-    const bytes = decodeReadBytes(model.config, model.gpu.weights.plan, prompt.length + (r.count - 1) / 2);
-    const copy = await measureCopyBandwidth(model.gpu.ctx);
+    const bytes = decodeReadBytes(model.config, plan, prompt.length + (r.count - 1) / 2);
+    const copy = model.gpu ? await measureCopyBandwidth(model.gpu.ctx) : model.wasm!.readBandwidth();
     roofline = { decode_bytes_per_token: Math.round(bytes), copy_bandwidth_bytes_per_s: Math.round(copy), roofline_ratio: (bytes * decodeTokensPerS) / copy };
   }
   return {
     adapter: model.description,
+    backend: model.gpu ? 'webgpu' : model.wasm ? 'wasm' : 'cpu',
+    ...(model.wasm && { threads: model.wasm.threads, simd: true, memory_bytes: model.wasm.memoryBytes }),
     prompt_tokens: prompt.length,
     new_tokens: r.count,
     prefill_tokens_per_s: prompt.length / ((r.first - r.t0) / 1000),

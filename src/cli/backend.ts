@@ -74,5 +74,5 @@ export async function openTokenizer(dir: string): Promise<MolmTokenizer> {
 export async function openEngine(dir: string, o: OpenOptions): Promise<{ engine: LocalEngine; model: CliModel }> {
   const tokenizer = await openTokenizer(dir);
   const model = await openModel(dir, o);
-  return { engine: new LocalEngine(model, tokenizer, { device: model.description }), model };
+  return { engine: new LocalEngine(model, tokenizer, { device: model.description, backend: o.device === 'gpu' ? 'webgpu' : o.device }), model };
 }

@@ -1,8 +1,11 @@
 import type { FileSource } from '../checkpoint/types.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
-import { loadGpuModel } from '../model/load.ts';
-import { loadModel, type LoadProgress } from '../shards/load-model.ts';
+import { loadGpuModel, loadModel } from '../model/load.ts';
+import type { LoadProgress } from '../shards/load-model.ts';
+import { loadWasmModel, loadWasmModelFromUrl } from '../wasm/load.ts';
+import { chooseBackend, type BackendChoice } from './backend.ts';
+import type { TokenModel } from './token-model.ts';
 import { loadTokenizerJson } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine, type EngineOptions } from './engine.ts';
@@ -25,6 +28,13 @@ export interface CreateEngineOptions extends EngineOptions {
   maxContext?: number;
   /** Prompt tokens per prefill step (default 128). */
   prefillChunk?: number;
+  /**
+   * Which engine runs the model (default 'auto': WebGPU on a real GPU, the WebAssembly CPU
+   * engine without WebGPU or on a CPU-emulated adapter; src/engine/backend.ts).
+   */
+  backend?: BackendChoice;
+  /** The wasm engine's compute threads (default: the machine's cores; one where the page is not cross-origin isolated). */
+  threads?: number;
   /** `navigator.gpu` by default (Dawn in Node). */
   gpu?: GPU;
   /** Where shards are cached: IndexedDB in a browser, memory elsewhere. */
@@ -65,8 +75,16 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
   if (!options || typeof options.model !== 'string' || options.model === '') {
     throw new UsageError('createEngine needs { model }: the URL of a converted model (or, in Node, a model folder).');
   }
-  const gpu = options.gpu ?? (await platform.gpu());
+  const choice = options.backend ?? 'auto';
+  if (!['auto', 'webgpu', 'wasm'].includes(choice)) throw new UsageError(`backend must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(choice)}.`);
+  const backend = await chooseBackend(choice, options.gpu ? async () => options.gpu! : platform.gpu);
+  if (backend.kind === 'wasm' && options.gpuMemoryBudget !== undefined) {
+    throw new UsageError('gpuMemoryBudget applies to the WebGPU backend; the wasm engine keeps its weights in its own memory.');
+  }
   const expertBudget = options.gpuMemoryBudget === undefined ? undefined : { bytes: options.gpuMemoryBudget, policy: options.expertEviction };
+  const sizes = { maxContext: options.maxContext, prefillChunk: options.prefillChunk };
+  const engineOf = (model: TokenModel & { destroy(): void }, tokenizer: MolmTokenizer, device: string) =>
+    new LocalEngine(model, tokenizer, { ...options, device: options.device ?? device, backend: backend.kind });
   const local = !isUrl(options.model) && platform.folder !== undefined;
   if (local) {
     const files = platform.folder!(options.model);
@@ -75,30 +93,26 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
       throw new ModelFormatError(`${files.location} has no tokenizer.json: copy the model's tokenizer.json into it, or pass { tokenizer }.`);
     }
     const tokenizer = MolmTokenizer.fromJson(tokenizerJson);
-    const model = await loadGpuModel(files, {
-      gpu,
-      maxContext: options.maxContext,
-      prefillChunk: options.prefillChunk,
-      expertBudget,
-      onProgress: (p) => options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes }),
-    });
-    return new LocalEngine(model, tokenizer, { ...options, device: options.device ?? model.ctx.description });
+    const onProgress = (p: { tensor: string; loadedBytes: number; totalBytes: number }) =>
+      options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes });
+    if (backend.kind === 'wasm') {
+      const model = await loadWasmModel(files, { ...sizes, threads: options.threads, onProgress });
+      return engineOf(model, tokenizer, model.description);
+    }
+    const model = await loadGpuModel(files, { gpu: backend.gpu, ...sizes, expertBudget, onProgress });
+    return engineOf(model, tokenizer, model.ctx.description);
   }
   const url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
-  const model = await loadModel(url, {
-    gpu,
-    store: options.store,
-    signal: options.signal,
-    onProgress: options.onProgress,
-    maxContext: options.maxContext,
-    prefillChunk: options.prefillChunk,
-    expertBudget,
-  });
+  const shardOptions = { store: options.store, signal: options.signal, onProgress: options.onProgress };
+  const loaded =
+    backend.kind === 'wasm'
+      ? await loadWasmModelFromUrl(url, { ...shardOptions, ...sizes, threads: options.threads }).then((m) => ({ model: m, device: m.description }))
+      : await loadModel(url, { ...shardOptions, ...sizes, gpu: backend.gpu, expertBudget }).then((m) => ({ model: m, device: m.ctx.description }));
   try {
     const tokenizerJson = options.tokenizer ?? (await loadTokenizerJson(url, { store: options.store, signal: options.signal }));
-    return new LocalEngine(model, MolmTokenizer.fromJson(tokenizerJson), { ...options, device: options.device ?? model.ctx.description });
+    return engineOf(loaded.model, MolmTokenizer.fromJson(tokenizerJson), loaded.device);
   } catch (e) {
-    model.destroy();
+    loaded.model.destroy();
     throw e;
   }
 }

@@ -23,8 +23,10 @@ export interface Engine {
   readonly config: ModelConfig;
   /** Tokens the context holds (prompt and new tokens together). */
   readonly maxContext: number;
-  /** A human-readable name of where the model runs (adapter, or the CPU reference). */
+  /** A human-readable name of where the model runs (adapter, wasm threads, or the CPU reference). */
   readonly device: string;
+  /** Which engine runs the model. */
+  readonly backend: EngineBackend;
   generate(prompt: string, options?: GenerateOptions): TextStream;
   /** Runs a generation to its end. */
   complete(prompt: string, options?: GenerateOptions): Promise<GenerationResult>;
@@ -45,6 +47,14 @@ export interface EngineOptions {
   device?: string;
 }
 
+/** What a LocalEngine is told of its model beyond EngineOptions. */
+export interface LocalEngineOptions extends EngineOptions {
+  backend?: EngineBackend;
+}
+
+/** WebGPU kernels, the WebAssembly CPU engine, or the float64 reference (the CLI's --device cpu). */
+export type EngineBackend = 'webgpu' | 'wasm' | 'cpu';
+
 const now = () => performance.now();
 
 /** Length of the common prefix of two id lists. */
@@ -63,15 +73,17 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
 export class LocalEngine implements Engine {
   readonly chat: { readonly completions: ChatCompletions };
   readonly device: string;
+  readonly backend: EngineBackend;
   private readonly turns = new TurnQueue();
   private disposed = false;
 
   constructor(
     readonly model: TokenModel,
     readonly tokenizer: MolmTokenizer,
-    options: EngineOptions = {},
+    options: LocalEngineOptions = {},
   ) {
     this.device = options.device ?? 'unknown';
+    this.backend = options.backend ?? 'webgpu';
     this.chat = { completions: new ChatCompletions(this, { template: options.chatTemplate, modelName: options.modelName }) };
   }
 

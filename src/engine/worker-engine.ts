@@ -3,7 +3,7 @@ import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
 import type { CreateEngineOptions } from './create.ts';
 import { isUrl } from './model-url.ts';
-import { runToEnd, type Engine, type TextStream } from './engine.ts';
+import { runToEnd, type Engine, type EngineBackend, type TextStream } from './engine.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
 
@@ -31,6 +31,7 @@ export class WorkerEngine implements Engine {
     readonly config: ModelConfig,
     readonly maxContext: number,
     readonly device: string,
+    readonly backend: EngineBackend,
     chatTemplate: string | undefined,
     modelName: string | undefined,
   ) {
@@ -57,7 +58,7 @@ export class WorkerEngine implements Engine {
         if (m.kind === 'progress') onProgress?.(m.event);
         else if (m.kind === 'ready') {
           signal?.removeEventListener('abort', onAbort);
-          resolve(new WorkerEngine(worker, m.config, m.maxContext, m.device, rest.chatTemplate, rest.modelName));
+          resolve(new WorkerEngine(worker, m.config, m.maxContext, m.device, m.backend, rest.chatTemplate, rest.modelName));
         } else if (m.kind === 'error') {
           signal?.removeEventListener('abort', onAbort);
           worker.terminate();

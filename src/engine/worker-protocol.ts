@@ -1,6 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import * as errors from '../errors.ts';
 import type { CreateEngineOptions, EngineProgress } from './create.ts';
+import type { EngineBackend } from './engine.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 
 // The messages between WorkerEngine (the page) and the engine worker (src/engine/worker.ts).
@@ -25,7 +26,7 @@ export interface SerializedError {
 
 export type FromWorker =
   | { kind: 'progress'; event: EngineProgress }
-  | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string }
+  | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string; backend: EngineBackend }
   | { kind: 'chunk'; id: number; text: string }
   | { kind: 'tokens'; id: number; progress: GenerationProgress }
   | { kind: 'result'; id: number; result: GenerationResult }

@@ -32,7 +32,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
     switch (m.kind) {
       case 'create': {
         engine = await createLocalEngine({ ...m.options, onProgress: (event) => post({ kind: 'progress', event }) }, { gpu: browserGpu });
-        post({ kind: 'ready', config: engine.config, maxContext: engine.maxContext, device: engine.device });
+        post({ kind: 'ready', config: engine.config, maxContext: engine.maxContext, device: engine.device, backend: engine.backend });
         return;
       }
       case 'generate':

@@ -123,8 +123,7 @@ export class GpuContext {
    * invocations over the cooperative reductions that suit a GPU.
    */
   get isCpuAdapter(): boolean {
-    const i = this.adapterInfo as GPUAdapterInfo & { isFallbackAdapter?: boolean };
-    return i.isFallbackAdapter === true || /swiftshader/i.test(`${i.architecture} ${i.device} ${i.description}`);
+    return isCpuEmulation(this.adapterInfo);
   }
 
   /**
@@ -170,4 +169,10 @@ export class GpuContext {
   destroy(): void {
     this.device.destroy();
   }
+}
+
+/** Whether an adapter is WebGPU emulated on the CPU (SwiftShader, or a browser's fallback adapter). */
+export function isCpuEmulation(info: GPUAdapterInfo): boolean {
+  const i = info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  return i.isFallbackAdapter === true || /swiftshader/i.test(`${i.architecture} ${i.device} ${i.description}`);
 }

@@ -1,8 +1,10 @@
 import type { FileSource } from '../checkpoint/types.ts';
-import { openModelFolder } from '../shards/model-folder.ts';
+import { expertSlots, type ExpertBudget } from '../experts/streamer.ts';
 import { GpuContext, type GpuContextOptions } from '../gpu/context.ts';
-import { GpuModel, type GpuModelOptions } from './model.ts';
-import { planWeights } from './weights.ts';
+import { openModelFolder } from '../shards/model-folder.ts';
+import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
+import { GpuModel, planExpertStreaming, type GpuModelOptions } from './model.ts';
+import { GpuWeights, planWeights } from './weights.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint, or a converted one: src/shards/model-folder.ts) → GPU
@@ -25,4 +27,59 @@ export async function loadGpuModel(files: FileSource, options: GpuModelOptions &
   } finally {
     await tensors.close();
   }
+}
+
+export interface LoadModelOptions extends ShardLoadOptions {
+  /** `navigator.gpu` by default; in Node, `await nodeGpu()`. */
+  gpu?: GPU;
+  powerPreference?: GPUPowerPreference;
+  /** Tokens the KV cache holds (default 2048). */
+  maxContext?: number;
+  /** Prompt tokens per prefill step (default 128). */
+  prefillChunk?: number;
+  /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
+  expertBudget?: ExpertBudget;
+}
+
+/**
+ * A converted model from its URL onto the GPU, through the shard cache (streamShards): the
+ * device is created for the plan before any download, and each verified shard's pieces go
+ * straight into the GPU buffers.
+ */
+export function loadModel(url: string, options: LoadModelOptions = {}): Promise<GpuModel> {
+  return streamShards(url, options, async ({ config, plan }) => {
+    const streaming = planExpertStreaming(config, plan, options.expertBudget);
+    const sizes = { maxContext: options.maxContext, prefillChunk: options.prefillChunk };
+    const ctx = await GpuContext.create(GpuModel.requirements(config, plan, sizes), { gpu: options.gpu, powerPreference: options.powerPreference });
+    let weights: GpuWeights | undefined;
+    try {
+      weights = await GpuWeights.create(ctx, plan, streaming ? expertSlots(config, streaming.slots) : undefined);
+    } catch (e) {
+      ctx.destroy();
+      throw e;
+    }
+    const w = weights;
+    return {
+      sink: {
+        writePiece: (name, offset, bytes) => w.writePiece(name, offset, bytes),
+        // The queue has copied the bytes once this resolves.
+        flush: async () => {
+          await ctx.device.queue.onSubmittedWorkDone();
+          ctx.assertAlive();
+        },
+        finishWrites: () => w.finishWrites(),
+      },
+      async finish() {
+        // From here the model owns the weights (fromWeights destroys them if it fails).
+        weights = undefined;
+        const model = await GpuModel.fromWeights(ctx, config, w, { ...sizes, streaming });
+        model.ownsContext = true;
+        return model;
+      },
+      abandon() {
+        weights?.destroy();
+        ctx.destroy();
+      },
+    };
+  });
 }

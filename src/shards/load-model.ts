@@ -1,18 +1,18 @@
+import type { ModelConfig } from '../config.ts';
 import { ModelFormatError, MolmError, QuotaError } from '../errors.ts';
-import { GpuContext } from '../gpu/context.ts';
-import { expertSlots, type ExpertBudget } from '../experts/streamer.ts';
-import { GpuModel, planExpertStreaming } from '../model/model.ts';
-import { GpuWeights, planStoredWeights, type WeightPlan } from '../model/weights.ts';
+import { planStoredWeights, type WeightPlan } from '../model/weights.ts';
 import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
 import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
 import type { Manifest } from './manifest.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
-// A converted model (manifest.json + shards) from a URL into the GPU, through the shard store:
-//   manifest ─► plan ─► device ─► quota check ─► weight buffers
-//            ─► download the missing shards: sha256 ─► pieces into GPU buffers ─► store
-//            ─► the cached shards, one at a time: store ─► sha256 ─► pieces into GPU buffers
+// A converted model (manifest.json + shards) from a URL into a backend's memory, through the
+// shard store. This stage knows no device: it yields verified tensor bytes to a WeightSink,
+// which each backend provides (GPU buffers: src/model/load.ts; the wasm memory: src/wasm/load.ts).
+//   manifest ─► plan ─► the backend's memory for it ─► quota check
+//            ─► download the missing shards: sha256 ─► pieces into the sink ─► store
+//            ─► the cached shards, one at a time: store ─► sha256 ─► pieces into the sink
 // The JS heap holds one shard per download in flight, then one shard for the cached ones.
 
 export type ShardSource = 'cache' | 'network';
@@ -27,21 +27,15 @@ export type LoadProgress =
   | { type: 'progress'; shard: string; index: number; source: 'network'; loaded: number; total: number; overallLoaded: number; overallTotal: number }
   /** A shard's sha256 was checked: right after its download, or when a cached shard is read. */
   | { type: 'verify'; shard: string; index: number; source: ShardSource; ok: boolean }
-  /** A shard's pieces were written into the GPU buffers; overall counts the whole model. */
+  /** A shard's pieces were written into the backend's memory; overall counts the whole model. */
   | { type: 'upload'; shard: string; index: number; source: ShardSource; loaded: number; total: number; overallLoaded: number; overallTotal: number }
-  /** The model is on the GPU. */
+  /** The model is in the backend's memory. */
   | { type: 'ready'; url: string; totalBytes: number; cachedBytes: number; networkBytes: number; ms: number };
 
-export interface LoadModelOptions {
+/** How shards are fetched and cached, whichever backend they feed. */
+export interface ShardLoadOptions {
   onProgress?: (event: LoadProgress) => void;
   signal?: AbortSignal;
-  /** `navigator.gpu` by default; in Node, `await nodeGpu()`. */
-  gpu?: GPU;
-  powerPreference?: GPUPowerPreference;
-  /** Tokens the KV cache holds (default 2048). */
-  maxContext?: number;
-  /** Prompt tokens per prefill step (default 128). */
-  prefillChunk?: number;
   /** Where shards are cached: IndexedDB in a browser by default, memory elsewhere. */
   store?: ShardStore;
   /** Shards downloaded at once (default 2: the heap holds one shard per download in flight). */
@@ -50,9 +44,26 @@ export interface LoadModelOptions {
   retries?: number;
   backoffMs?: number;
   fetch?: typeof fetch;
-  /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
-  expertBudget?: ExpertBudget;
 }
+
+/** Where verified tensor bytes go: a backend's weights (GpuWeights, WasmWeights). */
+export interface WeightSink {
+  /** Bytes of a tensor, in its storage layout, at `offset` inside it; copied before this returns or by flush. */
+  writePiece(name: string, offset: number, bytes: Uint8Array): void;
+  /** Resolves once the sink holds its own copy of everything written (the GPU queue's copies). */
+  flush?(): Promise<void>;
+  /** Checks that every tensor received all its bytes. */
+  finishWrites(): void;
+}
+
+/** A backend's side of a load: called once the plan is known, before any shard is read. */
+export type WeightConsumer<M> = (model: { config: ModelConfig; plan: WeightPlan }) => Promise<{
+  sink: WeightSink;
+  /** Every piece is in: the model. */
+  finish(): Promise<M>;
+  /** The load failed: release what was allocated. */
+  abandon(): void;
+}>;
 
 const MB = 1e6;
 const mb = (bytes: number) => (bytes / MB).toFixed(bytes < 10 * MB ? 1 : 0);
@@ -142,15 +153,17 @@ async function putRecord(store: ShardStore, record: ModelRecord): Promise<void> 
 }
 
 /**
- * Loads a converted model (`molm convert`) from a URL onto the GPU, caching its shards: the
+ * Streams a converted model (`molm convert`) from a URL into a backend, caching its shards: the
  * first load downloads them (resuming interrupted downloads, verifying each sha256), later loads
  * read them from the cache without the network. `url` is the manifest's or its folder's.
+ * `consume` allocates the backend's memory for the plan (before any download, so a device that
+ * cannot hold the model is known at once) and receives every verified piece.
  *
  * Errors: ModelFormatError (manifest, a shard corrupt or missing on the server), QuotaError (the
- * browser's storage cannot hold the model; nothing cached is lost), DeviceLimitError,
- * AbortError (`signal`), MolmError (network).
+ * browser's storage cannot hold the model; nothing cached is lost), DeviceLimitError (from the
+ * consumer), AbortError (`signal`), MolmError (network).
  */
-export async function loadModel(url: string, options: LoadModelOptions = {}): Promise<GpuModel> {
+export async function streamShards<M>(url: string, options: ShardLoadOptions, consume: WeightConsumer<M>): Promise<M> {
   const started = Date.now();
   const { signal, onProgress } = options;
   const emit = (e: LoadProgress) => onProgress?.(e);
@@ -206,10 +219,8 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
   if (prior?.tokenizer && JSON.stringify(prior.manifest) === JSON.stringify(manifest)) record.tokenizer = prior.tokenizer;
   await putRecord(store, record);
 
-  // The device before any download: a GPU that cannot hold the model is known at once.
-  const streaming = planExpertStreaming(config, plan, options.expertBudget);
-  const ctx = await GpuContext.create(GpuModel.requirements(config, plan, { maxContext: options.maxContext, prefillChunk: options.prefillChunk }), { gpu: options.gpu, powerPreference: options.powerPreference });
-  let weights: GpuWeights | undefined;
+  // The backend's memory before any download: a device that cannot hold the model is known at once.
+  const backend = await consume({ config, plan });
   try {
     const requests = (i: number): ShardRequest => ({
       url: new URL(shards[i].file, manifestUrl).toString(),
@@ -221,27 +232,25 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
     const fromNetwork = new Set<string>();
     let networkBytes = 0;
 
-    weights = await GpuWeights.create(ctx, plan, streaming ? expertSlots(config, streaming.slots) : undefined);
-    const gpuWeights = weights;
+    const sink = backend.sink;
     const pieces = piecesByShard(manifest, plan);
     const uploadedShards = new Set<number>();
     let uploaded = 0;
-    /** Writes a verified shard's pieces into the GPU buffers (every index that has its bytes). */
+    /** Writes a verified shard's pieces into the sink (every index that has its bytes). */
     const upload = async (hash: string, bytes: Uint8Array, source: ShardSource) => {
       for (let i = 0; i < shards.length; i++) {
         if (shards[i].sha256 !== hash || uploadedShards.has(i)) continue;
-        for (const p of pieces[i]) gpuWeights.writePiece(p.tensor, p.tensorOffset, bytes.subarray(p.offset, p.offset + p.bytes));
-        // The queue has copied the bytes once this resolves: at most one shard in flight.
-        await ctx.device.queue.onSubmittedWorkDone();
-        ctx.assertAlive();
+        for (const p of pieces[i]) sink.writePiece(p.tensor, p.tensorOffset, bytes.subarray(p.offset, p.offset + p.bytes));
+        // The sink has its copy once this resolves: at most one shard in flight.
+        await sink.flush?.();
         uploadedShards.add(i);
         uploaded += shards[i].bytes;
         emit({ type: 'upload', shard: shards[i].file, index: i, source, loaded: shards[i].bytes, total: shards[i].bytes, overallLoaded: uploaded, overallTotal: totalBytes });
       }
     };
 
-    // 1. Download what is missing; each shard goes into the GPU buffers straight from its
-    //    download buffer, then into the store.
+    // 1. Download what is missing; each shard goes into the sink straight from its download
+    //    buffer, then into the store.
     const received = new Map<number, number>();
     let overallLoaded = 0;
     await fetchShards(missing.map(requests), {
@@ -267,7 +276,7 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
       },
     });
 
-    // 2. The cached shards, one at a time from the store into the GPU buffers.
+    // 2. The cached shards, one at a time from the store into the sink.
     const verified = new Set(fromNetwork);
     // One shard-sized buffer, reused for every shard: the heap holds one shard here.
     const reuse = new Uint8Array(Math.max(0, ...shards.filter((_, i) => !uploadedShards.has(i)).map((x) => x.bytes)));
@@ -299,7 +308,7 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
             verified.add(shard.sha256);
             networkBytes += shard.bytes;
             emit({ type: 'verify', shard: shard.file, index: i, source: 'network', ok: true });
-            // Like any download: into the GPU buffers from the download buffer, then stored.
+            // Like any download: into the sink from the download buffer, then stored.
             await upload(shard.sha256, downloaded, 'network');
           },
         });
@@ -308,18 +317,15 @@ export async function loadModel(url: string, options: LoadModelOptions = {}): Pr
       await upload(shard.sha256, bytes, fromNetwork.has(shard.sha256) ? 'network' : 'cache');
       bytes = undefined;
     }
-    weights.finishWrites();
+    sink.finishWrites();
     checkAbort();
-    const model = await GpuModel.fromWeights(ctx, config, weights, { maxContext: options.maxContext, prefillChunk: options.prefillChunk, streaming });
-    weights = undefined;
-    model.ownsContext = true;
+    const model = await backend.finish();
 
     await finishRecord(store, record);
     emit({ type: 'ready', url: manifestUrl, totalBytes, cachedBytes: uniqueBytes - networkBytes, networkBytes, ms: Date.now() - started });
     return model;
   } catch (e) {
-    weights?.destroy();
-    ctx.destroy();
+    backend.abandon();
     if (signal?.aborted && !(e instanceof QuotaError)) throw abortError(signal);
     throw e;
   }

@@ -29,6 +29,7 @@ export interface KernelExports {
   stickbreaking_partial_floats(maxContext: number, k: number, heads: number, d: number): number;
   apply_penalty(logits: Ptr, ids: Ptr, n: number, penalty: number): void;
   argmax(logits: Ptr, vocab: number): number;
+  stream_read(p: Ptr, bytes: number, sums: Ptr): number;
   sample(logits: Ptr, vocab: number, temperature: number, topK: number, topP: number, u: number, p: Ptr, sel: Ptr): number;
 }
 

@@ -1,6 +1,7 @@
 import type { FileSource } from '../checkpoint/types.ts';
-import { planWeights, type WeightProgress } from '../model/weights.ts';
 import type { WeightType } from '../gpu/wgsl.ts';
+import { planWeights, type WeightProgress } from '../model/weights.ts';
+import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { WasmModel, type WasmModelOptions } from './model.ts';
 
@@ -15,8 +16,31 @@ export async function loadWasmModel(
   const { config, tensors } = await openModelFolder(files);
   try {
     const plan = planWeights(config, tensors, { matrixType: options.matrixType });
-    return await WasmModel.create(config, plan, options, (w) => w.upload(tensors, options.onProgress));
+    const model = await WasmModel.create(config, plan, options);
+    try {
+      await model.weights.upload(tensors, options.onProgress);
+      return model;
+    } catch (e) {
+      model.destroy();
+      throw e;
+    }
   } finally {
     await tensors.close();
   }
+}
+
+/**
+ * A converted model from its URL into the wasm memory, through the same shard cache as the GPU
+ * path (streamShards): the memory is laid out and allocated before any download, and each
+ * verified shard's pieces are copied into it.
+ */
+export function loadWasmModelFromUrl(url: string, options: ShardLoadOptions & WasmModelOptions = {}): Promise<WasmModel> {
+  return streamShards(url, options, async ({ config, plan }) => {
+    const model = await WasmModel.create(config, plan, options);
+    return {
+      sink: model.weights,
+      finish: async () => model,
+      abandon: () => model.destroy(),
+    };
+  });
 }

@@ -44,6 +44,7 @@ class Regions {
   readonly samplerP: number;
   readonly samplerSel: number;
   readonly seen: number;
+  readonly streamSums: number;
   /** Per layer: router ids and gates of the current step ([rows, k]). */
   readonly attIds: number[] = [];
   readonly attGates: number[] = [];
@@ -53,7 +54,7 @@ class Regions {
   readonly keys: number[] = [];
   readonly values: number[] = [];
 
-  constructor(c: ModelConfig, layout: MemoryLayout, rows: number, maxContext: number, taskBytes: number, partialFloats: number) {
+  constructor(c: ModelConfig, layout: MemoryLayout, rows: number, maxContext: number, taskBytes: number, partialFloats: number, weightBytes: number) {
     const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, V = c.vocabSize;
     const k = Math.max(c.kAtt, c.kMlp);
     const f = (n: number) => layout.take(n * F32);
@@ -75,6 +76,7 @@ class Regions {
     this.samplerP = layout.take(V * 8, 8);
     this.samplerSel = layout.take(V * 8, 8);
     this.seen = layout.take(maxContext * 4);
+    this.streamSums = layout.take(Math.ceil(weightBytes / (256 << 10)) * 64);
     const width = kvWidth(c);
     const kv = hasKvProjections(c);
     for (let l = 0; l < c.nLayer; l++) {
@@ -118,9 +120,10 @@ export class WasmModel implements TokenModel {
 
   /**
    * Lays out the memory for this model, creates it (DeviceLimitError when it cannot be had) and
-   * starts the threads; the weights are then written through `fill` (a checkpoint, or shards).
+   * starts the threads. The weights are empty: write them through `weights` (WasmWeights.upload
+   * for a checkpoint, writePiece for shards) before the first step.
    */
-  static async create(config: ModelConfig, plan: WeightPlan, options: WasmModelOptions, fill: (w: WasmWeights) => Promise<void>): Promise<WasmModel> {
+  static async create(config: ModelConfig, plan: WeightPlan, options: WasmModelOptions): Promise<WasmModel> {
     const maxContext = options.maxContext ?? Math.min(config.nCtx ?? 2048, 2048);
     const rows = Math.min(options.prefillChunk ?? 128, maxContext);
     if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
@@ -131,7 +134,7 @@ export class WasmModel implements TokenModel {
     const taskBytes = 4 * (2 + 2 * 4);
     const seg = 64;
     const partialFloats = Math.ceil(maxContext / seg) * config.nHead * Math.max(config.kAtt, 1) * (headSize(config) + 1);
-    const regions = new Regions(config, layout, rows, maxContext, taskBytes, partialFloats);
+    const regions = new Regions(config, layout, rows, maxContext, taskBytes, partialFloats, plan.totalBytes);
     const what = `This model (${(plan.totalBytes / 2 ** 20).toFixed(0)} MiB of weights, a ${maxContext}-token context)`;
     const runtime = await WasmRuntime.create(layout, what, options);
     try {
@@ -140,7 +143,6 @@ export class WasmModel implements TokenModel {
         throw new Error('wasm kernels: src/wasm/model.ts sizes its scratch differently from the kernels');
       }
       weights.attach(runtime);
-      await fill(weights);
       return new WasmModel(config, runtime, weights, regions, maxContext, rows);
     } catch (e) {
       runtime.destroy();
@@ -165,6 +167,19 @@ export class WasmModel implements TokenModel {
   /** Bytes of the wasm memory: weights, caches, activations and scratch. */
   get memoryBytes(): number {
     return this.runtime.memory.buffer.byteLength;
+  }
+
+  /** Bytes per second of a plain read of all the weights on every thread: the best a decode step could stream. */
+  readBandwidth(): number {
+    const first = Math.min(...this.weights.plan.entries.map((e) => this.weights.at(e.name)));
+    const bytes = this.weights.plan.totalBytes;
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      this.k.stream_read(first, bytes, this.r.streamSums);
+      best = Math.min(best, performance.now() - t0);
+    }
+    return bytes / (best / 1000);
   }
 
   truncate(length: number): void {

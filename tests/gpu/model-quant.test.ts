@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { f16ToF32, f32ToF16 } from '../../src/checkpoint/dtype.ts';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { GREEDY, GpuModel } from '../../src/model/model.ts';
 import { planWeights } from '../../src/model/weights.ts';
-import { dequantize, isQuantType, quantize } from '../../src/quant/layout.ts';
-import { ReferenceModel, greedyGenerate, loadReferenceWeights } from '../../src/reference/model.ts';
+import { greedyGenerate } from '../../src/reference/model.ts';
 import { quantizedSource } from '../quant-source.ts';
+import { quantizedReference } from '../shared/quant-reference.ts';
 import { gpuContext, maxAbsDiff } from './harness.ts';
 
 // tiny-molm with q8 / q4 matrices. C = 32 is a multiple of 32, so wte, lm_head, the routers'
@@ -24,36 +23,11 @@ const golden = (() => {
   return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 })();
 
-/** The float64 reference on the weights as the plan stores them: quantised, f16 or as is. */
-async function referenceFor(type: 'q8' | 'q4'): Promise<ReferenceModel> {
-  const { config, tensors } = await openCheckpoint(nodeFileSource(DIR));
-  try {
-    const plan = planWeights(config, tensors, { matrixType: type });
-    const weights = await loadReferenceWeights(tensors);
-    let quantised = 0;
-    for (const e of plan.entries) {
-      const values = Float32Array.from(weights.get(e.name)!);
-      if (isQuantType(e.storage)) {
-        weights.set(e.name, Float64Array.from(dequantize(quantize(values, e.shape, e.storage), e.shape, e.storage)));
-        quantised++;
-      } else if (e.storage === 'f16') {
-        weights.set(e.name, Float64Array.from(values, (v) => f16ToF32(f32ToF16(v))));
-      } else {
-        expect(e.storage).toBe('f32');
-      }
-    }
-    expect(quantised).toBe(2 + 2 * 5); // wte, lm_head; per layer w_gate.0 ×2, q and o experts, MLP up
-    return new ReferenceModel(config, weights);
-  } finally {
-    await tensors.close();
-  }
-}
-
 describe.each(['q8', 'q4'] as const)('tiny-molm with %s matrices on WebGPU', (type) => {
   const ids = expected.input_ids;
 
   it('prefill and decode match the float64 reference on the same quantised weights', async () => {
-    const ref = await referenceFor(type);
+    const ref = await quantizedReference(DIR, type);
     const want = ref.prefill(ids);
     let scale = 0;
     for (const x of want) scale = Math.max(scale, Math.abs(x));

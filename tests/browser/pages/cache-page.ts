@@ -1,6 +1,7 @@
 import { createStore, get, set } from 'idb-keyval';
 import { GREEDY } from '../../../src/model/model.ts';
-import { loadModel, type LoadProgress } from '../../../src/shards/load-model.ts';
+import { loadModel } from '../../../src/model/load.ts';
+import type { LoadProgress } from '../../../src/shards/load-model.ts';
 import { clearCache, deleteCachedModel, listCachedModels } from '../../../src/store/model-cache.ts';
 import { idbShardStore, type ShardStore } from '../../../src/store/shard-store.ts';
 
