@@ -151,8 +151,16 @@ export class WasmRuntime {
     return this.workers.find((w) => w.error)?.error ?? (code === 2 ? 'a compute thread stopped making progress' : 'a compute thread failed');
   }
 
+  /**
+   * Ends worker thread `i` as a crash would (fault injection for tests); resolves once the thread
+   * is gone. The engine reports it at its next step.
+   */
+  async killThread(i: number): Promise<void> {
+    await this.workers[i].terminate();
+  }
+
   destroy(): void {
-    for (const w of this.workers) w.terminate();
+    for (const w of this.workers) void w.terminate();
     this.workers.length = 0;
   }
 }

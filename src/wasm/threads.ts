@@ -5,7 +5,8 @@
 export interface ComputeThread {
   /** Set when the thread died: its message. */
   error?: string;
-  terminate(): void;
+  /** Ends the thread; resolves once it is gone. */
+  terminate(): Promise<void>;
 }
 
 // Runs in the thread. `post` and the first message differ between the platforms only.
@@ -43,7 +44,11 @@ export async function startThreads(module: WebAssembly.Module, memory: WebAssemb
     for (const stackTop of stackTops) {
       const w = new Worker(NODE_SOURCE, { eval: true, workerData: { module, memory, stackTop } });
       w.unref();
-      const t: ComputeThread = { terminate: () => void w.terminate() };
+      const t: ComputeThread = {
+        terminate: async () => {
+          await w.terminate();
+        },
+      };
       ready.push(
         new Promise((resolve, reject) => {
           w.on('message', (m: { ready?: boolean; error?: string }) => (m.ready ? resolve() : (t.error = m.error)));
@@ -64,7 +69,12 @@ export async function startThreads(module: WebAssembly.Module, memory: WebAssemb
     try {
       for (const stackTop of stackTops) {
         const w = new Worker(url, { name: 'molm-compute' });
-        const t: ComputeThread = { terminate: () => w.terminate() };
+        const t: ComputeThread = {
+          terminate: async () => {
+            w.terminate();
+            t.error ??= 'a compute thread was terminated';
+          },
+        };
         ready.push(
           new Promise((resolve, reject) => {
             w.onmessage = (ev: MessageEvent<{ ready?: boolean; error?: string }>) => (ev.data.ready ? resolve() : (t.error = ev.data.error));
@@ -86,7 +96,7 @@ export async function startThreads(module: WebAssembly.Module, memory: WebAssemb
   try {
     await Promise.all(ready);
   } catch (e) {
-    for (const t of threads) t.terminate();
+    for (const t of threads) void t.terminate();
     throw e;
   }
   return threads;

@@ -64,14 +64,14 @@ describe('loadModel in Node (Dawn), memory store, shards over HTTP', () => {
     try {
       // Twice online: the second load rewrites the model record, which must keep the tokenizer.
       for (let i = 0; i < 2; i++) {
-        const engine = await createEngine({ model: url, store, maxContext: 64 });
+        const engine = await createEngine({ model: url, backend: 'webgpu', store, maxContext: 64 });
         want = (await engine.complete('The jury', options)).text;
         await engine.dispose();
       }
     } finally {
       await server.close();
     }
-    const offline = await createEngine({ model: url, store, maxContext: 64 });
+    const offline = await createEngine({ model: url, backend: 'webgpu', store, maxContext: 64 });
     try {
       expect((await offline.complete('The jury', options)).text).toBe(want);
     } finally {

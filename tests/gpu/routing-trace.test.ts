@@ -28,7 +28,7 @@ function expectSameRouting(gpu: RoutingTrace, cpu: RoutingTrace): void {
 
 describe('routing trace (built-in model)', () => {
   it('gives the CPU reference’s experts and gates for the prompt and every token read back', async () => {
-    const gpu = await createEngine({ model: dir, maxContext: 256, prefillChunk: 4 });
+    const gpu = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256, prefillChunk: 4 });
     const cpu = await referenceEngine();
     try {
       const prompt = 'The jury said that the city';
@@ -62,7 +62,7 @@ describe('routing trace (built-in model)', () => {
   });
 
   it('costs nothing unless asked for, and does not change the tokens', async () => {
-    const gpu = await createEngine({ model: dir, maxContext: 256 });
+    const gpu = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
     try {
       const options = { maxNewTokens: 8, temperature: 0.8, seed: 3 };
       const plain = await gpu.complete('It was a long day', options);
@@ -80,7 +80,7 @@ describe('routing trace (built-in model)', () => {
   });
 
   it('reports progress after every new token', async () => {
-    const gpu = await createEngine({ model: dir, maxContext: 256 });
+    const gpu = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
     try {
       const seen: number[] = [];
       const r = await gpu.complete('Once', { maxNewTokens: 5, temperature: 0, stopAtEndOfText: false, onProgress: (p) => seen.push(p.completionTokens) });

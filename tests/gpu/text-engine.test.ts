@@ -11,7 +11,7 @@ const referenceEngine = () => builtInReferenceEngine(512);
 
 describe('createEngine on WebGPU (built-in model)', () => {
   it('gives the CPU reference’s text: greedy with a repetition penalty, and seeded sampling', async () => {
-    const gpu = await createEngine({ model: dir, maxContext: 512 });
+    const gpu = await createEngine({ model: dir, backend: 'webgpu', maxContext: 512 });
     const cpu = await referenceEngine();
     try {
       for (const options of [
@@ -32,8 +32,8 @@ describe('createEngine on WebGPU (built-in model)', () => {
 
   it('the same seed gives the same text: on a new engine, and again on the same one', async () => {
     const options = { maxNewTokens: 24, temperature: 0.9, seed: 7 };
-    const a = await createEngine({ model: dir, maxContext: 256 });
-    const b = await createEngine({ model: dir, maxContext: 256 });
+    const a = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
+    const b = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
     try {
       const first = await a.complete('He walked into the room and', options);
       expect(first.usage.completionTokens).toBeGreaterThan(0);
@@ -50,8 +50,8 @@ describe('createEngine on WebGPU (built-in model)', () => {
   });
 
   it('a chat continued from the kept context gives what a fresh engine gives', async () => {
-    const kept = await createEngine({ model: dir, maxContext: 256 });
-    const fresh = await createEngine({ model: dir, maxContext: 256 });
+    const kept = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
+    const fresh = await createEngine({ model: dir, backend: 'webgpu', maxContext: 256 });
     try {
       const options = { max_tokens: 12, temperature: 0 };
       const messages = [{ role: 'user' as const, content: 'Where is the church?' }];
