@@ -126,7 +126,7 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
     gpu_bytes: model.gpu?.gpuBytes,
     dispatches_per_token: model.gpu?.dispatchesPerToken,
     ...(model.gpu && { kernels: kernelPaths(model.gpu) }),
-    ...(model.gpu?.expertCache && { expert_cache: model.gpu.expertCache }),
+    ...((model.gpu?.expertCache ?? model.wasm?.expertCache) && { expert_cache: (model.gpu?.expertCache ?? model.wasm?.expertCache)! }),
     ...kernels,
   };
 }

@@ -1,13 +1,15 @@
 import { hasKvProjections, headSize, kvWidth, type ModelConfig } from '../config.ts';
 import type { TokenModel } from '../engine/token-model.ts';
-import { ContextLengthError, MolmError, UsageError } from '../errors.ts';
+import { ContextLengthError, DeviceLimitError, MolmError, UsageError } from '../errors.ts';
+import { ExpertResidency } from '../experts/residency.ts';
+import { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
 import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
 import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from '../model/tensor-names.ts';
 import type { WeightPlan } from '../model/weights.ts';
 import { uniformFromSeed } from '../reference/sampler.ts';
 import { ACT_GELU_TANH, ACT_NONE, STORAGE_CODE, type KernelExports } from './abi.ts';
-import { MemoryLayout, WasmRuntime, type RuntimeOptions } from './runtime.ts';
+import { MemoryLayout, WASM_MEMORY_LIMIT, WasmRuntime, type RuntimeOptions } from './runtime.ts';
 import { WasmWeights } from './weights.ts';
 
 /** A compute thread of the wasm engine died: the engine cannot go on. */
@@ -20,6 +22,22 @@ export interface WasmModelOptions extends RuntimeOptions {
   maxContext?: number;
   /** Prompt tokens per prefill step (default 128). */
   prefillChunk?: number;
+  /**
+   * Keep only this many bytes (or this share, '50%') of expert weights in the wasm memory, the
+   * rest in host memory, copied in when a router picks them. By default only a model that would
+   * not fit `memoryLimit` streams its experts, with as many slots as fit.
+   */
+  expertBudget?: ExpertBudget;
+  /** The most bytes of wasm memory to use (default 4 GiB, wasm32's limit). */
+  memoryLimit?: number;
+}
+
+/** Experts kept in slots: one residency per router, and the slot ids the expert kernels read. */
+interface ExpertStreaming {
+  slots: SlotCounts;
+  att: ExpertResidency[];
+  mlp: ExpertResidency[];
+  loadedBytes: number;
 }
 
 const F32 = 4;
@@ -45,6 +63,8 @@ class Regions {
   readonly samplerSel: number;
   readonly seen: number;
   readonly streamSums: number;
+  /** Under an expert budget: the slot of each pick, [k]. */
+  readonly slotIds: number;
   /** Per layer: router ids and gates of the current step ([rows, k]). */
   readonly attIds: number[] = [];
   readonly attGates: number[] = [];
@@ -77,6 +97,7 @@ class Regions {
     this.samplerSel = layout.take(V * 8, 8);
     this.seen = layout.take(maxContext * 4);
     this.streamSums = layout.take(Math.ceil(weightBytes / (256 << 10)) * 64);
+    this.slotIds = layout.take(k * 4);
     const width = kvWidth(c);
     const kv = hasKvProjections(c);
     for (let l = 0; l < c.nLayer; l++) {
@@ -113,6 +134,7 @@ export class WasmModel implements TokenModel {
     private readonly r: Regions,
     readonly maxContext: number,
     readonly rows: number,
+    private readonly streaming: ExpertStreaming | null,
   ) {
     this.k = runtime.kernels;
     this.eps = config.layerNormEpsilon;
@@ -125,29 +147,92 @@ export class WasmModel implements TokenModel {
    */
   static async create(config: ModelConfig, plan: WeightPlan, options: WasmModelOptions): Promise<WasmModel> {
     const maxContext = options.maxContext ?? Math.min(config.nCtx ?? 2048, 2048);
-    const rows = Math.min(options.prefillChunk ?? 128, maxContext);
+    const chunk = Math.min(options.prefillChunk ?? 128, maxContext);
     if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
-    if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${rows}`);
-    const layout = new MemoryLayout();
-    const weights = new WasmWeights(plan, layout);
+    if (!Number.isInteger(chunk) || chunk < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${chunk}`);
+    const limit = options.memoryLimit ?? WASM_MEMORY_LIMIT;
     // Sizes the kernels report need an instance; these two are fixed by the C sources.
     const taskBytes = 4 * (2 + 2 * 4);
     const seg = 64;
     const partialFloats = Math.ceil(maxContext / seg) * config.nHead * Math.max(config.kAtt, 1) * (headSize(config) + 1);
-    const regions = new Regions(config, layout, rows, maxContext, taskBytes, partialFloats, plan.totalBytes);
+    const lay = (slots: SlotCounts | null) => {
+      const layout = new MemoryLayout();
+      const weights = new WasmWeights(plan, layout, slots ? expertSlots(config, slots) : undefined);
+      // Under a budget every step is one token: a chunk of rows would need more experts at once than the slots hold.
+      const rows = slots ? 1 : chunk;
+      const regions = new Regions(config, layout, rows, maxContext, taskBytes, partialFloats, plan.totalBytes);
+      return { layout, weights, regions, rows };
+    };
+    let slots = options.expertBudget ? slotCounts(config, plan, options.expertBudget.bytes) : null;
+    let laid = lay(slots);
+    const { extraBytes } = await WasmRuntime.threadsFor(options);
+    if (!slots && laid.layout.bytes + extraBytes > limit) {
+      // Too big: as many expert slots as fit under the limit, the rest streamed from host memory.
+      const least = lay({ att: config.kAtt, mlp: config.kMlp, expertBytes: 0, slotBytes: 0 });
+      const room = limit - least.layout.bytes - extraBytes;
+      if (room < 0) {
+        const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+        throw new DeviceLimitError(
+          `This model (${mib(plan.totalBytes)} MiB of weights, a ${maxContext}-token context) needs ${mib(least.layout.bytes)} MiB of WebAssembly memory even with its experts streamed, past the ${mib(limit)} MiB limit: use a shorter maxContext, a more compressed model (q4), or WebGPU.`,
+        );
+      }
+      // (One-row steps alone may make room for every expert: then all stay, in as many slots.)
+      slots = slotCounts(config, plan, minimumSlotBytes(config, plan) + room) ?? { att: config.nAttExperts, mlp: config.nMlpExperts, expertBytes: 0, slotBytes: 0 };
+      laid = lay(slots);
+    }
     const what = `This model (${(plan.totalBytes / 2 ** 20).toFixed(0)} MiB of weights, a ${maxContext}-token context)`;
-    const runtime = await WasmRuntime.create(layout, what, options);
+    const runtime = await WasmRuntime.create(laid.layout, what, { ...options, memoryLimit: limit });
     try {
       const k = runtime.kernels;
       if (k.expert_task_bytes() !== taskBytes || k.stickbreaking_partial_floats(maxContext, config.kAtt, config.nHead, headSize(config)) !== partialFloats) {
         throw new Error('wasm kernels: src/wasm/model.ts sizes its scratch differently from the kernels');
       }
-      weights.attach(runtime);
-      return new WasmModel(config, runtime, weights, regions, maxContext, rows);
+      laid.weights.attach(runtime);
+      const policy = options.expertBudget?.policy ?? 'lfu';
+      const streaming = slots && {
+        slots,
+        att: Array.from({ length: config.nLayer }, () => new ExpertResidency(config.nAttExperts, slots!.att, policy)),
+        mlp: Array.from({ length: config.nLayer }, () => new ExpertResidency(config.nMlpExperts, slots!.mlp, policy)),
+        loadedBytes: 0,
+      };
+      return new WasmModel(config, runtime, laid.weights, laid.regions, maxContext, laid.rows, streaming);
     } catch (e) {
       runtime.destroy();
       throw e;
     }
+  }
+
+  /** Under an expert budget: the slots per layer and the cache's counts so far; else null. */
+  get expertCache(): { hits: number; misses: number; hitRate: number; loadedBytes: number; attSlots: number; mlpSlots: number } | null {
+    const s = this.streaming;
+    if (!s) return null;
+    let hits = 0;
+    let misses = 0;
+    for (const r of [...s.att, ...s.mlp]) {
+      hits += r.hits;
+      misses += r.misses;
+    }
+    return { hits, misses, hitRate: hits / Math.max(1, hits + misses), loadedBytes: s.loadedBytes, attSlots: s.slots.att, mlpSlots: s.slots.mlp };
+  }
+
+  /**
+   * Under an expert budget: makes the k experts a router picked resident (copying the missing
+   * ones into slots) and writes their slot ids; the pointer the expert kernels read ids from.
+   */
+  private resident(kind: 'att' | 'mlp', layer: number, ids: number, k: number): number {
+    const s = this.streaming;
+    if (!s) return ids;
+    const buf = this.runtime.memory.buffer;
+    const picks = new Int32Array(buf, ids, k);
+    const residency = s[kind][layer];
+    const n = layerTensorNames(layer);
+    const tensors = kind === 'att' ? [n.queryExperts, n.outputExperts] : [n.upExperts, n.downExperts];
+    for (const load of residency.admit(picks)) {
+      for (const t of tensors) s.loadedBytes += this.weights.loadExpert(t, load.expert, load.slot);
+    }
+    const slotIds = new Int32Array(buf, this.r.slotIds, k);
+    for (let i = 0; i < k; i++) slotIds[i] = residency.slotOf(picks[i]);
+    return this.r.slotIds;
   }
 
   get contextIds(): readonly number[] {
@@ -258,16 +343,20 @@ export class WasmModel implements TokenModel {
       } else {
         heap.copyWithin(row(r.keys[l]) / F32, r.x / F32, r.x / F32 + T * C);
       }
-      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, w.at(n.queryExperts), st(n.queryExperts), c.nAttExperts, r.attIds[l], ACT_NONE, r.tasks, r.counts);
+      const attIds = this.resident('att', l, r.attIds[l], c.kAtt);
+      const Ea = this.streaming ? this.streaming.slots.att : c.nAttExperts;
+      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, w.at(n.queryExperts), st(n.queryExperts), Ea, attIds, ACT_NONE, r.tasks, r.counts);
       k.stickbreaking(r.o, r.q, r.keys[l], r.values[l], T, c.kAtt, c.nHead, headSize(c), pos0, width, r.partial);
-      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, w.at(n.outputExperts), st(n.outputExperts), c.nAttExperts, r.attIds[l], ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, w.at(n.outputExperts), st(n.outputExperts), Ea, attIds, ACT_NONE, r.tasks, r.counts);
       k.expert_combine(r.h, r.y, r.attGates[l], T, c.kAtt, C);
 
       k.layer_norm(r.x2, r.h, T, C, w.at(n.ln2Weight), w.at(n.ln2Bias), this.eps);
       k.router(r.mlpIds[l], r.mlpGates[l], r.x2, T, C, w.at(n.mlpGate0Weight), st(n.mlpGate0Weight), w.at(n.mlpGate0Bias),
         w.at(n.mlpGate3Weight), st(n.mlpGate3Weight), G, c.nMlpExperts, c.kMlp, r.hidden, r.routerLogits, r.scratch);
-      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, w.at(n.upExperts), st(n.upExperts), c.nMlpExperts, r.mlpIds[l], ACT_GELU_TANH, r.tasks, r.counts);
-      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, w.at(n.downExperts), st(n.downExperts), c.nMlpExperts, r.mlpIds[l], ACT_NONE, r.tasks, r.counts);
+      const mlpIds = this.resident('mlp', l, r.mlpIds[l], c.kMlp);
+      const Em = this.streaming ? this.streaming.slots.mlp : c.nMlpExperts;
+      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, w.at(n.upExperts), st(n.upExperts), Em, mlpIds, ACT_GELU_TANH, r.tasks, r.counts);
+      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, w.at(n.downExperts), st(n.downExperts), Em, mlpIds, ACT_NONE, r.tasks, r.counts);
       k.expert_combine(r.h, r.y, r.mlpGates[l], T, c.kMlp, C);
       if (this.tracing) this.record(l, pos0, T);
     }
@@ -363,6 +452,17 @@ export class WasmModel implements TokenModel {
   destroy(): void {
     this.runtime.destroy();
   }
+}
+
+/** Bytes of the k experts of each kind every layer needs at least. */
+function minimumSlotBytes(c: ModelConfig, plan: WeightPlan): number {
+  let n = 0;
+  for (const e of plan.entries) {
+    if (e.shape.length !== 3) continue;
+    const k = e.shape[0] === c.nAttExperts && /attn/.test(e.name) ? c.kAtt : c.kMlp;
+    n += (e.bytes / e.shape[0]) * k;
+  }
+  return n;
 }
 
 /** A macrotask turn without timer clamping. */

@@ -89,6 +89,8 @@ function compile(variant: 'mt' | 'st'): Promise<WebAssembly.Module> {
 export interface RuntimeOptions {
   /** Compute threads, the calling one included (default: the machine's cores, at most 16). */
   threads?: number;
+  /** The most bytes of memory to ask for (default and most: 4 GiB). */
+  memoryLimit?: number;
 }
 
 export class WasmRuntime {
@@ -104,6 +106,14 @@ export class WasmRuntime {
    * A memory of `layout.bytes` (plus the threads' stacks), the kernels instantiated on it, and
    * the worker threads started. Throws DeviceLimitError when the memory cannot be had.
    */
+  /** The threads a runtime made with these options gets, and the memory it adds to a layout for them (stacks, page rounding). */
+  static async threadsFor(options: RuntimeOptions = {}): Promise<{ threads: number; extraBytes: number }> {
+    const support = await wasmSupport();
+    const wanted = options.threads ?? Math.min(16, support.cores);
+    const threads = support.threads && Number.isInteger(wanted) && wanted > 1 ? wanted : 1;
+    return { threads, extraBytes: (threads - 1) * THREAD_STACK_BYTES + 16 * (threads - 1) + PAGE };
+  }
+
   static async create(layout: MemoryLayout, what: string, options: RuntimeOptions = {}): Promise<WasmRuntime> {
     const support = await wasmSupport();
     if (!support.simd) {
@@ -117,9 +127,10 @@ export class WasmRuntime {
     const stacks = Array.from({ length: threads - 1 }, () => layout.take(THREAD_STACK_BYTES) + THREAD_STACK_BYTES);
     const total = layout.bytes;
     const mib = (b: number) => (b / 2 ** 20).toFixed(0);
-    if (total > WASM_MEMORY_LIMIT) {
+    const limit = Math.min(options.memoryLimit ?? WASM_MEMORY_LIMIT, WASM_MEMORY_LIMIT);
+    if (total > limit) {
       throw new DeviceLimitError(
-        `${what} needs ${mib(total)} MiB of WebAssembly memory, past its 4096 MiB limit: use a smaller or more compressed model (q4), a shorter maxContext, or WebGPU.`,
+        `${what} needs ${mib(total)} MiB of WebAssembly memory, past the ${mib(limit)} MiB limit: use a smaller or more compressed model (q4), a shorter maxContext, or WebGPU.`,
       );
     }
     const pages = Math.ceil(total / PAGE);
