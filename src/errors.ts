@@ -23,6 +23,11 @@ export class DeviceLostError extends MolmError {
   override name = 'DeviceLostError';
 }
 
+/** A compute thread of the WebAssembly engine died (a trap, a crash): create a new engine. */
+export class ComputeThreadError extends MolmError {
+  override name = 'ComputeThreadError';
+}
+
 /** A prompt or generation that does not fit the context the engine was created with. */
 export class ContextLengthError extends MolmError {
   override name = 'ContextLengthError';

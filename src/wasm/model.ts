@@ -1,6 +1,6 @@
 import { hasKvProjections, headSize, kvWidth, type ModelConfig } from '../config.ts';
 import type { TokenModel } from '../engine/token-model.ts';
-import { ContextLengthError, DeviceLimitError, MolmError, UsageError } from '../errors.ts';
+import { ComputeThreadError, ContextLengthError, DeviceLimitError, UsageError } from '../errors.ts';
 import { ExpertResidency } from '../experts/residency.ts';
 import { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
@@ -11,11 +11,6 @@ import { uniformFromSeed } from '../reference/sampler.ts';
 import { ACT_GELU_TANH, ACT_NONE, STORAGE_CODE, type KernelExports } from './abi.ts';
 import { MemoryLayout, WASM_MEMORY_LIMIT, WasmRuntime, type RuntimeOptions } from './runtime.ts';
 import { WasmWeights } from './weights.ts';
-
-/** A compute thread of the wasm engine died: the engine cannot go on. */
-export class ComputeThreadError extends MolmError {
-  override name = 'ComputeThreadError';
-}
 
 export interface WasmModelOptions extends RuntimeOptions {
   /** Tokens the KV cache holds (default: the config's n_ctx, at most 2048). */

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { LocalEngine } from '../../src/engine/engine.ts';
-import { DeviceLimitError } from '../../src/errors.ts';
+import { ComputeThreadError, DeviceLimitError } from '../../src/errors.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { createEngine } from '../../src/node.ts';
 import { memoryShardStore } from '../../src/store/shard-store.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import { loadWasmModelFromUrl } from '../../src/wasm/load.ts';
-import { ComputeThreadError, WasmModel } from '../../src/wasm/model.ts';
+import type { WasmModel } from '../../src/wasm/model.ts';
 import { startModelServer } from '../browser/model-server.ts';
 import { BUILT_IN_MODEL, builtInReferenceEngine, builtInTokenizer } from '../built-in-model.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
