@@ -146,6 +146,10 @@ export class WasmModel implements TokenModel {
     if (!Number.isInteger(maxContext) || maxContext < 1) throw new UsageError(`maxContext must be a positive integer, got ${maxContext}`);
     if (!Number.isInteger(chunk) || chunk < 1) throw new UsageError(`prefillChunk must be a positive integer, got ${chunk}`);
     const limit = options.memoryLimit ?? WASM_MEMORY_LIMIT;
+    // Fixed-size arrays in the kernels: router.c's probabilities, attention.c's slots.
+    if (Math.max(config.nAttExperts, config.nMlpExperts) > 256 || config.kAtt > 8) {
+      throw new UsageError(`The wasm engine runs models with at most 256 experts per router and k_att ≤ 8; this one has ${Math.max(config.nAttExperts, config.nMlpExperts)} and ${config.kAtt}. Use backend 'webgpu'.`);
+    }
     // Sizes the kernels report need an instance; these two are fixed by the C sources.
     const taskBytes = 4 * (2 + 2 * 4);
     const seg = 64;

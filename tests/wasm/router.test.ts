@@ -3,7 +3,7 @@ import type { WeightType } from '../../src/gpu/wgsl.ts';
 import { geluErf } from '../../src/reference/math.ts';
 import { routerTopK as routerRef } from '../../src/reference/router.ts';
 import { STORAGE_CODE } from '../../src/wasm/abi.ts';
-import { expectClose, maxAbsDiff, randomF32, rng, weightData } from '../shared/numeric.ts';
+import { expectClose, randomF32, rng, weightData } from '../shared/numeric.ts';
 import { kernelMemory, THREADS } from './harness.ts';
 
 // router: p = softmax(gelu_erf(x·W0ᵀ + b0)·W3ᵀ) per row, then the k most likely experts (ties to
@@ -68,7 +68,6 @@ async function route(types: { w0: WeightType; w3: WeightType }, c: Case, seed: n
         x.set(row, r * c.width);
         break;
       }
-      if (process.env.SB_LOG) console.log('REDRAW');
       if (tries > 50) throw new Error('no well-separated row found');
     }
   }
@@ -80,8 +79,6 @@ async function route(types: { w0: WeightType; w3: WeightType }, c: Case, seed: n
   const expected = ref(x, c.rows);
   const what = `${types.w0}/${types.w3} ${JSON.stringify(c)}`;
   expect(Array.from(got.ids), `${what}: ids`).toEqual(Array.from(expected.ids));
-  if (process.env.SB_LOG) { let mx = 0; for (let r = 0; r < c.rows; r++) { let sg = 0; for (let s = 0; s < c.k; s++) sg += expected.gates[r*c.k+s]; for (let s = 0; s < c.k; s++) mx = Math.max(mx, expected.gates[r*c.k+s]*(1/sg-1)); } console.log(`RENORM ${mx.toExponential(2)}`); }
-  if (process.env.SB_LOG) console.log(`ERR ${maxAbsDiff(got.gates, expected.gates).toExponential(2)} ${what}`);
   expectClose(got.gates, expected.gates, TOL, `${what}: gates`);
   return got;
 }

@@ -10,8 +10,10 @@
 // e^x: x = n·ln2 + r with |r| ≤ ln2/2, e^r from its Taylor series to 1e-17, then 2^n by bits.
 double exp_f64(double x) {
   if (x != x) return x;
-  if (x > 709.0) return as_double(0x7ff0000000000000ull);
-  if (x < -745.0) return 0.0;
+  if (x > 709.782712893384) return as_double(0x7ff0000000000000ull);  // ln(DBL_MAX)
+  // e^x rounds to 0 only below −1075·ln2 ≈ −745.13 (e^-745.1 is 2^-1074, as Math.exp gives);
+  // from −746 up the two-step scaling below rounds to 0 or a subnormal itself.
+  if (x < -746.0) return 0.0;
   double nf = __builtin_nearbyint(x * INV_LN2);
   int n = (int)nf;
   double r = (x - nf * LN2_HI) - nf * LN2_LO;
