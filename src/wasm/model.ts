@@ -107,6 +107,47 @@ class Regions {
   }
 }
 
+/** One layer's weights as the kernels take them: addresses and storage codes, planned at load. */
+interface LayerPlan {
+  ln1: [number, number];
+  ln2: [number, number];
+  /** Router: w0, its storage, b0, w3, its storage. */
+  attGate: [number, number, number, number, number];
+  mlpGate: [number, number, number, number, number];
+  query: [number, number];
+  output: [number, number];
+  up: [number, number];
+  down: [number, number];
+  /** k / v projections: weight, storage, bias (models that have them). */
+  k: [number, number, number] | null;
+  v: [number, number, number] | null;
+  /** Slotted expert tensors (experts streamed), for ExpertResidency's copies. */
+  attTensors: [string, string];
+  mlpTensors: [string, string];
+}
+
+function planLayers(c: ModelConfig, w: WasmWeights): LayerPlan[] {
+  const at = (name: string): [number, number] => [w.at(name), STORAGE_CODE[w.storage(name)]];
+  const gate = (w0: string, b0: string, w3: string): [number, number, number, number, number] => [...at(w0), w.at(b0), ...at(w3)];
+  return Array.from({ length: c.nLayer }, (_, l) => {
+    const n = layerTensorNames(l);
+    return {
+      ln1: [w.at(n.ln1Weight), w.at(n.ln1Bias)],
+      ln2: [w.at(n.ln2Weight), w.at(n.ln2Bias)],
+      attGate: gate(n.attGate0Weight, n.attGate0Bias, n.attGate3Weight),
+      mlpGate: gate(n.mlpGate0Weight, n.mlpGate0Bias, n.mlpGate3Weight),
+      query: at(n.queryExperts),
+      output: at(n.outputExperts),
+      up: at(n.upExperts),
+      down: at(n.downExperts),
+      k: hasKvProjections(c) ? [...at(n.kWeight), w.at(n.kBias)] : null,
+      v: hasKvProjections(c) ? [...at(n.vWeight), w.at(n.vBias)] : null,
+      attTensors: [n.queryExperts, n.outputExperts],
+      mlpTensors: [n.upExperts, n.downExperts],
+    };
+  });
+}
+
 /** Which rows of a step get logits. */
 type Head = 'none' | 'last' | 'all';
 
@@ -121,6 +162,10 @@ export class WasmModel implements TokenModel {
   private trace: RoutingRecord | null = null;
   private readonly k: KernelExports;
   private readonly eps: number;
+  private readonly layers: LayerPlan[];
+  /** Views of the memory (it never grows, so they stay valid). */
+  private readonly heapF32: Float32Array;
+  private readonly heapI32: Int32Array;
 
   private constructor(
     readonly config: ModelConfig,
@@ -133,6 +178,9 @@ export class WasmModel implements TokenModel {
   ) {
     this.k = runtime.kernels;
     this.eps = config.layerNormEpsilon;
+    this.layers = planLayers(config, weights);
+    this.heapF32 = new Float32Array(runtime.memory.buffer);
+    this.heapI32 = new Int32Array(runtime.memory.buffer);
   }
 
   /**
@@ -221,16 +269,14 @@ export class WasmModel implements TokenModel {
   private resident(kind: 'att' | 'mlp', layer: number, ids: number, k: number): number {
     const s = this.streaming;
     if (!s) return ids;
-    const buf = this.runtime.memory.buffer;
-    const picks = new Int32Array(buf, ids, k);
+    const picks = this.heapI32.subarray(ids / 4, ids / 4 + k);
     const residency = s[kind][layer];
-    const n = layerTensorNames(layer);
-    const tensors = kind === 'att' ? [n.queryExperts, n.outputExperts] : [n.upExperts, n.downExperts];
+    const plan = this.layers[layer];
+    const tensors = kind === 'att' ? plan.attTensors : plan.mlpTensors;
     for (const load of residency.admit(picks)) {
       for (const t of tensors) s.loadedBytes += this.weights.loadExpert(t, load.expert, load.slot);
     }
-    const slotIds = new Int32Array(buf, this.r.slotIds, k);
-    for (let i = 0; i < k; i++) slotIds[i] = residency.slotOf(picks[i]);
+    for (let i = 0; i < k; i++) this.heapI32[this.r.slotIds / 4 + i] = residency.slotOf(picks[i]);
     return this.r.slotIds;
   }
 
@@ -324,38 +370,35 @@ export class WasmModel implements TokenModel {
     const T = ids.length;
     const pos0 = this.ids.length;
     const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, G = c.gatingSize;
-    const st = (name: string) => STORAGE_CODE[w.storage(name)];
-    new Int32Array(this.runtime.memory.buffer, r.ids, T).set(ids);
-    k.embedding(r.h, w.at(WTE), st(WTE), c.vocabSize, C, r.ids, T);
+    for (let i = 0; i < T; i++) this.heapI32[r.ids / 4 + i] = ids[i];
+    k.embedding(r.h, w.at(WTE), STORAGE_CODE[w.storage(WTE)], c.vocabSize, C, r.ids, T);
     const width = kvWidth(c);
-    const kv = hasKvProjections(c);
-    const heap = new Float32Array(this.runtime.memory.buffer);
+    const Ea = this.streaming ? this.streaming.slots.att : c.nAttExperts;
+    const Em = this.streaming ? this.streaming.slots.mlp : c.nMlpExperts;
     for (let l = 0; l < c.nLayer; l++) {
-      const n = layerTensorNames(l);
-      k.layer_norm(r.x, r.h, T, C, w.at(n.ln1Weight), w.at(n.ln1Bias), this.eps);
-      k.router(r.attIds[l], r.attGates[l], r.x, T, C, w.at(n.attGate0Weight), st(n.attGate0Weight), w.at(n.attGate0Bias),
-        w.at(n.attGate3Weight), st(n.attGate3Weight), G, c.nAttExperts, c.kAtt, r.hidden, r.routerLogits, r.scratch);
-      const row = (base: number) => base + pos0 * width * F32;
-      if (kv) {
-        k.linear(row(r.keys[l]), r.x, T, C, A, w.at(n.kWeight), st(n.kWeight), w.at(n.kBias), r.scratch);
-        k.linear(row(r.values[l]), r.x, T, C, A, w.at(n.vWeight), st(n.vWeight), w.at(n.vBias), r.scratch);
+      const p = this.layers[l];
+      k.layer_norm(r.x, r.h, T, C, p.ln1[0], p.ln1[1], this.eps);
+      const [g0, s0, b0, g3, s3] = p.attGate;
+      k.router(r.attIds[l], r.attGates[l], r.x, T, C, g0, s0, b0, g3, s3, G, c.nAttExperts, c.kAtt, r.hidden, r.routerLogits, r.scratch);
+      const keysAt = r.keys[l] + pos0 * width * F32;
+      if (p.k && p.v) {
+        k.linear(keysAt, r.x, T, C, A, p.k[0], p.k[1], p.k[2], r.scratch);
+        k.linear(r.values[l] + pos0 * width * F32, r.x, T, C, A, p.v[0], p.v[1], p.v[2], r.scratch);
       } else {
-        heap.copyWithin(row(r.keys[l]) / F32, r.x / F32, r.x / F32 + T * C);
+        this.heapF32.copyWithin(keysAt / F32, r.x / F32, r.x / F32 + T * C); // MoLM: K = V = ln_1 output
       }
       const attIds = this.resident('att', l, r.attIds[l], c.kAtt);
-      const Ea = this.streaming ? this.streaming.slots.att : c.nAttExperts;
-      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, w.at(n.queryExperts), st(n.queryExperts), Ea, attIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, p.query[0], p.query[1], Ea, attIds, ACT_NONE, r.tasks, r.counts);
       k.stickbreaking(r.o, r.q, r.keys[l], r.values[l], T, c.kAtt, c.nHead, headSize(c), pos0, width, r.partial);
-      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, w.at(n.outputExperts), st(n.outputExperts), Ea, attIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, p.output[0], p.output[1], Ea, attIds, ACT_NONE, r.tasks, r.counts);
       k.expert_combine(r.h, r.y, r.attGates[l], T, c.kAtt, C);
 
-      k.layer_norm(r.x2, r.h, T, C, w.at(n.ln2Weight), w.at(n.ln2Bias), this.eps);
-      k.router(r.mlpIds[l], r.mlpGates[l], r.x2, T, C, w.at(n.mlpGate0Weight), st(n.mlpGate0Weight), w.at(n.mlpGate0Bias),
-        w.at(n.mlpGate3Weight), st(n.mlpGate3Weight), G, c.nMlpExperts, c.kMlp, r.hidden, r.routerLogits, r.scratch);
+      k.layer_norm(r.x2, r.h, T, C, p.ln2[0], p.ln2[1], this.eps);
+      const [m0, t0, mb0, m3, t3] = p.mlpGate;
+      k.router(r.mlpIds[l], r.mlpGates[l], r.x2, T, C, m0, t0, mb0, m3, t3, G, c.nMlpExperts, c.kMlp, r.hidden, r.routerLogits, r.scratch);
       const mlpIds = this.resident('mlp', l, r.mlpIds[l], c.kMlp);
-      const Em = this.streaming ? this.streaming.slots.mlp : c.nMlpExperts;
-      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, w.at(n.upExperts), st(n.upExperts), Em, mlpIds, ACT_GELU_TANH, r.tasks, r.counts);
-      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, w.at(n.downExperts), st(n.downExperts), Em, mlpIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, p.up[0], p.up[1], Em, mlpIds, ACT_GELU_TANH, r.tasks, r.counts);
+      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, p.down[0], p.down[1], Em, mlpIds, ACT_NONE, r.tasks, r.counts);
       k.expert_combine(r.h, r.y, r.mlpGates[l], T, c.kMlp, C);
       if (this.tracing) this.record(l, pos0, T);
     }
@@ -363,10 +406,10 @@ export class WasmModel implements TokenModel {
       const first = head === 'last' ? T - 1 : 0;
       const rows = T - first;
       k.layer_norm(r.x, r.h + first * C * F32, rows, C, w.at(LN_F_WEIGHT), w.at(LN_F_BIAS), this.eps);
-      k.linear(r.logits, r.x, rows, C, c.vocabSize, w.at(LM_HEAD), st(LM_HEAD), 0, r.scratch);
+      k.linear(r.logits, r.x, rows, C, c.vocabSize, w.at(LM_HEAD), STORAGE_CODE[w.storage(LM_HEAD)], 0, r.scratch);
     }
     this.checkThreads();
-    this.ids.push(...ids);
+    for (let i = 0; i < T; i++) this.ids.push(ids[i]);
   }
 
   private record(layer: number, pos0: number, T: number): void {
@@ -416,13 +459,10 @@ export class WasmModel implements TokenModel {
   }
 
   /** Draws the next id from the last step's logits, by src/reference/sampler.ts's definition. */
-  private sample(s: SamplingOptions, seen: Set<number>): number {
+  private sample(s: SamplingOptions, penalised: number): number {
     const V = this.config.vocabSize, k = this.k, r = this.r;
     const penalty = s.repetitionPenalty ?? 1;
-    if (penalty !== 1 && seen.size > 0) {
-      new Int32Array(this.runtime.memory.buffer, r.seen, seen.size).set([...seen]);
-      k.apply_penalty(r.logits, r.seen, seen.size, penalty);
-    }
+    if (penalty !== 1 && penalised > 0) k.apply_penalty(r.logits, r.seen, penalised, penalty);
     if (!(s.temperature > 0)) return k.argmax(r.logits, V);
     return k.sample(r.logits, V, s.temperature, s.topK, s.topP, uniformFromSeed(s.seed, this.ids.length), r.samplerP, r.samplerSel);
   }
@@ -434,12 +474,20 @@ export class WasmModel implements TokenModel {
     if (maxNewTokens <= 0) return;
     const penalty = sampling.repetitionPenalty ?? 1;
     if (!(penalty > 0) || !Number.isFinite(penalty)) throw new UsageError(`repetitionPenalty must be a positive number, got ${penalty}`);
-    const seen = new Set<number>(penalty === 1 ? [] : [...this.ids, ...prompt]);
+    // The tokens the penalty applies to (each once), kept in the memory for apply_penalty.
+    const seen = new Set<number>();
+    const see = (id: number) => {
+      if (penalty === 1 || seen.has(id)) return;
+      this.heapI32[this.r.seen / 4 + seen.size] = id;
+      seen.add(id);
+    };
+    for (const id of this.ids) see(id);
+    for (const id of prompt) see(id);
     this.run(prompt, 'last');
     for (let i = 0; i < maxNewTokens; i++) {
-      const id = this.sample(sampling, seen);
+      const id = this.sample(sampling, seen.size);
       if (i + 1 < maxNewTokens) {
-        if (penalty !== 1) seen.add(id);
+        see(id);
         this.step([id], 'last');
       }
       yield id;
