@@ -1,5 +1,25 @@
-import { defineConfig } from 'vite';
+import { defaultAllowedOrigins, defineConfig } from 'vite';
 import { VitePWA } from 'vite-plugin-pwa';
+
+/**
+ * Cross-origin isolation (COOP + COEP): the page gets SharedArrayBuffer, so the WebAssembly
+ * engine's compute threads share one memory; without it the engine runs on one thread. Every
+ * response carries them (the engine's worker too: a worker's own response sets its COEP).
+ * CORP `cross-origin` lets a cross-origin isolated page of another origin embed what this
+ * server hosts (the widget's classic script) as a no-cors resource; CORS requests (the model's
+ * files from the widget's worker, the ES module) get the CORS answer below instead.
+ */
+export const ISOLATION_HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'cross-origin',
+};
+
+/**
+ * CORS for the widget on a local page of another origin (Vite's default origins: localhost and
+ * 127.0.0.1, any port), with the response headers the shard loader reads (sizes, resumes).
+ */
+const WIDGET_HOST_CORS = { origin: defaultAllowedOrigins, exposedHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag'] };
 
 // The app: demo/ (the chat demo, an installable offline PWA) with public/ (the built-in model,
 // icons) at the site root. `npm run demo` builds it, and the widget beside it
@@ -7,16 +27,19 @@ import { VitePWA } from 'vite-plugin-pwa';
 export default defineConfig({
   root: 'demo',
   publicDir: '../public',
-  server: { host: '127.0.0.1', port: 5173 },
-  preview: { host: '127.0.0.1', port: 4173 },
-  // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page.
-  worker: { format: 'es' },
+  server: { host: '127.0.0.1', port: 5173, headers: ISOLATION_HEADERS, cors: WIDGET_HOST_CORS },
+  preview: { host: '127.0.0.1', port: 4173, headers: ISOLATION_HEADERS, cors: WIDGET_HOST_CORS },
+  // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page. The wasm
+  // kernels are two long string constants: not copied into each place that reads them.
+  worker: { format: 'es', rolldownOptions: { optimization: { inlineConst: false } } },
   build: {
     outDir: '../dist/app',
     emptyOutDir: true,
     target: 'es2022',
-    // The chat app, and the benchmark page (the browser's `molm bench`).
-    rollupOptions: { input: { index: 'demo/index.html', bench: 'demo/bench.html' } },
+    // The chat app, and the benchmark page (the browser's `molm bench`). The pages' shared chunk
+    // holds the wasm kernels too (src/index.ts reaches them; the benchmark runs them on the
+    // page): one copy each.
+    rollupOptions: { input: { index: 'demo/index.html', bench: 'demo/bench.html' }, optimization: { inlineConst: false } },
   },
   plugins: [
     VitePWA({
