@@ -1,4 +1,5 @@
 import {
+  ComputeThreadError,
   DeviceLimitError,
   createEngine,
   deleteCachedModel,
@@ -12,6 +13,9 @@ import {
   type Usage,
   usageFromChat,
 } from '../src/index.ts';
+import { chooseBackend, type BackendChoice } from '../src/engine/backend.ts';
+import { describeEngine } from '../src/engine/describe-engine.ts';
+import { browserGpu } from '../src/gpu/browser-gpu.ts';
 import { renderRouting } from './routing-view.ts';
 
 // The demo is UI only: it picks a model, hands the conversation to the engine (which runs in
@@ -24,7 +28,7 @@ const go = $<HTMLButtonElement>('go');
 const stop = $<HTMLButtonElement>('stop');
 const BUILTIN = new URL('models/molm-brown/', new URL(import.meta.env.BASE_URL, location.href)).href;
 
-let loaded: { url: string; engine: Engine } | null = null;
+let loaded: { url: string; backend: BackendChoice; engine: Engine } | null = null;
 let abort: AbortController | null = null;
 /** The conversation so far: chat messages, or in text mode the pieces of one document. */
 let history: ChatMessage[] = [];
@@ -45,6 +49,7 @@ function chosenUrl(): string {
   return BUILTIN;
 }
 
+const chosenBackend = () => (document.querySelector('input[name=backend]:checked') as HTMLInputElement).value as BackendChoice;
 const chatMode = () => (document.querySelector('input[name=mode]:checked') as HTMLInputElement).value === 'chat';
 const mb = (n: number) => (n / 1e6).toFixed(1);
 const download = $('download');
@@ -108,26 +113,40 @@ async function showCache(): Promise<void> {
   }
 }
 
-/** An error as a sentence a user can act on. */
+/**
+ * An error as a sentence a user can act on. DeviceLimitError covers several matters, each said
+ * as what it is: no WebGPU (only when WebGPU was asked for: Auto falls back to the CPU engine),
+ * a CPU engine this browser cannot run, and a device or memory too small for the model.
+ */
 function explain(err: unknown): string {
   const e = err as Error;
   if (e.name === 'DeviceLimitError' || err instanceof DeviceLimitError) {
-    return navigator.gpu
-      ? `This device cannot hold this model: ${e.message}`
-      : `WebGPU is not available: ${e.message}`;
+    if (/no WebGPU|WebGPU is not available|No WebGPU adapter/i.test(e.message)) {
+      return `WebGPU is not available: ${e.message} Choose “Auto” or “CPU (WebAssembly)” under Engine to run the model on the processor.`;
+    }
+    if (/WebAssembly has no SIMD/.test(e.message)) return `The CPU engine cannot run in this browser: ${e.message}`;
+    return `This device cannot hold this model: ${e.message}`;
+  }
+  if (e.name === 'ComputeThreadError' || err instanceof ComputeThreadError) {
+    return `The CPU engine stopped (${e.message}). The next message loads it again.`;
   }
   return `${e.name}: ${e.message}`;
 }
 
+const engineLine = $('engine');
+
 async function engine(): Promise<Engine> {
   const url = chosenUrl();
-  if (loaded?.url === url) return loaded.engine;
+  const backend = chosenBackend();
+  if (loaded?.url === url && loaded.backend === backend) return loaded.engine;
   await loaded?.engine.dispose();
   loaded = null;
   say('Loading the model…');
+  engineLine.textContent = 'The engine is chosen when the model loads.';
   try {
-    const e = await createEngine({ model: url, onProgress: (p) => say(describe(p)) });
-    loaded = { url, engine: e };
+    const e = await createEngine({ model: url, backend, onProgress: (p) => say(describe(p)) });
+    loaded = { url, backend, engine: e };
+    engineLine.textContent = describeEngine(e).sentence;
     return e;
   } finally {
     download.hidden = true;
@@ -162,9 +181,9 @@ const live = (p: GenerationProgress) =>
   `Generating… ${p.completionTokens} tokens · first after ${p.timeToFirstTokenMs.toFixed(0)} ms` +
   (p.completionTokens > 1 ? ` · ${p.decodeTokensPerS.toFixed(1)} tokens/s` : '');
 
-const summary = (u: Usage, finishReason: string, device: string) =>
+const summary = (u: Usage, finishReason: string, e: Engine) =>
   `${u.completionTokens} tokens (${finishReason}) · first after ${u.timeToFirstTokenMs.toFixed(0)} ms · ` +
-  `${u.decodeTokensPerS.toFixed(1)} tokens/s · ${device}`;
+  `${u.decodeTokensPerS.toFixed(1)} tokens/s · ${describeEngine(e).label}`;
 
 /** Streams one reply: chat messages through chat.completions, or the document continued. */
 async function reply(e: Engine, input: string, signal: AbortSignal): Promise<void> {
@@ -213,7 +232,7 @@ async function reply(e: Engine, input: string, signal: AbortSignal): Promise<voi
   }
   out.body.classList.remove('streaming');
   if (usage) {
-    const line = summary(usage, finish, e.device);
+    const line = summary(usage, finish, e);
     out.meta.textContent = line;
     say(line);
   }
@@ -241,6 +260,11 @@ $('run').addEventListener('submit', async (event) => {
     await reply(e, input, abort.signal);
   } catch (err) {
     say(explain(err), true);
+    if ((err as Error).name === 'ComputeThreadError' && loaded) {
+      const dead = loaded.engine;
+      loaded = null;
+      void dead.dispose().catch(() => {});
+    }
   } finally {
     go.disabled = false;
     stop.disabled = true;
@@ -268,10 +292,20 @@ $('clear').addEventListener('click', async () => {
   say('');
 });
 $('routing-prompt').addEventListener('change', showRouting);
+// Another engine loads at the next message (the conversation stays: it is text).
+for (const radio of document.querySelectorAll('input[name=backend]')) {
+  radio.addEventListener('change', () => {
+    void showWebGpuNote();
+    if (!loaded) return;
+    const next = loaded.backend === chosenBackend() ? '' : ' The next message loads the engine chosen under Engine.';
+    engineLine.textContent = describeEngine(loaded.engine).sentence + next;
+  });
+}
 // A new mode starts a new conversation: a chat transcript is not a document, nor the reverse.
 for (const radio of document.querySelectorAll('input[name=mode]')) radio.addEventListener('change', () => $('clear').click());
 
-// Share links: ?model=URL picks a converted model, ?prompt=TEXT fills the prompt.
+// Share links: ?model=URL picks a converted model, ?prompt=TEXT fills the prompt, ?backend=
+// auto | webgpu | wasm picks the engine.
 const shared = new URLSearchParams(location.search);
 const sharedModel = shared.get('model');
 if (sharedModel) {
@@ -280,11 +314,42 @@ if (sharedModel) {
 }
 const sharedPrompt = shared.get('prompt');
 if (sharedPrompt !== null) promptBox.value = sharedPrompt;
+const sharedBackend = shared.get('backend');
+const backendRadio = document.querySelector(`input[name=backend][value="${CSS.escape(sharedBackend ?? '')}"]`) as HTMLInputElement | null;
+if (backendRadio) backendRadio.checked = true;
 
-if (!navigator.gpu) {
+/**
+ * Whether this browser's WebGPU is what Auto would use, and if not why: the same test
+ * createEngine makes (chooseBackend: no navigator.gpu, no adapter, or a CPU emulation of one).
+ * It asks for an adapter once, on load; no device.
+ */
+const webGpuProbe = chooseBackend('auto', browserGpu).catch(() => null);
+const GET_WEBGPU = 'For GPU speed use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.';
+
+/** The note under the header: what the chosen engine will meet in this browser. */
+async function showWebGpuNote(): Promise<void> {
+  const probe = await webGpuProbe;
   const banner = $('no-webgpu');
-  banner.textContent =
-    'This browser has no WebGPU, which molm-web needs to run the model. Use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.';
+  const choice = chosenBackend();
+  banner.hidden = true;
+  if (!probe || probe.kind === 'webgpu' || choice === 'wasm') return;
+  const emulated = probe.reason === 'the WebGPU adapter is a CPU emulation';
+  const why =
+    probe.reason === 'no WebGPU'
+      ? 'This browser has no WebGPU'
+      : emulated
+        ? "This browser's WebGPU runs on the processor (a CPU emulation such as SwiftShader)"
+        : 'WebGPU found no graphics adapter here (no GPU, or hardware acceleration is off: see chrome://gpu)';
+  if (choice === 'auto') {
+    banner.textContent =
+      `${why}, so the model runs on the processor, with the CPU engine (WebAssembly). ` +
+      (emulated ? 'The CPU engine is the faster of the two here; choose WebGPU under Engine to compare.' : GET_WEBGPU);
+  } else if (emulated) {
+    banner.textContent = `${why}: WebGPU will work, slowly; “Auto” or “CPU (WebAssembly)” under Engine is faster here.`;
+  } else {
+    banner.textContent = `${why}, so WebGPU cannot run the model: choose “Auto” or “CPU (WebAssembly)” under Engine. ${GET_WEBGPU}`;
+  }
   banner.hidden = false;
 }
+void showWebGpuNote();
 void showCache();
