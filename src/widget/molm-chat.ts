@@ -1,4 +1,6 @@
+import type { BackendChoice } from '../engine/backend.ts';
 import { usageFromChat, type ChatMessage, type ChatUsage } from '../engine/chat.ts';
+import { describeEngine } from '../engine/describe-engine.ts';
 import type { Engine } from '../engine/engine.ts';
 import type { GenerationResult } from '../engine/generation.ts';
 import { WorkerEngine } from '../engine/worker-engine.ts';
@@ -52,9 +54,10 @@ export interface MolmChatEventMap {
 
 /**
  * Attributes: `model` (a converted model's URL; default: the built-in model next to this
- * script), `placeholder`, `theme` (light | dark; default: the system's), `max-tokens`,
- * `temperature`, `system` (a system message). Events (bubbling, composed): `token` (each
- * streamed piece), `done` (the GenerationResult), `error` ({ name, message }).
+ * script), `backend` (auto | webgpu | wasm; default auto: WebGPU on a GPU, otherwise the
+ * WebAssembly CPU engine), `placeholder`, `theme` (light | dark; default: the system's),
+ * `max-tokens`, `temperature`, `system` (a system message). Events (bubbling, composed): `token`
+ * (each streamed piece), `done` (the GenerationResult), `error` ({ name, message }).
  */
 export class MolmChat extends HTMLElement {
   static observedAttributes = ['placeholder', 'model'];
@@ -66,6 +69,7 @@ export class MolmChat extends HTMLElement {
   private readonly status: HTMLParagraphElement;
   private engine: Promise<Engine> | null = null;
   private engineModel = '';
+  private engineBackend: BackendChoice = 'auto';
   private history: ChatMessage[] = [];
   private abort: AbortController | null = null;
 
@@ -130,17 +134,24 @@ export class MolmChat extends HTMLElement {
     return new URL(this.getAttribute('model') || BUILT_IN_MODEL, location.href).href;
   }
 
+  /** The backend the widget asks for: the `backend` attribute, 'auto' when absent. */
+  get backend(): BackendChoice {
+    return (this.getAttribute('backend') || 'auto') as BackendChoice;
+  }
+
   /** Loads the model now rather than at the first message. */
   load(): Promise<Engine> {
-    if (this.engine && this.engineModel === this.model) return this.engine;
+    if (this.engine && this.engineModel === this.model && this.engineBackend === this.backend) return this.engine;
     void this.engine?.then((e) => e.dispose()).catch(() => {});
     this.engineModel = this.model;
+    this.engineBackend = this.backend;
     this.history = [];
     this.say('Loading the model…');
     const worker = new EngineWorker({ name: 'molm-engine' });
     const engine = WorkerEngine.create(
       {
         model: this.engineModel,
+        backend: this.engineBackend,
         onProgress: (p) => {
           if (p.type === 'progress') this.say(`Downloading the model: ${Math.round((p.overallLoaded / p.overallTotal) * 100)}%`);
           else if (p.type === 'ready') this.say('');
@@ -149,9 +160,17 @@ export class MolmChat extends HTMLElement {
       worker,
     );
     this.engine = engine;
-    engine.catch(() => {
-      if (this.engine === engine) this.engine = null; // the next message tries again
-    });
+    engine.then(
+      (e) => {
+        // Which engine runs, out of the way: the status line's tooltip and accessible description.
+        const { sentence } = describeEngine(e);
+        this.status.title = sentence;
+        this.status.setAttribute('aria-description', sentence);
+      },
+      () => {
+        if (this.engine === engine) this.engine = null; // the next message tries again
+      },
+    );
     return engine;
   }
 
@@ -187,7 +206,7 @@ export class MolmChat extends HTMLElement {
       }
       this.history.push({ role: 'assistant', content: content.trim() });
       if (!usage) return undefined;
-      this.say(`${usage.completion_tokens} tokens · ${usage.extra.decode_tokens_per_s.toFixed(1)} tokens/s`);
+      this.say(`${usage.completion_tokens} tokens · ${usage.extra.decode_tokens_per_s.toFixed(1)} tokens/s · ${describeEngine(engine).short}`);
       const result: GenerationResult = { text: content, finishReason, usage: usageFromChat(usage) };
       this.emit('done', result);
       return result;
