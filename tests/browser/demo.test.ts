@@ -5,8 +5,10 @@ import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { sendMessage } from './demo-driver.ts';
 import { useBrowser, watchPage } from './harness.ts';
 
-// The chat demo in Chromium on SwiftShader's WebGPU, its engine in a Web Worker. Each test
-// saves a screenshot under test-results/.
+// The chat demo in Chromium on SwiftShader's WebGPU, its engine in a Web Worker, on a cross-origin
+// isolated page (as `npm run demo` serves it). On SwiftShader, Auto picks the WebAssembly
+// engine, so the tests of the WebGPU path choose WebGPU under Engine; demo-wasm.test.ts has the
+// browser without WebGPU. Each test saves a screenshot under test-results/.
 
 const env = useBrowser();
 
@@ -31,18 +33,20 @@ describe('demo page', () => {
     const problems = watchPage(page);
     await recordStatus(page);
     await page.goto(`${env.base}/demo/`);
+    await page.getByLabel('WebGPU', { exact: true }).check();
     await page.getByLabel('New tokens').fill('12');
     await page.getByLabel('Temperature').fill('0');
     const shown = await sendMessage(page, 'The jury said');
     const log = await statusLog(page);
+    expect(await page.locator('#engine').textContent()).toMatch(/^Running on WebGPU: .*swiftshader/i);
     expect(log.some((t) => /^Downloading 17\.\d MB/.test(t)), log.join('\n')).toBe(true);
     expect(log.some((t) => /MB · [\d.]+ MB\/s · \d+ s left/.test(t)), 'the download line shows bytes, speed and time left').toBe(true);
     expect(log.some((t) => /^Generating… \d+ tokens · first after \d+ ms · [\d.]+ tokens\/s/.test(t)), 'live tokens/s while streaming').toBe(true);
     expect(await page.locator('#status').textContent()).toMatch(/12 tokens \(length\).*swiftshader/i);
     expect(await page.locator('#download').isVisible(), 'the download bar goes away once the model is loaded').toBe(false);
 
-    // The same text as the engine in Node with the same settings.
-    const node = await createEngine({ model: BUILT_IN_MODEL.dir });
+    // The same text as the engine in Node with the same settings, on the same backend.
+    const node = await createEngine({ model: BUILT_IN_MODEL.dir, backend: 'webgpu' });
     try {
       const want = await node.complete('The jury said', { maxNewTokens: 12, temperature: 0, topK: 40, topP: 0.95, seed: 1 });
       expect(shown).toBe(want.text);
@@ -154,19 +158,21 @@ describe('demo page', () => {
     await page.close();
   });
 
-  it('share links preset the model and the prompt', async () => {
+  it('share links preset the model, the prompt and the engine', async () => {
     const page = await env.browser.newPage();
     const model = 'https://models.example/molm-350m-4b-q4/';
-    await page.goto(`${env.base}/demo/?model=${encodeURIComponent(model)}&prompt=${encodeURIComponent('Grüße, world')}`);
+    await page.goto(`${env.base}/demo/?model=${encodeURIComponent(model)}&prompt=${encodeURIComponent('Grüße, world')}&backend=wasm`);
     await expect.poll(() => page.getByRole('textbox', { name: 'Message' }).inputValue()).toBe('Grüße, world');
+    expect(await page.getByLabel('CPU (WebAssembly)').isChecked()).toBe(true);
     expect(await page.locator('#model-url').inputValue()).toBe(model);
     expect(await page.locator('input[name=source][value=url]').isChecked()).toBe(true);
     await page.close();
   });
 
-  it('says so when WebGPU is missing', async () => {
-    const page = await env.browser.newPage();
-    // Neither the page nor its workers have WebGPU.
+  it('without navigator.gpu: says the CPU engine runs, generates on it, and says WebGPU is missing when WebGPU is chosen', async () => {
+    const page = await env.browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    const problems = watchPage(page);
+    // Neither the page nor its workers have WebGPU (a browser without it, such as an older Firefox).
     await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
     await page.route('**/src/engine/worker.ts*', async (route) => {
       const res = await route.fetch();
@@ -174,10 +180,25 @@ describe('demo page', () => {
       await route.fulfill({ response: res, body });
     });
     await page.goto(`${env.base}/demo/`);
-    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/^This browser has no WebGPU/);
-    await page.getByRole('button', { name: 'Generate' }).click();
-    await expect.poll(() => page.locator('#status').textContent(), { timeout: 30_000 }).toMatch(/^WebGPU is not available/);
+    const banner = page.locator('#no-webgpu');
+    await expect.poll(() => banner.textContent()).toMatch(/^This browser has no WebGPU, so the model runs on the processor, with the CPU engine \(WebAssembly\)\. For GPU speed/);
+    expect(await banner.textContent()).not.toMatch(/cannot/);
+    await page.getByLabel('New tokens').fill('8');
+    await page.getByLabel('Temperature').fill('0');
+    await sendMessage(page, 'The jury said');
+    expect(await page.locator('#status').textContent()).toMatch(/^8 tokens \(length\) .* · WebAssembly SIMD, \d+ threads?$/);
+    expect(await page.locator('#engine').textContent()).toMatch(/^Running on the CPU: WebAssembly SIMD, \d+ threads?\./);
     await page.screenshot({ path: 'test-results/demo-no-webgpu.png' });
+
+    // WebGPU asked for by name: the message says WebGPU is missing (not that the device is too small) and what to do.
+    await page.getByLabel('WebGPU', { exact: true }).check();
+    await expect.poll(() => banner.textContent()).toMatch(/^This browser has no WebGPU, so WebGPU cannot run the model: choose “Auto” or “CPU \(WebAssembly\)”/);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect.poll(() => page.locator('#status').textContent(), { timeout: 30_000 }).toMatch(
+      /^WebGPU is not available: This browser has no WebGPU .* Choose “Auto” or “CPU \(WebAssembly\)” under Engine/,
+    );
+    expect(await page.locator('#status').textContent()).not.toMatch(/cannot hold/);
+    expect(problems).toEqual([]);
     await page.close();
   });
 
@@ -189,8 +210,8 @@ describe('demo page', () => {
       const body = `Object.defineProperty(GPUSupportedLimits.prototype, 'maxStorageBufferBindingSize', { get: () => 1 << 20 });\n${await res.text()}`;
       await route.fulfill({ response: res, body });
     });
-    await page.goto(`${env.base}/demo/`);
-    expect(await page.getByRole('alert').isHidden()).toBe(true);
+    await page.goto(`${env.base}/demo/?backend=webgpu`);
+    expect(await page.getByLabel('WebGPU', { exact: true }).isChecked(), '?backend=webgpu chooses WebGPU').toBe(true);
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect.poll(() => page.locator('#status').textContent(), { timeout: 60_000 }).toMatch(
       /^This device cannot hold this model: This GPU allows maxStorageBufferBindingSize = 1048576 bytes, but the model needs \d+ .*q4/,

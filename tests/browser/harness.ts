@@ -1,17 +1,13 @@
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll } from 'vitest';
 import { createServer, type ViteDevServer } from 'vite';
+import { ISOLATION_HEADERS } from '../../vite.demo.config.ts';
 
 // Debian's Chromium with SwiftShader's WebGPU (no GPU here), never a downloaded browser.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
+const FLAGS = ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+/** What gives headless Chromium a WebGPU adapter without a GPU: SwiftShader's Vulkan. */
+const WEBGPU_FLAGS = [
   '--enable-unsafe-webgpu',
   '--enable-unsafe-swiftshader',
   '--use-webgpu-adapter=swiftshader',
@@ -20,21 +16,33 @@ const FLAGS = [
   '--use-angle=swiftshader',
 ];
 
-export async function launchBrowser(extraArgs: string[] = []): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, ...extraArgs] });
+/**
+ * Chromium with SwiftShader's WebGPU, or with `webgpu: false` none at all: no flag that makes
+ * an adapter, and WebGPU's features disabled. (Chromium keeps navigator.gpu there; its
+ * requestAdapter() answers null, as on a machine without a usable GPU.)
+ */
+export async function launchBrowser(extraArgs: string[] = [], options: { webgpu?: boolean } = {}): Promise<Browser> {
+  const webgpu = options.webgpu ?? true;
+  const args = webgpu ? [...FLAGS, ...WEBGPU_FLAGS] : [...FLAGS, '--disable-features=WebGPU,WebGPUService'];
+  return chromium.launch({ executablePath: CHROMIUM, args: [...args, ...extraArgs] });
 }
+
+/** What makes a page cross-origin isolated (SharedArrayBuffer, so the wasm engine's threads): the app's own headers. */
+export { ISOLATION_HEADERS };
 
 /**
  * The repository served by Vite on 127.0.0.1 (a secure context, so navigator.gpu exists):
- * pages under tests/browser/pages import the engine's TypeScript directly.
+ * pages under tests/browser/pages import the engine's TypeScript directly. The pages are
+ * cross-origin isolated (COOP + COEP, as `npm run dev` and `npm run demo` serve the app) unless
+ * `isolated` is false.
  */
-export async function startViteServer(): Promise<{ server: ViteDevServer; url: string }> {
+export async function startViteServer(options: { isolated?: boolean } = {}): Promise<{ server: ViteDevServer; url: string }> {
   const server = await createServer({
     configFile: false,
     root: process.cwd(),
     publicDir: 'public',
     logLevel: 'error',
-    server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false },
+    server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false, headers: options.isolated === false ? {} : ISOLATION_HEADERS },
     optimizeDeps: { noDiscovery: true, include: [] },
   });
   await server.listen();
@@ -62,15 +70,16 @@ export function watchPage(page: Page, allowMissing: RegExp = /\/manifest\.json$/
 
 /**
  * A browser and a Vite server shared by the tests of one file: registers beforeAll / afterAll
- * and returns a handle whose fields are set once beforeAll has run.
+ * and returns a handle whose fields are set once beforeAll has run. `webgpu: false` launches a
+ * browser without WebGPU; `isolated: false` serves pages without COOP/COEP.
  */
-export function useBrowser(): { browser: Browser; base: string } {
+export function useBrowser(options: { webgpu?: boolean; isolated?: boolean } = {}): { browser: Browser; base: string } {
   const handle = {} as { browser: Browser; base: string; server: ViteDevServer };
   beforeAll(async () => {
-    const { server, url } = await startViteServer();
+    const { server, url } = await startViteServer({ isolated: options.isolated });
     handle.server = server;
     handle.base = url;
-    handle.browser = await launchBrowser();
+    handle.browser = await launchBrowser([], { webgpu: options.webgpu });
   });
   afterAll(async () => {
     await handle.browser?.close();

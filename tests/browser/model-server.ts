@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { join, normalize, sep } from 'node:path';
 
 // A model host for the browser tests, on 127.0.0.1 and another port than the page (so every
-// request is cross-origin, as from a real CDN): serves the files under `root` with the CORS
-// headers molm-web needs, and has switches to misbehave in the ways a real network does.
+// request is cross-origin, as from a real CDN): serves the files under `root` with the CORS and
+// CORP headers molm-web needs, and has switches to misbehave in the ways a real network does.
 
 export interface ServedRequest {
   /** The path, e.g. "/tiny-molm-f32/shard-00002.bin". */
@@ -45,6 +45,9 @@ export interface ModelServer {
 const CORS = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Expose-Headers': 'Content-Length, Content-Range, Accept-Ranges, ETag',
+  // A cross-origin isolated page (COEP require-corp) embeds a no-cors resource of another
+  // origin only with this: the widget's classic script. (CORS requests need only the above.)
+  'Cross-Origin-Resource-Policy': 'cross-origin',
 };
 
 /** The host also serves the widget's scripts: a module script needs a JavaScript MIME type. */

@@ -8,9 +8,11 @@ import { sendMessage } from './demo-driver.ts';
 import { launchBrowser } from './harness.ts';
 
 // The demo as `npm run demo` ships it (vite.demo.config.ts: production build, Workbox service
-// worker, web app manifest), in Chromium on SwiftShader's WebGPU. One online visit loads the
-// built-in model; then the server is shut down and the browser set offline, and the app must
-// start, reload and generate from the service worker's app shell and the IndexedDB weights.
+// worker, web app manifest, COOP/COEP), in Chromium on SwiftShader, where Auto runs the
+// WebAssembly engine. One online visit loads the built-in model; then the server is shut down
+// and the browser set offline, and the app must start, reload and generate from the service
+// worker's app shell and the IndexedDB weights, still cross-origin isolated (the cached
+// responses keep their headers), so still on the wasm engine's threads.
 
 let outDir: string;
 let server: PreviewServer | undefined;
@@ -50,6 +52,10 @@ describe('offline PWA', () => {
     await page.getByLabel('Temperature').fill('0');
     const online = await sendMessage(page, 'The jury said');
     expect(online.length).toBeGreaterThan(0);
+    const threads = Math.min(16, await page.evaluate(() => navigator.hardwareConcurrency));
+    const engine = `Running on the CPU: WebAssembly SIMD, ${threads} thread${threads === 1 ? '' : 's'}.`;
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    expect(await page.locator('#engine').textContent()).toBe(engine);
     // The service worker has installed (precached the shell) and controls the page.
     await page.evaluate(() => navigator.serviceWorker.ready);
     await expect.poll(() => page.evaluate(() => navigator.serviceWorker.controller !== null)).toBe(true);
@@ -66,6 +72,8 @@ describe('offline PWA', () => {
       await page.getByLabel('Temperature').fill('0');
       expect(await sendMessage(page, 'The jury said'), `offline, reload ${round}`).toBe(online);
       expect(await page.locator('#status').textContent()).toMatch(/8 tokens \(length\)/);
+      expect(await page.evaluate(() => crossOriginIsolated), `offline, reload ${round}: still cross-origin isolated`).toBe(true);
+      expect(await page.locator('#engine').textContent()).toBe(engine);
     }
     await page.screenshot({ path: 'test-results/pwa-offline.png', fullPage: true });
     await context.close();

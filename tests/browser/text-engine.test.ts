@@ -9,25 +9,29 @@ const PROMPT = 'The committee said that';
 const GREEDY = { maxNewTokens: 12, temperature: 0 };
 const SAMPLED = { maxNewTokens: 16, temperature: 0.8, topK: 40, topP: 0.95, seed: 1234 };
 
+// Each backend by name (on SwiftShader, 'auto' would pick wasm): WebGPU's kernels, and the
+// WebAssembly engine with its compute threads (the Vite server's pages are cross-origin isolated).
 describe('createEngine in headless Chromium: the worker round trip', () => {
-  it('generates in a Web Worker: streamed text, abort, seeds, chat and errors cross the boundary', async () => {
+  it.each(['webgpu', 'wasm'] as const)('%s: generates in a Web Worker: streamed text, abort, seeds, chat and errors cross the boundary', async (backend) => {
     const page = await env.browser.newPage();
     const problems = watchPage(page);
     await page.goto(`${env.base}/tests/browser/pages/text-engine.html`);
     await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
     const r = await page.evaluate(
-      ([url, prompt, greedy, sampled]) =>
-        (window as unknown as { textEngineCheck: Function }).textEngineCheck(url, prompt, greedy, sampled),
-      [`${env.base}/${BUILT_IN_MODEL.url}`, PROMPT, GREEDY, SAMPLED] as const,
+      ([url, prompt, greedy, sampled, backend]) =>
+        (window as unknown as { textEngineCheck: Function }).textEngineCheck(url, prompt, greedy, sampled, backend),
+      [`${env.base}/${BUILT_IN_MODEL.url}`, PROMPT, GREEDY, SAMPLED, backend] as const,
     );
     expect(problems).toEqual([]);
     expect(r.engineClass).toBe('WorkerEngine');
     expect(r.pageAdapterRequests, 'the page thread never touches WebGPU').toBe(0);
-    expect(r.device).toMatch(/swiftshader/i);
+    expect(r.backend).toBe(backend);
+    if (backend === 'webgpu') expect(r.device).toMatch(/swiftshader/i);
+    else expect(r.device).toMatch(/^WebAssembly SIMD, \d+ threads?$/);
     expect(r.progress).toEqual(expect.arrayContaining(['initiate', 'upload', 'ready']));
 
-    // The same greedy continuation as the engine in Node (Dawn), an independent host of the same model.
-    const node = await createEngine({ model: BUILT_IN_MODEL.dir });
+    // The same greedy continuation as the engine in Node (Dawn or Node's wasm), an independent host of the same model.
+    const node = await createEngine({ model: BUILT_IN_MODEL.dir, backend });
     try {
       const want = await node.complete(PROMPT, GREEDY);
       expect(r.greedy.text).toBe(want.text);

@@ -1,11 +1,12 @@
 import { createEngine, type GenerateOptions } from '../../../src/index.ts';
+import type { BackendChoice } from '../../../src/engine/backend.ts';
 
 /**
  * createEngine on a page: the engine runs in a Web Worker. Counts the page's own WebGPU adapter
  * requests (there must be none: the GPU work is the worker's) and exercises streaming, abort
- * and a repeated seed across the worker boundary.
+ * and a repeated seed across the worker boundary, on the backend asked for.
  */
-export async function runTextEngineCheck(modelUrl: string, prompt: string, greedy: GenerateOptions, sampled: GenerateOptions) {
+export async function runTextEngineCheck(modelUrl: string, prompt: string, greedy: GenerateOptions, sampled: GenerateOptions, backend: BackendChoice) {
   let pageAdapterRequests = 0;
   const gpu = navigator.gpu;
   const original = gpu.requestAdapter.bind(gpu);
@@ -14,7 +15,7 @@ export async function runTextEngineCheck(modelUrl: string, prompt: string, greed
     return original(o);
   };
   const progress: string[] = [];
-  const engine = await createEngine({ model: modelUrl, onProgress: (e) => progress.push(e.type) });
+  const engine = await createEngine({ model: modelUrl, backend, onProgress: (e) => progress.push(e.type) });
   try {
     const greedyResult = await engine.complete(prompt, greedy);
     const pieces: string[] = [];
@@ -43,6 +44,7 @@ export async function runTextEngineCheck(modelUrl: string, prompt: string, greed
     return {
       engineClass: engine.constructor.name,
       device: engine.device,
+      backend: engine.backend,
       pageAdapterRequests,
       progress: [...new Set(progress)],
       greedy: greedyResult,
