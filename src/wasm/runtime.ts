@@ -1,6 +1,6 @@
 import { DeviceLimitError, UsageError } from '../errors.ts';
 import type { KernelExports } from './abi.ts';
-import { kernelsMTBase64, kernelsSTBase64 } from './build/kernels-wasm.ts';
+import { kernelsBase64, sharedFlagOffset } from './build/kernels-wasm.ts';
 import { startThreads, type ComputeThread } from './threads.ts';
 
 // The wasm engine's machine: the kernels module, one memory holding weights, caches and
@@ -51,6 +51,13 @@ export interface WasmSupport {
 
 let modules: { mt?: Promise<WebAssembly.Module>; st?: Promise<WebAssembly.Module> } = {};
 
+/** The kernels for threads (shared memory), or for one thread: the same code on a plain memory. */
+function kernelBytes(variant: 'mt' | 'st'): Uint8Array<ArrayBuffer> {
+  const bytes = decodeBase64(kernelsBase64);
+  if (variant === 'st') bytes[sharedFlagOffset] = 0x01;
+  return bytes;
+}
+
 function isNode(): boolean {
   return typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 }
@@ -67,7 +74,7 @@ async function coreCount(): Promise<number> {
 export async function wasmSupport(): Promise<WasmSupport> {
   const cores = await coreCount();
   if (typeof WebAssembly === 'undefined') return { simd: false, threads: false, threadsOff: 'no WebAssembly', cores };
-  const simd = WebAssembly.validate(decodeBase64(kernelsSTBase64));
+  const simd = WebAssembly.validate(kernelBytes('st'));
   let threadsOff: string | undefined;
   if (typeof SharedArrayBuffer === 'undefined') {
     threadsOff = typeof crossOriginIsolated !== 'undefined' && !crossOriginIsolated
@@ -75,14 +82,14 @@ export async function wasmSupport(): Promise<WasmSupport> {
       : 'SharedArrayBuffer is not available';
   } else if (!isNode() && typeof Worker === 'undefined') {
     threadsOff = 'workers are not available here';
-  } else if (!WebAssembly.validate(decodeBase64(kernelsMTBase64))) {
+  } else if (!WebAssembly.validate(kernelBytes('mt'))) {
     threadsOff = "this browser's WebAssembly has no threads";
   }
   return { simd, threads: !threadsOff, threadsOff, cores };
 }
 
 function compile(variant: 'mt' | 'st'): Promise<WebAssembly.Module> {
-  modules[variant] ??= WebAssembly.compile(decodeBase64(variant === 'mt' ? kernelsMTBase64 : kernelsSTBase64));
+  modules[variant] ??= WebAssembly.compile(kernelBytes(variant));
   return modules[variant]!;
 }
 
