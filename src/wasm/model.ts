@@ -301,8 +301,9 @@ export class WasmModel implements TokenModel {
 
   /** Bytes per second of a plain read of all the weights on every thread: the best a decode step could stream. */
   readBandwidth(): number {
+    // The weights are laid out first and back to back (their slots only, when experts stream).
     const first = Math.min(...this.weights.plan.entries.map((e) => this.weights.at(e.name)));
-    const bytes = this.weights.plan.totalBytes;
+    const bytes = this.weights.memoryBytes;
     let best = Infinity;
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
