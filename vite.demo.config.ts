@@ -29,17 +29,14 @@ export default defineConfig({
   publicDir: '../public',
   server: { host: '127.0.0.1', port: 5173, headers: ISOLATION_HEADERS, cors: WIDGET_HOST_CORS },
   preview: { host: '127.0.0.1', port: 4173, headers: ISOLATION_HEADERS, cors: WIDGET_HOST_CORS },
-  // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page. The wasm
-  // kernels are two long string constants: not copied into each place that reads them.
-  worker: { format: 'es', rolldownOptions: { optimization: { inlineConst: false } } },
+  // The engine's Web Worker (src/engine/worker.ts) is an ES module, like the page.
+  worker: { format: 'es' },
   build: {
     outDir: '../dist/app',
     emptyOutDir: true,
     target: 'es2022',
-    // The chat app, and the benchmark page (the browser's `molm bench`). The pages' shared chunk
-    // holds the wasm kernels too (src/index.ts reaches them; the benchmark runs them on the
-    // page): one copy each.
-    rollupOptions: { input: { index: 'demo/index.html', bench: 'demo/bench.html' }, optimization: { inlineConst: false } },
+    // The chat app, and the benchmark page (the browser's `molm bench`).
+    rollupOptions: { input: { index: 'demo/index.html', bench: 'demo/bench.html' } },
   },
   plugins: [
     VitePWA({

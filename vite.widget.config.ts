@@ -7,10 +7,7 @@ import { defineConfig } from 'vite';
 // with the built-in model at ../models/molm-brown/ relative to the script.
 export default defineConfig({
   publicDir: false,
-  // The wasm kernels (src/wasm/build/kernels-wasm.ts) are two ~110 KB base64 strings; Rolldown's
-  // constant inlining would copy them into each expression that reads them (three copies,
-  // +110 KB raw / +34 KB gzipped), so the worker keeps them as variables.
-  worker: { format: 'es', rolldownOptions: { optimization: { inlineConst: false } } },
+  worker: { format: 'es' },
   build: {
     outDir: 'dist/app/widget',
     emptyOutDir: true,
