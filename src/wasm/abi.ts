@@ -21,8 +21,9 @@ export interface KernelExports {
   ): void;
   expert_project(
     y: Ptr, x: Ptr, rows: number, k: number, xPerSlot: number, inDim: number, outDim: number, w: Ptr, storage: number,
-    experts: number, ids: Ptr, act: number, tasks: Ptr, counts: Ptr,
+    experts: number, ids: Ptr, act: number, tasks: Ptr, counts: Ptr, partial: Ptr,
   ): void;
+  expert_partial_floats(k: number, maxIn: number, maxOut: number): number;
   expert_combine(h: Ptr, y: Ptr, gates: Ptr, rows: number, k: number, width: number): void;
   expert_task_bytes(): number;
   stickbreaking(o: Ptr, q: Ptr, keys: Ptr, values: Ptr, rows: number, k: number, heads: number, d: number, pos0: number, width: number, partial: Ptr): void;

@@ -53,6 +53,8 @@ class Regions {
   readonly tasks: number;
   readonly counts: number;
   readonly partial: number;
+  /** Decode's expert projections: the partial sums of their runs of input rows. */
+  readonly expertPartial: number;
   readonly logits: number;
   readonly samplerP: number;
   readonly samplerSel: number;
@@ -87,6 +89,7 @@ class Regions {
     this.tasks = layout.take(rows * k * taskBytes);
     this.counts = layout.take((Math.max(c.nAttExperts, c.nMlpExperts) + 1) * 4);
     this.partial = f(partialFloats);
+    this.expertPartial = f(expertPartialFloats(c));
     this.logits = f(rows * V);
     this.samplerP = layout.take(V * 8, 8);
     this.samplerSel = layout.take(V * 8, 8);
@@ -105,6 +108,12 @@ class Regions {
       this.values.push(kv ? f(maxContext * width) : keys);
     }
   }
+}
+
+/** expert_partial_floats (src/wasm/kernels/expert.c) for this model: k × input runs of 128 × widest output. */
+function expertPartialFloats(c: ModelConfig): number {
+  const widest = Math.max(c.nEmbd, c.attHidden, c.ffdHidden);
+  return Math.max(c.kAtt, c.kMlp) * Math.ceil(widest / 128) * widest;
 }
 
 /** One layer's weights as the kernels take them: addresses and storage codes, planned at load. */
@@ -231,7 +240,12 @@ export class WasmModel implements TokenModel {
     const runtime = await WasmRuntime.create(laid.layout, what, { ...options, memoryLimit: limit });
     try {
       const k = runtime.kernels;
-      if (k.expert_task_bytes() !== taskBytes || k.stickbreaking_partial_floats(maxContext, config.kAtt, config.nHead, headSize(config)) !== partialFloats) {
+      const widest = Math.max(config.nEmbd, config.attHidden, config.ffdHidden);
+      if (
+        k.expert_task_bytes() !== taskBytes ||
+        k.stickbreaking_partial_floats(maxContext, config.kAtt, config.nHead, headSize(config)) !== partialFloats ||
+        k.expert_partial_floats(Math.max(config.kAtt, config.kMlp), widest, widest) !== expertPartialFloats(config)
+      ) {
         throw new Error('wasm kernels: src/wasm/model.ts sizes its scratch differently from the kernels');
       }
       laid.weights.attach(runtime);
@@ -389,17 +403,17 @@ export class WasmModel implements TokenModel {
         this.heapF32.copyWithin(keysAt / F32, r.x / F32, r.x / F32 + T * C); // MoLM: K = V = ln_1 output
       }
       const attIds = this.resident('att', l, r.attIds[l], c.kAtt);
-      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, p.query[0], p.query[1], Ea, attIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.q, r.x, T, c.kAtt, 0, C, A, p.query[0], p.query[1], Ea, attIds, ACT_NONE, r.tasks, r.counts, r.expertPartial);
       k.stickbreaking(r.o, r.q, r.keys[l], r.values[l], T, c.kAtt, c.nHead, headSize(c), pos0, width, r.partial);
-      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, p.output[0], p.output[1], Ea, attIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.y, r.o, T, c.kAtt, 1, A, C, p.output[0], p.output[1], Ea, attIds, ACT_NONE, r.tasks, r.counts, r.expertPartial);
       k.expert_combine(r.h, r.y, r.attGates[l], T, c.kAtt, C);
 
       k.layer_norm(r.x2, r.h, T, C, p.ln2[0], p.ln2[1], this.eps);
       const [m0, t0, mb0, m3, t3] = p.mlpGate;
       k.router(r.mlpIds[l], r.mlpGates[l], r.x2, T, C, m0, t0, mb0, m3, t3, G, c.nMlpExperts, c.kMlp, r.hidden, r.routerLogits, r.scratch);
       const mlpIds = this.resident('mlp', l, r.mlpIds[l], c.kMlp);
-      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, p.up[0], p.up[1], Em, mlpIds, ACT_GELU_TANH, r.tasks, r.counts);
-      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, p.down[0], p.down[1], Em, mlpIds, ACT_NONE, r.tasks, r.counts);
+      k.expert_project(r.up, r.x2, T, c.kMlp, 0, C, F, p.up[0], p.up[1], Em, mlpIds, ACT_GELU_TANH, r.tasks, r.counts, r.expertPartial);
+      k.expert_project(r.y, r.up, T, c.kMlp, 1, F, C, p.down[0], p.down[1], Em, mlpIds, ACT_NONE, r.tasks, r.counts, r.expertPartial);
       k.expert_combine(r.h, r.y, r.mlpGates[l], T, c.kMlp, C);
       if (this.tracing) this.record(l, pos0, T);
     }

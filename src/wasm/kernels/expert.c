@@ -26,6 +26,9 @@ typedef struct {
   int ntasks, in, out, st, act, col_units;
   const uint8_t *w;
   size_t block;
+  // Decode's split by input rows: inputs per unit, units per task, and their partial sums.
+  int unit_in, in_units;
+  float *partial;
 } expert_job;
 
 enum { ACT_NONE = 0, ACT_GELU_TANH = 1 };
@@ -35,15 +38,15 @@ enum { ACT_NONE = 0, ACT_GELU_TANH = 1 };
 // the shifts are immediates and the accumulators stay in registers: one row takes 4 vectors
 // (four independent add chains), several rows 2 each. Groups are the outer loop: a group's few
 // weight rows are read left to right.
-static inline __attribute__((always_inline)) void cols_quant(const expert_job *j, const expert_task *t, int c0, int c1, const int N, const int ST,
-                                                             const int VEC) {
+static inline __attribute__((always_inline)) void cols_quant(const expert_job *j, const expert_task *t, int c0, int c1, int g0, int g1,
+                                                             const int N, const int ST, const int VEC) {
   const int in = j->in, out = j->out, P = ST == ST_Q4 ? 8 : 4, BITS = 32 / P, WPG = 32 / P;
   const uint8_t *blk = j->w + j->block * t->expert;
   const uint32_t *words = (const uint32_t *)blk;
   const uint16_t *scales = (const uint16_t *)(words + (size_t)(in / P) * out);
   for (int r = 0; r < N; r++)
     for (int c = c0; c < c1; c += 4) wasm_v128_store(t->y[r] + c, wasm_f32x4_splat(0));
-  for (int g = 0; g < in / 32; g++) {
+  for (int g = g0; g < g1; g++) {
     const uint32_t *wg = words + (size_t)g * WPG * out;
     for (int c = c0; c < c1; c += 4 * VEC) {
       v128_t a[ROWS][4];
@@ -75,12 +78,12 @@ static inline __attribute__((always_inline)) void cols_quant(const expert_job *j
   }
 }
 
-static inline __attribute__((always_inline)) void cols_q4(const expert_job *j, const expert_task *t, int c0, int c1, const int N) {
-  cols_quant(j, t, c0, c1, N, ST_Q4, 2);  // 4 vectors spill: measured slower
+static inline __attribute__((always_inline)) void cols_q4(const expert_job *j, const expert_task *t, int c0, int c1, int i0, int i1, const int N) {
+  cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, N, ST_Q4, 2);  // 4 vectors spill: measured slower
 }
-static inline __attribute__((always_inline)) void cols_q8(const expert_job *j, const expert_task *t, int c0, int c1, const int N) {
-  if (N == 1 && (c1 - c0) % 16 == 0) cols_quant(j, t, c0, c1, 1, ST_Q8, 4);
-  else cols_quant(j, t, c0, c1, N, ST_Q8, 2);
+static inline __attribute__((always_inline)) void cols_q8(const expert_job *j, const expert_task *t, int c0, int c1, int i0, int i1, const int N) {
+  if (N == 1 && (c1 - c0) % 16 == 0) cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, 1, ST_Q8, 4);
+  else cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, N, ST_Q8, 2);
 }
 
 static inline __attribute__((always_inline)) void load_float8(int st, const uint8_t *blk, size_t idx, v128_t *w0, v128_t *w1) {
@@ -104,12 +107,13 @@ static inline __attribute__((always_inline)) void load_float8(int st, const uint
 // left to right across the unit's columns, y accumulated in memory (it stays in L1). Walking
 // one column block down all IN rows instead would jump OUT·4 bytes a row and defeat the
 // prefetchers: measured 2.4 GMAC/s against (this way) the memory's speed.
-static inline __attribute__((always_inline)) void cols_float(const expert_job *j, const expert_task *t, int c0, int c1, const int N) {
-  const int in = j->in, out = j->out, st = j->st;
+static inline __attribute__((always_inline)) void cols_float(const expert_job *j, const expert_task *t, int c0, int c1, int i_from, int i_to,
+                                                             const int N) {
+  const int in = i_to, out = j->out, st = j->st;
   const uint8_t *blk = j->w + j->block * t->expert;
   for (int r = 0; r < N; r++)
     for (int c = c0; c < c1; c += 4) wasm_v128_store(t->y[r] + c, wasm_f32x4_splat(0));
-  for (int i0 = 0; i0 < in; i0 += 4) {
+  for (int i0 = i_from; i0 < in; i0 += 4) {
     const int ni = in - i0 < 4 ? in - i0 : 4;
     for (int c = c0; c < c1; c += COLS) {
       v128_t a0[ROWS], a1[ROWS];
@@ -163,9 +167,9 @@ static void expert_task_run(const void *ctx, int begin, int end) {
     int c1 = c0 + width < j->out ? c0 + width : j->out;
     int cv = c0 + (c1 - c0) / COLS * COLS;  // columns [c0, cv) in vectors, the rest one by one
     if (cv > c0) {
-      if (j->st == ST_Q4) ROWS_SWITCH(cols_q4, t->n, j, t, c0, cv);
-      else if (j->st == ST_Q8) ROWS_SWITCH(cols_q8, t->n, j, t, c0, cv);
-      else ROWS_SWITCH(cols_float, t->n, j, t, c0, cv);
+      if (j->st == ST_Q4) ROWS_SWITCH(cols_q4, t->n, j, t, c0, cv, 0, j->in);
+      else if (j->st == ST_Q8) ROWS_SWITCH(cols_q8, t->n, j, t, c0, cv, 0, j->in);
+      else ROWS_SWITCH(cols_float, t->n, j, t, c0, cv, 0, j->in);
     }
     for (int c = cv; c < c1; c++) column_scalar(j, t, c);
     if (j->act == ACT_GELU_TANH)
@@ -174,9 +178,34 @@ static void expert_task_run(const void *ctx, int begin, int end) {
   }
 }
 
-// tasks: room for rows·k tasks; counts: room for `experts` ints.
+// Decode (one row per task): a unit is a run of input rows of one task over every column, so
+// its weights are read front to back (a block of columns walked down the rows would jump
+// OUT·4 bytes a row: a new page, a TLB miss, no prefetch). Each unit leaves a partial sum;
+// expert_project adds them up in unit order, whatever thread made them.
+static void expert_rows_run(const void *ctx, int begin, int end) {
+  const expert_job *j = ctx;
+  for (int u = begin; u < end; u++) {
+    expert_task t = j->tasks[u / j->in_units];
+    int i0 = (u % j->in_units) * j->unit_in;
+    int i1 = i0 + j->unit_in < j->in ? i0 + j->unit_in : j->in;
+    t.y[0] = j->partial + (size_t)u * j->out;
+    if (j->st == ST_Q4) cols_q4(j, &t, 0, j->out, i0, i1, 1);
+    else if (j->st == ST_Q8) cols_q8(j, &t, 0, j->out, i0, i1, 1);
+    else cols_float(j, &t, 0, j->out, i0, i1, 1);
+  }
+}
+
+#define UNIT_IN_QUANT 256
+#define UNIT_IN_FLOAT 128
+
+EXPORT(expert_partial_floats) int expert_partial_floats(int k, int max_in, int max_out) {
+  return k * ((max_in + UNIT_IN_FLOAT - 1) / UNIT_IN_FLOAT) * max_out;
+}
+
+// tasks: room for rows·k tasks; counts: room for `experts` ints; partial: expert_partial_floats.
 EXPORT(expert_project) void expert_project(float *y, const float *x, int rows, int k, int x_per_slot, int in, int out, const uint8_t *w,
-                                           int st, int experts, const int32_t *ids, int act, expert_task *tasks, int32_t *counts) {
+                                           int st, int experts, const int32_t *ids, int act, expert_task *tasks, int32_t *counts,
+                                           float *partial) {
   // Counting sort of the pairs by expert: counts → starts; then fill tiles expert by expert.
   for (int e = 0; e <= experts; e++) counts[e] = 0;
   int pairs = rows * k;
@@ -205,8 +234,25 @@ EXPORT(expert_project) void expert_project(float *y, const float *x, int rows, i
   }
   int width = is_quant(st) ? UNIT_COLS : UNIT_COLS_FLOAT;
   int col_units = (out + width - 1) / width;
-  expert_job j = {tasks, ntasks, in, out, st, act, col_units, w, block_bytes(st, in, out)};
-  parallel_for(expert_task_run, &j, ntasks * col_units);
+  int unit_in = is_quant(st) ? UNIT_IN_QUANT : UNIT_IN_FLOAT;
+  int in_units = (in + unit_in - 1) / unit_in;
+  expert_job j = {tasks, ntasks, in, out, st, act, col_units, w, block_bytes(st, in, out), unit_in, in_units, partial};
+  if (rows > 1 || out % COLS != 0 || !partial) {
+    parallel_for(expert_task_run, &j, ntasks * col_units);
+    return;
+  }
+  parallel_for(expert_rows_run, &j, ntasks * in_units);
+  for (int ti = 0; ti < ntasks; ti++) {
+    float *yv = tasks[ti].y[0];
+    const float *p = partial + (size_t)ti * in_units * out;
+    for (int c = 0; c < out; c += 4) {
+      v128_t acc = wasm_v128_load(p + c);
+      for (int u = 1; u < in_units; u++) acc = wasm_f32x4_add(acc, wasm_v128_load(p + (size_t)u * out + c));
+      wasm_v128_store(yv + c, acc);
+    }
+    if (act == ACT_GELU_TANH)
+      for (int c = 0; c < out; c++) yv[c] = gelu_tanh_f32(yv[c]);
+  }
 }
 
 // h[r] += Σ_s gates[r, s] · y[r, s]: the slots are summed first, then added to the residual.

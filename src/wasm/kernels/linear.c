@@ -8,7 +8,7 @@
 #include "weights.h"
 
 #define ROWS 4
-#define UNIT 16  // output rows per unit of work
+#define UNIT 64  // output rows per unit of work
 
 typedef struct {
   float *y;

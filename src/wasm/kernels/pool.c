@@ -11,16 +11,19 @@ __attribute__((import_module("env"), import_name("now_ms"))) double now_ms(void)
 // A job that makes no progress for this long means a worker died mid-unit.
 #define STALL_MS 20000.0
 
+// The fields each thread writes sit on cache lines of their own: a unit's claim (cursor) and
+// the units' completions (done) would otherwise bounce one line between the cores at every unit.
 static struct {
-  uint32_t generation;  // bumped for each job; workers wait on it
+  _Alignas(64) uint32_t generation;  // bumped for each job; workers wait on it
   task_fn fn;
   const void *ctx;
   int units;
-  uint64_t cursor;  // generation << 32 | next unit
-  int done;         // units finished of the current job
-  int threads;      // threads taking part, the caller included
+  int threads;  // threads taking part, the caller included
   int sleepers;
-  int failed;       // set by a worker that trapped, or by the stall watchdog
+  int failed;   // set by a worker that trapped, or by the stall watchdog
+  _Alignas(64) uint64_t cursor;  // generation << 32 | next unit
+  _Alignas(64) int done;         // units finished of the current job
+  _Alignas(64) char end;
 } pool = {.threads = 1};
 
 EXPORT(pool_set_threads) void pool_set_threads(int n) { pool.threads = n < 1 ? 1 : n; }
@@ -30,17 +33,19 @@ EXPORT(pool_fail) void pool_fail(int code) {
   __atomic_store_n(&pool.failed, code, __ATOMIC_SEQ_CST);
 }
 
-// Claims and runs units of generation `gen` until none is left.
+// Claims and runs units of generation `gen` until none is left; then counts them done, once.
 static void run_units(uint32_t gen) {
+  int ran = 0;
   for (;;) {
     uint64_t cur = __atomic_load_n(&pool.cursor, __ATOMIC_ACQUIRE);
-    if ((uint32_t)(cur >> 32) != gen) return;
+    if ((uint32_t)(cur >> 32) != gen) break;
     int unit = (int)(uint32_t)cur;
-    if (unit >= pool.units) return;
+    if (unit >= pool.units) break;
     if (!__atomic_compare_exchange_n(&pool.cursor, &cur, cur + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
     pool.fn(pool.ctx, unit, unit + 1);
-    __atomic_fetch_add(&pool.done, 1, __ATOMIC_ACQ_REL);
+    ran++;
   }
+  if (ran) __atomic_fetch_add(&pool.done, ran, __ATOMIC_ACQ_REL);
 }
 
 void parallel_for(task_fn fn, const void *ctx, int units) {
