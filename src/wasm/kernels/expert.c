@@ -103,39 +103,41 @@ static inline __attribute__((always_inline)) void load_float8(int st, const uint
   }
 }
 
-// Float experts, columns [c0, c1) (a multiple of COLS): rows of 4 inputs at a time, each read
-// left to right across the unit's columns, y accumulated in memory (it stays in L1). Walking
-// one column block down all IN rows instead would jump OUT·4 bytes a row and defeat the
-// prefetchers: measured 2.4 GMAC/s against (this way) the memory's speed.
-static inline __attribute__((always_inline)) void cols_float(const expert_job *j, const expert_task *t, int c0, int c1, int i_from, int i_to,
-                                                             const int N) {
-  const int in = i_to, out = j->out, st = j->st;
+// Float experts, columns [c0, c1) (a multiple of COLS), inputs [i_from, i_to): rows of IB inputs
+// at a time, each read left to right across the columns, y accumulated in memory (it stays in
+// L1). Walking one column block down all IN rows instead would jump OUT·4 bytes a row and
+// defeat the prefetchers. One row (decode) takes 16 columns and 8 inputs a pass: four add
+// chains, and the y loads and stores spread over more work.
+static inline __attribute__((always_inline)) void cols_float_shape(const expert_job *j, const expert_task *t, int c0, int c1, int i_from,
+                                                                   int i_to, const int N, const int IB, const int VEC) {
+  const int out = j->out, st = j->st;
   const uint8_t *blk = j->w + j->block * t->expert;
   for (int r = 0; r < N; r++)
     for (int c = c0; c < c1; c += 4) wasm_v128_store(t->y[r] + c, wasm_f32x4_splat(0));
-  for (int i0 = i_from; i0 < in; i0 += 4) {
-    const int ni = in - i0 < 4 ? in - i0 : 4;
-    for (int c = c0; c < c1; c += COLS) {
-      v128_t a0[ROWS], a1[ROWS];
-      for (int r = 0; r < N; r++) {
-        a0[r] = wasm_v128_load(t->y[r] + c);
-        a1[r] = wasm_v128_load(t->y[r] + c + 4);
-      }
+  for (int i0 = i_from; i0 < i_to; i0 += IB) {
+    const int ni = i_to - i0 < IB ? i_to - i0 : IB;
+    for (int c = c0; c < c1; c += 4 * VEC) {
+      v128_t a[ROWS][4];
+      for (int r = 0; r < N; r++)
+        for (int u = 0; u < VEC; u++) a[r][u] = wasm_v128_load(t->y[r] + c + 4 * u);
       for (int i = i0; i < i0 + ni; i++) {
-        v128_t w0, w1;
-        load_float8(st, blk, (size_t)i * out + c, &w0, &w1);
+        v128_t w[4];
+        for (int u = 0; u < VEC; u += 2) load_float8(st, blk, (size_t)i * out + c + 4 * u, &w[u], &w[u + 1]);
         for (int r = 0; r < N; r++) {
           v128_t xs = wasm_v128_load32_splat(t->x[r] + i);
-          a0[r] = wasm_f32x4_add(a0[r], wasm_f32x4_mul(w0, xs));
-          a1[r] = wasm_f32x4_add(a1[r], wasm_f32x4_mul(w1, xs));
+          for (int u = 0; u < VEC; u++) a[r][u] = wasm_f32x4_add(a[r][u], wasm_f32x4_mul(w[u], xs));
         }
       }
-      for (int r = 0; r < N; r++) {
-        wasm_v128_store(t->y[r] + c, a0[r]);
-        wasm_v128_store(t->y[r] + c + 4, a1[r]);
-      }
+      for (int r = 0; r < N; r++)
+        for (int u = 0; u < VEC; u++) wasm_v128_store(t->y[r] + c + 4 * u, a[r][u]);
     }
   }
+}
+
+static inline __attribute__((always_inline)) void cols_float(const expert_job *j, const expert_task *t, int c0, int c1, int i_from, int i_to,
+                                                             const int N) {
+  if (N == 1 && (c1 - c0) % 16 == 0) cols_float_shape(j, t, c0, c1, i_from, i_to, 1, 8, 4);
+  else cols_float_shape(j, t, c0, c1, i_from, i_to, N, 4, 2);
 }
 
 static void column_scalar(const expert_job *j, const expert_task *t, int c) {
