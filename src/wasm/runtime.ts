@@ -1,6 +1,6 @@
 import { DeviceLimitError, UsageError } from '../errors.ts';
 import type { KernelExports } from './abi.ts';
-import { kernelsBase64, sharedFlagOffset } from './build/kernels-wasm.ts';
+import { kernelsGzipBase64, sharedFlagOffset } from './build/kernels-wasm.ts';
 import { startThreads, type ComputeThread } from './threads.ts';
 
 // The wasm engine's machine: the kernels module, one memory holding weights, caches and
@@ -51,9 +51,14 @@ export interface WasmSupport {
 
 let modules: { mt?: Promise<WebAssembly.Module>; st?: Promise<WebAssembly.Module> } = {};
 
+let unpacked: Promise<Uint8Array<ArrayBuffer>> | undefined;
+
 /** The kernels for threads (shared memory), or for one thread: the same code on a plain memory. */
-function kernelBytes(variant: 'mt' | 'st'): Uint8Array<ArrayBuffer> {
-  const bytes = decodeBase64(kernelsBase64);
+async function kernelBytes(variant: 'mt' | 'st'): Promise<Uint8Array<ArrayBuffer>> {
+  unpacked ??= new Response(new Blob([decodeBase64(kernelsGzipBase64)]).stream().pipeThrough(new DecompressionStream('gzip')))
+    .arrayBuffer()
+    .then((b) => new Uint8Array(b));
+  const bytes = (await unpacked).slice();
   if (variant === 'st') bytes[sharedFlagOffset] = 0x01;
   return bytes;
 }
@@ -74,7 +79,8 @@ async function coreCount(): Promise<number> {
 export async function wasmSupport(): Promise<WasmSupport> {
   const cores = await coreCount();
   if (typeof WebAssembly === 'undefined') return { simd: false, threads: false, threadsOff: 'no WebAssembly', cores };
-  const simd = WebAssembly.validate(kernelBytes('st'));
+  if (typeof DecompressionStream === 'undefined') return { simd: false, threads: false, threadsOff: 'no DecompressionStream', cores };
+  const simd = WebAssembly.validate(await kernelBytes('st'));
   let threadsOff: string | undefined;
   if (typeof SharedArrayBuffer === 'undefined') {
     threadsOff = typeof crossOriginIsolated !== 'undefined' && !crossOriginIsolated
@@ -82,14 +88,14 @@ export async function wasmSupport(): Promise<WasmSupport> {
       : 'SharedArrayBuffer is not available';
   } else if (!isNode() && typeof Worker === 'undefined') {
     threadsOff = 'workers are not available here';
-  } else if (!WebAssembly.validate(kernelBytes('mt'))) {
+  } else if (!WebAssembly.validate(await kernelBytes('mt'))) {
     threadsOff = "this browser's WebAssembly has no threads";
   }
   return { simd, threads: !threadsOff, threadsOff, cores };
 }
 
 function compile(variant: 'mt' | 'st'): Promise<WebAssembly.Module> {
-  modules[variant] ??= WebAssembly.compile(kernelBytes(variant));
+  modules[variant] ??= kernelBytes(variant).then((b) => WebAssembly.compile(b));
   return modules[variant]!;
 }
 
@@ -125,7 +131,9 @@ export class WasmRuntime {
     const support = await wasmSupport();
     if (!support.simd) {
       throw new DeviceLimitError(
-        "This browser's WebAssembly has no SIMD (128-bit vectors), which the CPU engine needs: update the browser (every current Chrome, Edge, Firefox and Safari has it), or use a browser with WebGPU.",
+        support.threadsOff === 'no DecompressionStream'
+          ? 'This browser has no DecompressionStream, which the CPU engine needs to unpack its kernels: update the browser, or use one with WebGPU.'
+          : "This browser's WebAssembly has no SIMD (128-bit vectors), which the CPU engine needs: update the browser (every current Chrome, Edge, Firefox and Safari has it), or use a browser with WebGPU.",
       );
     }
     const wanted = options.threads ?? Math.min(16, support.cores);

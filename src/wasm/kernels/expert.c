@@ -82,8 +82,7 @@ static inline __attribute__((always_inline)) void cols_q4(const expert_job *j, c
   cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, N, ST_Q4, 2);  // 4 vectors spill: measured slower
 }
 static inline __attribute__((always_inline)) void cols_q8(const expert_job *j, const expert_task *t, int c0, int c1, int i0, int i1, const int N) {
-  if (N == 1 && (c1 - c0) % 16 == 0) cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, 1, ST_Q8, 4);
-  else cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, N, ST_Q8, 2);
+  cols_quant(j, t, c0, c1, i0 / 32, i1 / 32, N, ST_Q8, 2);
 }
 
 static inline __attribute__((always_inline)) void load_float8(int st, const uint8_t *blk, size_t idx, v128_t *w0, v128_t *w1) {
@@ -149,15 +148,21 @@ static void column_scalar(const expert_job *j, const expert_task *t, int c) {
   }
 }
 
-#define ROWS_SWITCH(f, n, ...)         \
-  do {                                 \
-    switch (n) {                       \
-      case 1: f(__VA_ARGS__, 1); break;  \
-      case 2: f(__VA_ARGS__, 2); break;  \
-      case 3: f(__VA_ARGS__, 3); break;  \
-      default: f(__VA_ARGS__, 4); break; \
-    }                                  \
-  } while (0)
+// One out-of-line copy of each (storage, rows) shape, shared by the column split (prefill) and
+// the input-row split (decode): every copy of an unrolled kernel costs the bundle kilobytes.
+typedef void (*cols_fn)(const expert_job *, const expert_task *, int, int, int, int);
+#define SHAPE(name, f, n) \
+  static __attribute__((noinline)) void name(const expert_job *j, const expert_task *t, int c0, int c1, int i0, int i1) { f(j, t, c0, c1, i0, i1, n); }
+SHAPE(q4_1, cols_q4, 1) SHAPE(q4_2, cols_q4, 2) SHAPE(q4_3, cols_q4, 3) SHAPE(q4_4, cols_q4, 4)
+SHAPE(q8_1, cols_q8, 1) SHAPE(q8_2, cols_q8, 2) SHAPE(q8_3, cols_q8, 3) SHAPE(q8_4, cols_q8, 4)
+SHAPE(fl_1, cols_float, 1) SHAPE(fl_2, cols_float, 2) SHAPE(fl_3, cols_float, 3) SHAPE(fl_4, cols_float, 4)
+
+/** The shape for a storage type and a task's rows (1 to ROWS). */
+static cols_fn shape_of(int st, int n) {
+  static const cols_fn q4[] = {q4_1, q4_2, q4_3, q4_4}, q8[] = {q8_1, q8_2, q8_3, q8_4}, fl[] = {fl_1, fl_2, fl_3, fl_4};
+  return (st == ST_Q4 ? q4 : st == ST_Q8 ? q8 : fl)[n - 1];
+}
+
 
 
 static void expert_task_run(const void *ctx, int begin, int end) {
@@ -169,9 +174,7 @@ static void expert_task_run(const void *ctx, int begin, int end) {
     int c1 = c0 + width < j->out ? c0 + width : j->out;
     int cv = c0 + (c1 - c0) / COLS * COLS;  // columns [c0, cv) in vectors, the rest one by one
     if (cv > c0) {
-      if (j->st == ST_Q4) ROWS_SWITCH(cols_q4, t->n, j, t, c0, cv, 0, j->in);
-      else if (j->st == ST_Q8) ROWS_SWITCH(cols_q8, t->n, j, t, c0, cv, 0, j->in);
-      else ROWS_SWITCH(cols_float, t->n, j, t, c0, cv, 0, j->in);
+      shape_of(j->st, t->n)(j, t, c0, cv, 0, j->in);
     }
     for (int c = cv; c < c1; c++) column_scalar(j, t, c);
     if (j->act == ACT_GELU_TANH)
@@ -191,9 +194,7 @@ static void expert_rows_run(const void *ctx, int begin, int end) {
     int i0 = (u % j->in_units) * j->unit_in;
     int i1 = i0 + j->unit_in < j->in ? i0 + j->unit_in : j->in;
     t.y[0] = j->partial + (size_t)u * j->out;
-    if (j->st == ST_Q4) cols_q4(j, &t, 0, j->out, i0, i1, 1);
-    else if (j->st == ST_Q8) cols_q8(j, &t, 0, j->out, i0, i1, 1);
-    else cols_float(j, &t, 0, j->out, i0, i1, 1);
+    shape_of(j->st, 1)(j, &t, 0, j->out, i0, i1);
   }
 }
 
