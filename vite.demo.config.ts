@@ -43,9 +43,9 @@ export default defineConfig({
       registerType: 'autoUpdate',
       injectRegister: 'script-defer',
       manifest: {
-        name: 'molm-web: MoLM on WebGPU',
+        name: 'molm-web: MoLM on this device',
         short_name: 'molm-web',
-        description: 'A MoLM mixture-of-experts language model on this device’s GPU: private, offline.',
+        description: 'A MoLM mixture-of-experts language model on this device (its GPU through WebGPU, or its processor through WebAssembly): private, offline.',
         theme_color: '#1d4ed8',
         background_color: '#ffffff',
         display: 'standalone',

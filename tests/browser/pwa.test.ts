@@ -67,7 +67,7 @@ describe('offline PWA', () => {
     for (const round of [1, 2]) {
       await page.reload();
       expect(await page.getByRole('heading', { name: 'molm-web' }).isVisible()).toBe(true);
-      expect(await page.title()).toBe('molm-web: MoLM on WebGPU');
+      expect(await page.title()).toBe('molm-web: MoLM on this device');
       await page.getByLabel('New tokens').fill('8');
       await page.getByLabel('Temperature').fill('0');
       expect(await sendMessage(page, 'The jury said'), `offline, reload ${round}`).toBe(online);
