@@ -198,6 +198,17 @@ static void expert_rows_run(const void *ctx, int begin, int end) {
   }
 }
 
+static void expert_whole_run(const void *ctx, int begin, int end) {
+  const expert_job *j = ctx;
+  for (int u = begin; u < end; u++) {
+    const expert_task *t = &j->tasks[u];
+    shape_of(j->st, t->n)(j, t, 0, j->out, 0, j->in);
+    if (j->act == ACT_GELU_TANH)
+      for (int r = 0; r < t->n; r++)
+        for (int c = 0; c < j->out; c++) t->y[r][c] = gelu_tanh_f32(t->y[r][c]);
+  }
+}
+
 #define UNIT_IN_QUANT 256
 #define UNIT_IN_FLOAT 128
 
@@ -240,8 +251,15 @@ EXPORT(expert_project) void expert_project(float *y, const float *x, int rows, i
   int unit_in = is_quant(st) ? UNIT_IN_QUANT : UNIT_IN_FLOAT;
   int in_units = (in + unit_in - 1) / unit_in;
   expert_job j = {tasks, ntasks, in, out, st, act, col_units, w, block_bytes(st, in, out), unit_in, in_units, partial};
-  if (rows > 1 || out % COLS != 0 || !partial) {
+  if (out % COLS != 0 || !partial) {
     parallel_for(expert_task_run, &j, ntasks * col_units);
+    return;
+  }
+  if (rows > 1) {
+    // Prefill: a unit is a whole task, its expert's weights read front to back once for its
+    // rows (there are enough tasks to share among the threads).
+    j.col_units = 1;
+    parallel_for(expert_whole_run, &j, ntasks);
     return;
   }
   parallel_for(expert_rows_run, &j, ntasks * in_units);
