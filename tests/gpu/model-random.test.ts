@@ -9,27 +9,11 @@ import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
 import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
 import { maxAbsDiff } from './harness.ts';
-
-// Shapes no golden has: odd widths, three heads, k/v projections, k = 3 of 5 attention experts.
-// Larger-than-default init so logits spread over several units and a routing error shows.
-const GENERIC = {
-  model_type: 'moduleformer', vocab_size: 301, n_embd: 40, n_layer: 3, n_head: 3, att_hidden: 36, ffd_hidden: 52,
-  gating_size: 12, n_att_experts: 5, k_att: 3, n_mlp_experts: 7, k_mlp: 2, layer_norm_epsilon: 1e-5,
-  initializer_range: 0.25, att_func: 'stickbreaking', gate_type: 'mlp', moe_type: 'moe', activation_function: 'gelu_new',
-};
-const MOLM_LIKE = { ...GENERIC, n_embd: 48, n_head: 1, att_hidden: 48, ffd_hidden: 64, n_att_experts: 4, k_att: 2, n_mlp_experts: 6, k_mlp: 2 };
+import { GENERIC, MOLM_LIKE, synthRandomModel } from '../shared/random-models.ts';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-async function synth(config: object, dtype: 'F32' | 'BF16'): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'molm-random-'));
-  dirs.push(dir);
-  const configPath = join(dir, 'source-config.json');
-  writeFileSync(configPath, JSON.stringify(config));
-  await synthesize({ configPath, outDir: join(dir, 'model'), dtype, seed: 7 });
-  return join(dir, 'model');
-}
+const synth = (config: object, dtype: 'F32' | 'BF16') => synthRandomModel(config, dtype, dirs);
 
 describe.each([
   ['generic k/v model, f32', GENERIC, 'F32'],

@@ -3,6 +3,7 @@ import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { decodeSegments, stickBreakingDecode, stickBreakingPrefill } from '../../src/kernels/stickbreaking.ts';
 import { stickBreakingAttention } from '../../src/reference/attention.ts';
 import { gpuContext, maxAbsDiff, output, randomF32, readF32, rng, stepUniform, upload, useKernelProfile } from './harness.ts';
+import { attentionInputs, LARGE, NORMAL, SLOW, type Logits } from '../shared/attention-cases.ts';
 
 // Tolerance on max |GPU − float64 reference| / max |V|. Every weight is ≤ 1 and they sum to ≤ 1,
 // so an output error is a weight error times |V|. Weight errors come from f32 logits (a d-term
@@ -26,51 +27,8 @@ const GENERAL: Shape = { name: 'k=3 H=2 d=12', k: 3, heads: 2, headSize: 12, sha
 // d = 100: a partial last chunk of the prefill's 64-dim staging and 128 lanes for 100 dims.
 const ODD: Shape = { name: 'k=1 H=3 d=100', k: 1, heads: 3, headSize: 100, shared: false };
 
-/** How the logits are drawn: about ±`spread` around `shift`. */
-interface Logits {
-  spread: number;
-  shift?: number;
-}
-/** Logits mostly near 0: a few recent keys take the stick. */
-const NORMAL: Logits = { spread: 6 };
-/** Logits of ±30: both tails of softplus. */
-const LARGE: Logits = { spread: 30 };
-/**
- * Logits near −5: each key breaks off only ~0.7% of the stick, so hundreds of keys, every
- * segment and every key block of a long context, carry visible weight (with logits near 0
- * everything older than ~30 keys is below rounding and a wrong old block would go unseen).
- */
-const SLOW: Logits = { spread: 1, shift: -5 };
-
-/**
- * q and a cache of `rows` rows of which the first `filled` hold random data; the rest are NaN, so
- * a kernel that reads past the keys of its step (even with weight 0) poisons the output. q and
- * keys are uniform in ±a with a² = spread, so q·K/√d has standard deviation a²/3 and spans about
- * ±spread. A shift adds 1 to every key element and shift/√d to every q element, which moves
- * q·K/√d by `shift` (plus noise of order a).
- */
 function inputs(seed: number, s: Shape, qRows: number, rows: number, filled: number, logits: Logits) {
-  const rand = rng(seed);
-  const width = s.heads * s.headSize;
-  const a = Math.sqrt(logits.spread);
-  const shift = logits.shift ?? 0;
-  const q = randomF32(qRows * s.k * width, rand, a);
-  const keys = new Float32Array(rows * width).fill(NaN);
-  keys.set(randomF32(filled * width, rand, a));
-  if (shift !== 0) {
-    // Σ_i (q_i + t)(K_i + 1) / √d = d·t / √d + noise = shift + noise with t = shift / √d.
-    const t = shift / Math.sqrt(s.headSize);
-    for (let i = 0; i < q.length; i++) q[i] += t;
-    for (let i = 0; i < filled * width; i++) keys[i] += 1;
-  }
-  let values = keys;
-  if (!s.shared) {
-    values = new Float32Array(rows * width).fill(NaN);
-    values.set(randomF32(filled * width, rand, 1));
-  }
-  let vmax = 0;
-  for (let i = 0; i < filled * width; i++) vmax = Math.max(vmax, Math.abs(values[i]));
-  return { q, keys, values, vmax, width };
+  return attentionInputs(seed, { k: s.k, heads: s.heads, d: s.headSize, shared: s.shared }, qRows, rows, filled, logits);
 }
 
 function reference(s: Shape, x: ReturnType<typeof inputs>, T: number, pos: number): Float64Array {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { stickBreakingAttention } from '../../src/reference/attention.ts';
 import { maxAbsDiff, randomF32, rng } from '../shared/numeric.ts';
 import { kernelMemory, THREADS } from './harness.ts';
+import { attentionInputs, LARGE, NORMAL, SLOW, type Logits } from '../shared/attention-cases.ts';
 
 // stickbreaking: prefill (rows > 1) walks every key of a row with one running stick; decode
 // (rows = 1) splits the keys into segments of SEG = 64, walks each alone and merges them newest
@@ -42,50 +43,8 @@ const ODD: Shape = { name: 'k=3 H=3 d=7', k: 3, heads: 3, d: 7, shared: false };
 /** d = 20: two 8-lane blocks and a scalar tail of 4 in the dot, five 4-lane blocks in the axpy. */
 const SMALL: Shape = { name: 'k=1 H=2 d=20', k: 1, heads: 2, d: 20, shared: false };
 
-/** Logits about ±spread around shift (see inputs). */
-interface Logits {
-  spread: number;
-  shift?: number;
-}
-/** Logits mostly near 0: a few recent keys take the stick. */
-const NORMAL: Logits = { spread: 6 };
-/** Logits of ±30: both tails of softplus. */
-const LARGE: Logits = { spread: 30 };
-/**
- * Logits near −5: each key breaks off only ~0.7% of the stick, so hundreds of keys (every segment
- * of a long decode) carry visible weight; with logits near 0, keys older than ~30 weigh less than
- * the rounding and a wrong old segment would go unseen.
- */
-const SLOW: Logits = { spread: 1, shift: -5 };
-
-/**
- * q [rows, k, H·d] and a cache of `cacheRows` rows whose first `filled` hold random data; the
- * rest are NaN, so a kernel that reads a key past its row's position (even with weight 0)
- * poisons the output. q and keys are uniform in ±a with a² = spread, so q·K/√d spans about
- * ±spread; a shift adds 1 to every key element and shift/√d to every q element, moving q·K/√d
- * by `shift` (plus noise of order a). Values are uniform in ±1 (keys themselves when shared).
- */
-function inputs(seed: number, s: Shape, qRows: number, cacheRows: number, filled: number, logits: Logits) {
-  const rand = rng(seed);
-  const width = s.heads * s.d;
-  const a = Math.sqrt(logits.spread);
-  const shift = logits.shift ?? 0;
-  const q = randomF32(qRows * s.k * width, rand, a);
-  const keys = new Float32Array(cacheRows * width).fill(NaN);
-  keys.set(randomF32(filled * width, rand, a));
-  if (shift !== 0) {
-    const t = Math.fround(shift / Math.sqrt(s.d));
-    for (let i = 0; i < q.length; i++) q[i] += t;
-    for (let i = 0; i < filled * width; i++) keys[i] += 1;
-  }
-  let values = keys;
-  if (!s.shared) {
-    values = new Float32Array(cacheRows * width).fill(NaN);
-    values.set(randomF32(filled * width, rand, 1));
-  }
-  let vmax = 0;
-  for (let i = 0; i < filled * width; i++) vmax = Math.max(vmax, Math.abs(values[i]));
-  return { q, keys, values, vmax, width };
+function inputs(seed: number, s: Shape, qRows: number, rows: number, filled: number, logits: Logits) {
+  return attentionInputs(seed, { k: s.k, heads: s.heads, d: s.d, shared: s.shared }, qRows, rows, filled, logits);
 }
 
 /**

@@ -4,25 +4,7 @@ import { linear as linearRef } from '../../src/reference/linear.ts';
 import { STORAGE_CODE } from '../../src/wasm/abi.ts';
 import { expectClose, randomF32, rng, weightData } from '../shared/numeric.ts';
 import { kernelMemory, THREADS } from './harness.ts';
-
-const U = 2 ** -24;
-
-/**
- * Float32 error allowed in y[r, o] = x[r]·W[o] + b[o]: 4·√in·2^-24·max‖x_r‖₁·max|W| + 2·2^-24·max|y|
- * (the bound of tests/gpu/linear.test.ts: rounding of a long sum grows like √in). A wrong row, a
- * dropped or doubled term (≈ 0.25/√in) or a missing bias exceeds it.
- */
-function tolerance(x: Float32Array, rows: number, inDim: number, maxW: number, expected: ArrayLike<number>): number {
-  let l1 = 0;
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let i = 0; i < inDim; i++) s += Math.abs(x[r * inDim + i]);
-    l1 = Math.max(l1, s);
-  }
-  let maxY = 0;
-  for (let i = 0; i < expected.length; i++) maxY = Math.max(maxY, Math.abs(expected[i]));
-  return 4 * Math.sqrt(inDim) * U * l1 * maxW + 2 * U * maxY;
-}
+import { linearTolerance as tolerance } from '../shared/linear-bound.ts';
 
 interface Case {
   rows: number;

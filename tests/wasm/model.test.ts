@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { synthesize } from '../../src/cli/synth.ts';
 import { GREEDY } from '../../src/model/model.ts';
 import { ReferenceModel, greedyGenerate, loadReferenceWeights } from '../../src/reference/model.ts';
 import { convertModel } from '../../src/shards/convert.ts';
@@ -17,6 +16,7 @@ import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { molm } from '../molm-cli.ts';
 import { expectClose, maxAbsDiff } from '../shared/numeric.ts';
 import { quantizedReference } from '../shared/quant-reference.ts';
+import { GENERIC, MOLM_LIKE, synthRandomModel } from '../shared/random-models.ts';
 import { THREADS } from './harness.ts';
 
 // The whole model in the wasm engine against the goldens (reference logits within 1e-4, the
@@ -71,21 +71,9 @@ describe.each(['tiny-molm', 'tiny-generic-bf16', 'molm-brown'])('wasm engine on 
     }));
 });
 
-// As tests/gpu/model-random.test.ts: odd widths, three heads, k/v projections, k = 3 of 5.
-const GENERIC = {
-  model_type: 'moduleformer', vocab_size: 301, n_embd: 40, n_layer: 3, n_head: 3, att_hidden: 36, ffd_hidden: 52,
-  gating_size: 12, n_att_experts: 5, k_att: 3, n_mlp_experts: 7, k_mlp: 2, layer_norm_epsilon: 1e-5,
-  initializer_range: 0.25, att_func: 'stickbreaking', gate_type: 'mlp', moe_type: 'moe', activation_function: 'gelu_new',
-};
-const MOLM_LIKE = { ...GENERIC, n_embd: 48, n_head: 1, att_hidden: 48, ffd_hidden: 64, n_att_experts: 4, k_att: 2, n_mlp_experts: 6, k_mlp: 2 };
-
-async function synth(config: object, dtype: 'F32' | 'BF16' | 'F16'): Promise<string> {
-  const dir = mkdtempSync(join(tmp, 'random-'));
-  const configPath = join(dir, 'source-config.json');
-  writeFileSync(configPath, JSON.stringify(config));
-  await synthesize({ configPath, outDir: join(dir, 'model'), dtype, seed: 7 });
-  return join(dir, 'model');
-}
+const randomDirs: string[] = [];
+afterAll(() => randomDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const synth = (config: object, dtype: 'F32' | 'BF16' | 'F16') => synthRandomModel(config, dtype, randomDirs);
 
 describe.each([
   ['generic k/v model, f32', GENERIC, 'F32'],
