@@ -48,6 +48,7 @@ export interface BenchResult {
   decode_bytes_per_token?: number;
   copy_bandwidth_bytes_per_s?: number;
   roofline_ratio?: number;
+  /** GPU: dispatches recorded per decoded token; wasm: kernel calls per decoded token. */
   dispatches_per_token?: number;
   /** GPU only: the kernel shapes that ran ('cpu' on CPU adapters), and the optional features they used. */
   kernels?: { profile: 'gpu' | 'cpu'; subgroups: boolean; shader_f16: boolean };
@@ -103,6 +104,18 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
     model.reset();
     kernels = { prefill_kernel_ms: byKernel(prefillTimes), decode_kernel_ms: decode, kernel_timing: prefillTimes[0]?.source };
   }
+  let wasmCalls: number | undefined;
+  if (model.wasm) {
+    // Kernel calls per decoded token (the wasm twin of dispatches per token), and with
+    // --kernels each kernel's wall time around its call.
+    const w = model.wasm;
+    w.reset();
+    const prefill = await w.kernelTimes(prompt);
+    const decode = await w.kernelTimes([prompt[0]]);
+    w.reset();
+    wasmCalls = decode.calls;
+    if (o.kernels) kernels = { prefill_kernel_ms: prefill.ms, decode_kernel_ms: decode.ms, kernel_timing: 'wall' };
+  }
   const decodeTokensPerS = r.count > 1 ? (r.count - 1) / decodeSeconds : NaN;
   let roofline: Pick<BenchResult, 'decode_bytes_per_token' | 'copy_bandwidth_bytes_per_s' | 'roofline_ratio'> = {};
   const plan = model.gpu?.weights.plan ?? model.wasm?.weights.plan;
@@ -124,7 +137,7 @@ export async function runBench(model: BenchModel, o: { promptTokens: number; new
     context: prompt.length,
     ...roofline,
     gpu_bytes: model.gpu?.gpuBytes,
-    dispatches_per_token: model.gpu?.dispatchesPerToken,
+    dispatches_per_token: model.gpu?.dispatchesPerToken ?? wasmCalls,
     ...(model.gpu && { kernels: kernelPaths(model.gpu) }),
     ...((model.gpu?.expertCache ?? model.wasm?.expertCache) && { expert_cache: (model.gpu?.expertCache ?? model.wasm?.expertCache)! }),
     ...kernels,

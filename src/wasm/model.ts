@@ -169,7 +169,7 @@ export class WasmModel implements TokenModel {
   private ids: number[] = [];
   private tracing = false;
   private trace: RoutingRecord | null = null;
-  private readonly k: KernelExports;
+  private k: KernelExports;
   private readonly eps: number;
   private readonly layers: LayerPlan[];
   /** Views of the memory (it never grows, so they stay valid). */
@@ -325,6 +325,42 @@ export class WasmModel implements TokenModel {
       best = Math.min(best, performance.now() - t0);
     }
     return bytes / (best / 1000);
+  }
+
+  /**
+   * Wall time of every kernel call of one step (each call timed around itself; labelled by
+   * kernel and matrix shape) and the number of calls: `ids` run after the current context,
+   * which they extend. For benchmarks.
+   */
+  async kernelTimes(ids: readonly number[]): Promise<{ calls: number; ms: Record<string, number> }> {
+    this.checkIds(ids);
+    this.checkRoom(ids.length);
+    const real = this.k;
+    const ms: Record<string, number> = {};
+    let calls = 0;
+    const timed = {} as Record<string, unknown>;
+    for (const [name, f] of Object.entries(real)) {
+      if (typeof f !== 'function') {
+        timed[name] = f;
+        continue;
+      }
+      timed[name] = (...a: number[]) => {
+        const t0 = performance.now();
+        const out = (f as (...x: number[]) => number)(...a);
+        const label = name === 'expert_project' ? `expert ${a[5]}x${a[6]}` : name === 'linear' ? `linear ${a[3]}x${a[4]}` : name;
+        ms[label] = (ms[label] ?? 0) + performance.now() - t0;
+        calls++;
+        return out;
+      };
+    }
+    this.k = timed as unknown as KernelExports;
+    try {
+      this.run(ids, 'last');
+    } finally {
+      this.k = real;
+    }
+    for (const key of Object.keys(ms)) ms[key] = Math.round(ms[key] * 100) / 100;
+    return { calls, ms };
   }
 
   truncate(length: number): void {

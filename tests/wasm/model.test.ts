@@ -195,10 +195,17 @@ describe('molm CLI --device wasm', () => {
   });
 
   it('bench --device wasm reports the benchmark fields with threads and SIMD', async () => {
-    const r = await molm('bench', '--model', BUILT_IN_MODEL.dir, '--device', 'wasm', '--threads', '2', '--prompt-tokens', '8', '--new-tokens', '4', '--json');
+    const r = await molm('bench', '--model', BUILT_IN_MODEL.dir, '--device', 'wasm', '--threads', '2', '--prompt-tokens', '8', '--new-tokens', '4', '--kernels', '--json');
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j).toMatchObject({ prompt_tokens: 8, new_tokens: 4, threads: 2, simd: true, backend: 'wasm' });
-    for (const k of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'memory_bytes', 'decode_bytes_per_token']) expect(j[k], k).toBeGreaterThan(0);
+    expect(j).toMatchObject({ prompt_tokens: 8, new_tokens: 4, threads: 2, simd: true, backend: 'wasm', kernel_timing: 'wall' });
+    for (const k of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'memory_bytes', 'decode_bytes_per_token', 'copy_bandwidth_bytes_per_s', 'roofline_ratio']) {
+      expect(j[k], k).toBeGreaterThan(0);
+    }
+    // Kernel calls per decoded token of a 4-layer MoLM: embedding; per layer 2 LayerNorms, 2 routers,
+    // 4 expert projections, attention, 2 combines; the final LayerNorm and lm_head.
+    expect(j.dispatches_per_token).toBe(1 + 4 * 11 + 2);
+    // molm-brown: C = A = 128, F = 256.
+    expect(Object.keys(j.decode_kernel_ms)).toEqual(expect.arrayContaining(['expert 128x256', 'expert 256x128', 'stickbreaking', 'router', 'linear 128x50295']));
   });
 });
