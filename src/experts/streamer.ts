@@ -1,10 +1,8 @@
 import type { ModelConfig } from '../config.ts';
-import { UsageError } from '../errors.ts';
 import { createReadback, createStorage } from '../gpu/buffers.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import type { Activations } from '../model/activations.ts';
-import { layerTensorNames } from '../model/tensor-names.ts';
-import type { ExpertSlots, GpuWeights, WeightPlan } from '../model/weights.ts';
+import type { GpuWeights } from '../model/weights.ts';
 import { ExpertResidency, type EvictionPolicy } from './residency.ts';
 import { EXPERT_TENSORS, type SlotCounts } from './slots.ts';
 

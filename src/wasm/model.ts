@@ -2,7 +2,7 @@ import { hasKvProjections, headSize, kvWidth, type ModelConfig } from '../config
 import type { TokenModel } from '../engine/token-model.ts';
 import { ComputeThreadError, ContextLengthError, DeviceLimitError, UsageError } from '../errors.ts';
 import { ExpertResidency } from '../experts/residency.ts';
-import { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
+import { EXPERT_TENSORS, expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
 import type { SamplingOptions } from '../kernels/sampler.ts';
 import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
 import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from '../model/tensor-names.ts';
@@ -554,26 +554,32 @@ export class WasmModel implements TokenModel {
 
 /** Bytes of the k experts of each kind every layer needs at least. */
 function minimumSlotBytes(c: ModelConfig, plan: WeightPlan): number {
+  const bytes = new Map(plan.entries.map((e) => [e.name, e.bytes]));
   let n = 0;
-  for (const e of plan.entries) {
-    if (e.shape.length !== 3) continue;
-    const k = e.shape[0] === c.nAttExperts && /attn/.test(e.name) ? c.kAtt : c.kMlp;
-    n += (e.bytes / e.shape[0]) * k;
+  for (let l = 0; l < c.nLayer; l++) {
+    for (const t of EXPERT_TENSORS.att(l)) n += (bytes.get(t)! / c.nAttExperts) * c.kAtt;
+    for (const t of EXPERT_TENSORS.mlp(l)) n += (bytes.get(t)! / c.nMlpExperts) * c.kMlp;
   }
   return n;
 }
+
+/** One channel for every yield: a decoded token allocates no new one. */
+let channel: { port: MessagePort; waiting: (() => void)[] } | undefined;
 
 /** A macrotask turn without timer clamping. */
 function yieldToEventLoop(): Promise<void> {
   if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
   if (typeof MessageChannel === 'function') {
-    return new Promise((resolve) => {
+    if (!channel) {
       const ch = new MessageChannel();
-      ch.port1.onmessage = () => {
-        ch.port1.close();
-        resolve();
-      };
-      ch.port2.postMessage(null);
+      const waiting: (() => void)[] = [];
+      ch.port1.onmessage = () => waiting.shift()?.();
+      channel = { port: ch.port2, waiting };
+    }
+    const c = channel;
+    return new Promise((resolve) => {
+      c.waiting.push(resolve);
+      c.port.postMessage(null);
     });
   }
   return new Promise((resolve) => setTimeout(resolve, 0));

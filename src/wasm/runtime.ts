@@ -1,7 +1,7 @@
 import { DeviceLimitError, UsageError } from '../errors.ts';
 import type { KernelExports } from './abi.ts';
 import { kernelsGzipBase64, sharedFlagOffset } from './build/kernels-wasm.ts';
-import { startThreads, type ComputeThread } from './threads.ts';
+import { isNode, startThreads, type ComputeThread } from './threads.ts';
 
 // The wasm engine's machine: the kernels module, one memory holding weights, caches and
 // activations (laid out once, at load), and the threads that share it.
@@ -63,9 +63,6 @@ async function kernelBytes(variant: 'mt' | 'st'): Promise<Uint8Array<ArrayBuffer
   return bytes;
 }
 
-function isNode(): boolean {
-  return typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
-}
 
 async function coreCount(): Promise<number> {
   if (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) return navigator.hardwareConcurrency;

@@ -31,7 +31,8 @@ run(workerData, (m) => parentPort.postMessage(m));`;
 const WEB_SOURCE = `${THREAD_BODY}
 self.onmessage = (ev) => run(ev.data, (m) => self.postMessage(m));`;
 
-function isNode(): boolean {
+/** Node (worker_threads), not a page or a Web Worker. */
+export function isNode(): boolean {
   return typeof process !== 'undefined' && !!process.versions?.node && typeof window === 'undefined';
 }
 

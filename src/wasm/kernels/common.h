@@ -47,7 +47,6 @@ static inline float hsum(v128_t v) {
 // thread asks first, so a unit's result never depends on the thread count.
 typedef void (*task_fn)(const void *ctx, int begin, int end);
 void parallel_for(task_fn fn, const void *ctx, int units);
-int pool_threads(void);
 
 // ---- scalar math (math.c) ----
 double exp_f64(double x);

@@ -27,7 +27,6 @@ static struct {
 } pool = {.threads = 1};
 
 EXPORT(pool_set_threads) void pool_set_threads(int n) { pool.threads = n < 1 ? 1 : n; }
-int pool_threads(void) { return pool.threads; }
 EXPORT(pool_failed) int pool_failed(void) { return __atomic_load_n(&pool.failed, __ATOMIC_SEQ_CST); }
 EXPORT(pool_fail) void pool_fail(int code) {
   __atomic_store_n(&pool.failed, code, __ATOMIC_SEQ_CST);
