@@ -1,4 +1,5 @@
 import { ModelFormatError } from './errors.ts';
+import { CONFIG_BOUNDS, LIMITS, MAX_PARAMETERS, describeValue, parseJsonObject } from './limits.ts';
 
 /**
  * The shapes and constants that the MoLM / ModuleFormer math needs, read from a Hugging Face
@@ -43,21 +44,41 @@ export function kvWidth(c: ModelConfig): number {
 
 type Json = Record<string, unknown>;
 
-function positiveInt(json: Json, key: string, fallback?: number): number {
+function positiveInt(json: Json, key: keyof typeof CONFIG_BOUNDS, fallback?: number): number {
   const v = json[key] ?? fallback;
   if (v === undefined) {
     throw new ModelFormatError(`config.json: field "${key}" is missing; it must be a positive integer.`);
   }
   if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-    throw new ModelFormatError(`config.json: field "${key}" must be a positive integer, got ${JSON.stringify(v)}.`);
+    throw new ModelFormatError(`config.json: field "${key}" must be a positive integer, got ${describeValue(v)}.`);
+  }
+  if (v > CONFIG_BOUNDS[key]) {
+    throw new ModelFormatError(
+      `config.json: field "${key}" is ${v}, past the ${CONFIG_BOUNDS[key]} molm-web accepts (no MoLM comes near it); is this the config of another model, or damaged?`,
+    );
   }
   return v;
 }
 
+/**
+ * Parameters the config implies (every tensor of src/model/tensor-names.ts), so that a config
+ * whose sizes are each plausible but together absurd is refused before anything is listed.
+ */
+export function parameterCount(c: ModelConfig): number {
+  const C = c.nEmbd;
+  const router = (experts: number) => c.gatingSize * C + c.gatingSize + experts * c.gatingSize;
+  const kv = hasKvProjections(c) ? 2 * (c.attHidden * C + c.attHidden) : 0;
+  const layer =
+    4 * C + // two LayerNorms
+    router(c.nAttExperts) + 2 * c.nAttExperts * C * c.attHidden + kv +
+    router(c.nMlpExperts) + 2 * c.nMlpExperts * C * c.ffdHidden;
+  return 2 * c.vocabSize * C + c.nLayer * layer + 2 * C;
+}
+
 function tokenId(json: Json, key: string, vocab: number): number {
   const v = json[key] ?? 50256;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    throw new ModelFormatError(`config.json: field "${key}" must be a non-negative integer token id, got ${JSON.stringify(v)}.`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new ModelFormatError(`config.json: field "${key}" must be a non-negative integer token id, got ${describeValue(v)}.`);
   }
   // Tiny test models have vocabularies smaller than the tokenizer's special ids: clamp is wrong,
   // so keep the value and let the engine decide whether it can be generated.
@@ -69,29 +90,23 @@ function expectString(json: Json, key: string, allowed: string[], fallback: stri
   const v = json[key] ?? fallback;
   if (typeof v !== 'string' || !allowed.includes(v)) {
     throw new ModelFormatError(
-      `config.json: field "${key}" is ${JSON.stringify(v)}; molm-web supports ${allowed.map((a) => JSON.stringify(a)).join(' or ')}.`,
+      `config.json: field "${key}" is ${describeValue(v)}; molm-web supports ${allowed.map((a) => JSON.stringify(a)).join(' or ')}.`,
     );
   }
 }
 
 /** Parses and validates a ModuleFormer config.json (an object or its text). */
 export function parseConfig(input: string | Json): ModelConfig {
-  let json: Json;
-  if (typeof input === 'string') {
-    try {
-      json = JSON.parse(input) as Json;
-    } catch (e) {
-      throw new ModelFormatError(`config.json is not valid JSON (${(e as Error).message}).`);
-    }
-  } else {
-    json = input;
-  }
+  const json: Json =
+    typeof input === 'string'
+      ? parseJsonObject(input, { what: 'config.json', maxBytes: LIMITS.configBytes, fix: 'use the config.json of a MoLM checkpoint' })
+      : input;
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new ModelFormatError('config.json must hold a JSON object.');
   }
   if (json.model_type !== undefined && json.model_type !== 'moduleformer') {
     throw new ModelFormatError(
-      `config.json: field "model_type" is ${JSON.stringify(json.model_type)}; molm-web runs "moduleformer" (MoLM) models only.`,
+      `config.json: field "model_type" is ${describeValue(json.model_type)}; molm-web runs "moduleformer" (MoLM) models only.`,
     );
   }
   expectString(json, 'att_func', ['stickbreaking'], 'stickbreaking');
@@ -122,7 +137,7 @@ export function parseConfig(input: string | Json): ModelConfig {
   if (json.n_ctx !== undefined && json.n_ctx !== null) c.nCtx = positiveInt(json, 'n_ctx');
   const eps = json.layer_norm_epsilon ?? 1e-5;
   if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) {
-    throw new ModelFormatError(`config.json: field "layer_norm_epsilon" must be a positive number, got ${JSON.stringify(eps)}.`);
+    throw new ModelFormatError(`config.json: field "layer_norm_epsilon" must be a positive number, got ${describeValue(eps)}.`);
   }
   c.layerNormEpsilon = eps;
   if (c.attHidden % c.nHead !== 0) {
@@ -135,6 +150,12 @@ export function parseConfig(input: string | Json): ModelConfig {
   }
   if (c.kMlp > c.nMlpExperts) {
     throw new ModelFormatError(`config.json: field "k_mlp" (${c.kMlp}) exceeds "n_mlp_experts" (${c.nMlpExperts}).`);
+  }
+  const parameters = parameterCount(c);
+  if (parameters > MAX_PARAMETERS) {
+    throw new ModelFormatError(
+      `config.json implies ${parameters.toExponential(2)} parameters, past the ${MAX_PARAMETERS.toExponential(2)} molm-web accepts; is this the config of another model, or damaged?`,
+    );
   }
   return c;
 }

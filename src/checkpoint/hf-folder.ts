@@ -1,6 +1,7 @@
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { expectedTensorShapes, isUnusedBuffer } from '../model/tensor-names.ts';
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, checkFileName, parseJsonObject } from '../limits.ts';
 import { formatShape } from './bytes.ts';
 import { openSafetensors } from './safetensors.ts';
 import type { TensorFile } from './tensor-file.ts';
@@ -74,22 +75,18 @@ async function openWeightsFile(source: ByteSource, file: string): Promise<Tensor
 async function readJson(files: FileSource, name: string): Promise<Record<string, unknown> | null> {
   const source = await files.open(name);
   if (source === null) return null;
-  let text: string;
+  const limits = { what: name, maxBytes: name === 'config.json' ? LIMITS.configBytes : LIMITS.indexBytes, fix: 're-download it' };
+  let bytes: Uint8Array;
   try {
-    text = new TextDecoder().decode(await source.read(0, source.size));
+    // The size first: a hostile "config.json" of gigabytes is refused before it is read.
+    if (source.size > limits.maxBytes) {
+      throw new ModelFormatError(`${name} is ${source.size} bytes, more than the ${limits.maxBytes} such a file may have; ${limits.fix}.`);
+    }
+    bytes = await source.read(0, source.size);
   } finally {
     await source.close?.();
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ModelFormatError(`${name} is not valid JSON (${(e as Error).message}); re-download it.`);
-  }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new ModelFormatError(`${name} must hold a JSON object; re-download it.`);
-  }
-  return json as Record<string, unknown>;
+  return parseJsonObject(bytes, limits);
 }
 
 /** A sharded checkpoint: `weight_map` names, for each tensor, the shard file that holds it. */
@@ -101,11 +98,11 @@ async function openSharded(files: FileSource, indexName: string, index: Record<s
   const weightMap = map as Record<string, unknown>;
   const shardNames = new Set<string>();
   for (const [tensor, shard] of Object.entries(weightMap)) {
-    // Shard names come from the index file: allow only plain names next to it, never a path.
-    if (typeof shard !== 'string' || !/^[^/\\]+$/.test(shard) || shard === '.' || shard === '..') {
-      throw new ModelFormatError(`${indexName}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, which is not a file name in this folder.`);
+    if (tensor.length > LIMITS.tensorNameLength) {
+      throw new ModelFormatError(`${indexName}: a tensor name is ${tensor.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have; re-download it.`);
     }
-    shardNames.add(shard);
+    // Shard names come from the index file: only plain names next to it, never a path or a URL.
+    shardNames.add(checkFileName(shard, `${indexName}: the shard of tensor "${tensor}"`, 're-download it'));
   }
 
   const shards = new Map<string, TensorFile>();

@@ -1,6 +1,7 @@
 import { type FileHandle, open } from 'node:fs/promises';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { ModelFormatError, UsageError } from '../errors.ts';
+import { join, resolve } from 'node:path';
+import { ModelFormatError, MolmError } from '../errors.ts';
+import { checkFileName } from '../limits.ts';
 import type { ByteSource, FileSource } from './types.ts';
 
 // The one module that touches node: APIs, so everything else in src/checkpoint runs unchanged
@@ -16,18 +17,15 @@ export function nodeFileSource(dir: string): FileSource {
   return {
     location: root,
     async open(name: string): Promise<ByteSource | null> {
-      const path = resolve(root, name);
-      const inside = relative(root, path);
-      if (inside === '' || inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
-        throw new UsageError(`"${name}" is not a file inside ${root}.`);
-      }
+      // One safe path segment (no separator, no "..", no NUL): the file is inside the folder.
+      const path = join(root, checkFileName(name, root, 'is the model folder damaged?'));
       let handle: FileHandle;
       try {
         handle = await open(path, 'r');
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-        throw e;
+        throw new MolmError(`Cannot open ${path} (${code ?? (e as Error).message}); check that the file is readable.`, { cause: e });
       }
       const stat = await handle.stat();
       if (!stat.isFile()) {

@@ -1,4 +1,5 @@
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, describeValue, parseJsonObject } from '../limits.ts';
 import { REDOWNLOAD, dataView, elementCount, formatShape, readU64 } from './bytes.ts';
 import type { TensorFile } from './tensor-file.ts';
 import { DTYPE_BYTES, type ByteSource, type DType, type TensorInfo } from './types.ts';
@@ -6,9 +7,6 @@ import { DTYPE_BYTES, type ByteSource, type DType, type TensorInfo } from './typ
 // Safetensors layout: u64 little-endian header length N, N bytes of JSON
 // { name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__": {...} },
 // then the data; offsets are relative to the first byte after the header.
-
-/** A real header is a few hundred KB even for thousands of tensors; more means corruption. */
-const MAX_HEADER_BYTES = 100_000_000;
 
 /** Element sizes of every dtype the safetensors format defines, so any file can be validated. */
 const SAFETENSORS_DTYPE_BYTES: Record<string, number> = {
@@ -34,13 +32,17 @@ export async function openSafetensors(source: ByteSource, fileName: string): Pro
     throw fail(`the file is ${source.size} bytes long, too short for a safetensors file (which starts with an 8-byte header length)`);
   }
   const headerLength = readU64(dataView(await source.read(0, 8)), 0, () => `${fileName}: header length`);
-  if (headerLength > MAX_HEADER_BYTES) {
+  if (headerLength > LIMITS.safetensorsHeaderBytes) {
     throw fail(`the header length field says ${headerLength} bytes, which no real safetensors header needs (the file is damaged or not a safetensors file)`);
   }
   if (8 + headerLength > source.size) {
     throw fail(`the header length field says ${headerLength} bytes, past the end of the ${source.size}-byte file (the file is truncated or not a safetensors file)`);
   }
-  const header = parseHeaderJson(await source.read(8, headerLength), fail);
+  const header = parseJsonObject(await source.read(8, headerLength), {
+    what: `${fileName}: the header`,
+    maxBytes: LIMITS.safetensorsHeaderBytes,
+    fix: REDOWNLOAD,
+  });
   const dataStart = 8 + headerLength;
   const located = locateTensors(header, source.size - dataStart, fail);
 
@@ -68,19 +70,6 @@ export async function openSafetensors(source: ByteSource, fileName: string): Pro
   };
 }
 
-function parseHeaderJson(bytes: Uint8Array, fail: (what: string) => ModelFormatError): Record<string, unknown> {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (e) {
-    throw fail(`the header is not valid JSON (${(e as Error).message})`);
-  }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw fail('the header is not a JSON object');
-  }
-  return json as Record<string, unknown>;
-}
-
 /** Validates every header entry against the data size and each other. */
 function locateTensors(
   header: Record<string, unknown>,
@@ -90,21 +79,24 @@ function locateTensors(
   const located = new Map<string, Located>();
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
+    if (name.length > LIMITS.tensorNameLength) {
+      throw fail(`a tensor name is ${name.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have`);
+    }
     const bad = (what: string) => fail(`tensor "${name}" ${what}`);
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw bad('has a header entry that is not an object');
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
 
     if (typeof dtype !== 'string' || !Object.hasOwn(SAFETENSORS_DTYPE_BYTES, dtype)) {
-      throw bad(`has dtype ${JSON.stringify(dtype)}, which is not a safetensors dtype molm-web knows (it reads F32, F16, BF16 and I8)`);
+      throw bad(`has dtype ${describeValue(dtype)}, which is not a safetensors dtype molm-web knows (it reads F32, F16, BF16 and I8)`);
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw bad(`has shape ${JSON.stringify(shape)}; a shape must be a list of non-negative integers`);
+      throw bad(`has shape ${describeValue(shape)}; a shape must be a list of non-negative integers`);
     }
     if (
       !Array.isArray(offsets) || offsets.length !== 2 ||
       !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
     ) {
-      throw bad(`has data_offsets ${JSON.stringify(offsets)}; they must be two non-negative integers [begin, end]`);
+      throw bad(`has data_offsets ${describeValue(offsets)}; they must be two non-negative integers [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw bad(`has data_offsets [${begin}, ${end}] with begin after end`);

@@ -1,4 +1,5 @@
 import { ModelFormatError, MolmError } from '../errors.ts';
+import { fileUrlInside } from '../limits.ts';
 import type { ByteSource, FileSource } from './types.ts';
 
 // Browser-side file sources (they also run in Node, which has Blob and fetch). Neither reads a
@@ -42,7 +43,7 @@ export function urlFileSource(baseUrl: string, fetchImpl: typeof fetch = fetch):
   return {
     location: base,
     async open(name: string): Promise<ByteSource | null> {
-      const url = new URL(encodeURIComponent(name), base).toString();
+      const url = fileUrlInside(base, name, base, 'is the model folder damaged?');
       const size = await probeSize(get, url);
       if (size === null) return null;
       return {

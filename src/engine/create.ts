@@ -6,7 +6,7 @@ import type { LoadProgress } from '../shards/load-model.ts';
 import { loadWasmModel, loadWasmModelFromUrl } from '../wasm/load.ts';
 import { chooseBackend, type BackendChoice } from './backend.ts';
 import type { TokenModel } from './token-model.ts';
-import { loadTokenizerJson } from '../shards/load-tokenizer.ts';
+import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine, type EngineOptions } from './engine.ts';
 import { isUrl } from './model-url.ts';
@@ -60,16 +60,6 @@ export interface Platform {
 }
 
 
-async function readText(files: FileSource, name: string): Promise<string | null> {
-  const f = await files.open(name);
-  if (!f) return null;
-  try {
-    return new TextDecoder().decode(await f.read(0, f.size));
-  } finally {
-    await f.close?.();
-  }
-}
-
 /** Loads the model and its tokenizer and returns an engine on this thread. */
 export async function createLocalEngine(options: CreateEngineOptions, platform: Platform): Promise<LocalEngine> {
   if (!options || typeof options.model !== 'string' || options.model === '') {
@@ -88,7 +78,7 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
   const local = !isUrl(options.model) && platform.folder !== undefined;
   if (local) {
     const files = platform.folder!(options.model);
-    const tokenizerJson = options.tokenizer ?? (await readText(files, 'tokenizer.json'));
+    const tokenizerJson = options.tokenizer ?? (await readFolderTokenizer(files));
     if (tokenizerJson === null) {
       throw new ModelFormatError(`${files.location} has no tokenizer.json: copy the model's tokenizer.json into it, or pass { tokenizer }.`);
     }

@@ -1,5 +1,6 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, parseJsonObject } from '../limits.ts';
 
 /**
  * MoLM's tokenizer (GPT-2 byte-level BPE plus 38 whitespace tokens) through
@@ -10,9 +11,11 @@ export class MolmTokenizer {
 
   /** From the parsed (or raw) tokenizer.json. */
   static fromJson(json: string | Record<string, unknown>): MolmTokenizer {
-    let parsed: Record<string, unknown>;
+    const parsed =
+      typeof json === 'string'
+        ? parseJsonObject(json, { what: 'tokenizer.json', maxBytes: LIMITS.tokenizerBytes, fix: "re-download the model's tokenizer.json" })
+        : json;
     try {
-      parsed = typeof json === 'string' ? (JSON.parse(json) as Record<string, unknown>) : json;
       return new MolmTokenizer(new Tokenizer(parsed, {}));
     } catch (e) {
       throw new ModelFormatError(`tokenizer.json could not be read (${(e as Error).message}); re-download the model's tokenizer.json.`, {

@@ -6,7 +6,8 @@ import type { FileSource, TensorSource } from '../checkpoint/types.ts';
 import type { ModelConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { tensorEncoder } from './encode.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest } from './manifest.ts';
+import { readFolderTokenizer } from './load-tokenizer.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.ts';
 import { type ConvertDtype, DEFAULT_SHARD_BYTES, planShards, shardFileName, tensorsToPlace } from './plan.ts';
 
 // `molm convert`: a Hugging Face checkpoint folder → manifest.json + shard-NNNNN.bin (Node).
@@ -72,21 +73,21 @@ class ShardWriter {
 }
 
 /** Copies a file of the source folder to `dest` in bounded chunks; false when it is absent. */
-async function copyFile(source: FileSource, name: string, dest: string): Promise<boolean> {
-  const src = await source.open(name);
-  if (src === null) return false;
+/**
+ * Copies the source folder's tokenizer.json along (checked as the engine will check it) and
+ * returns its manifest entry; null when the folder has none.
+ */
+async function copyTokenizer(source: FileSource, dest: string): Promise<ManifestFile | null> {
+  const text = await readFolderTokenizer(source, null);
+  if (text === null) return null;
+  const bytes = new TextEncoder().encode(text);
   const out = await open(dest, 'w');
   try {
-    const chunk = 8 << 20;
-    for (let at = 0; at < src.size; at += chunk) {
-      const bytes = await src.read(at, Math.min(chunk, src.size - at));
-      await out.write(bytes);
-    }
+    await out.writeFile(bytes);
   } finally {
     await out.close();
-    await src.close?.();
   }
-  return true;
+  return { file: TOKENIZER_FILE, bytes: bytes.byteLength, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
 /**
@@ -151,13 +152,13 @@ export async function writeConvertedModel(o: WriteModelOptions): Promise<Manifes
     if (shards[i].bytes !== plan.shardBytes[i]) throw new Error(`shard ${i}: wrote ${shards[i].bytes} bytes, planned ${plan.shardBytes[i]}`);
   }
 
-  const hasTokenizer = await copyFile(o.tokenizerFrom, TOKENIZER_FILE, join(o.outDir, TOKENIZER_FILE));
-  if (!hasTokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
+  const tokenizer = await copyTokenizer(o.tokenizerFrom, join(o.outDir, TOKENIZER_FILE));
+  if (!tokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     version: MANIFEST_VERSION,
     config: rawConfig,
-    tokenizer: hasTokenizer ? TOKENIZER_FILE : null,
+    tokenizer,
     dtype: o.dtype,
     tensors: plan.tensors,
     shards,

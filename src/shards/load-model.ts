@@ -1,5 +1,6 @@
 import type { ModelConfig } from '../config.ts';
 import { ModelFormatError, MolmError, QuotaError } from '../errors.ts';
+import { LIMITS, fileUrlInside, parseJsonFile } from '../limits.ts';
 import { planStoredWeights, type WeightPlan } from '../model/weights.ts';
 import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
@@ -109,12 +110,12 @@ async function fetchManifest(url: string, prior: ModelRecord | undefined, get: t
     if (prior?.complete && res.status >= 500) return prior.manifest;
     throw new MolmError(`${url} answered HTTP ${res.status} ${res.statusText}.`);
   }
-  const text = await res.text();
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new ModelFormatError(`${url} is not valid JSON (${(e as Error).message}); is it a molm-web manifest.json?`);
+  const limits = { what: url, maxBytes: LIMITS.indexBytes, fix: 'give the URL of a molm-web manifest.json (`molm convert`)' };
+  if (Number(res.headers.get('content-length') ?? 0) > limits.maxBytes) {
+    await res.body?.cancel().catch(() => {});
+    throw new ModelFormatError(`${url} is larger than the ${limits.maxBytes} bytes a manifest may have; ${limits.fix}.`);
   }
+  return parseJsonFile(new Uint8Array(await res.arrayBuffer()), limits);
 }
 
 /** Throws QuotaError when the browser will not hold the bytes still to download. */
@@ -223,7 +224,7 @@ export async function streamShards<M>(url: string, options: ShardLoadOptions, co
   const backend = await consume({ config, plan });
   try {
     const requests = (i: number): ShardRequest => ({
-      url: new URL(shards[i].file, manifestUrl).toString(),
+      url: fileUrlInside(manifestUrl, shards[i].file, `${manifestUrl}: shard ${i}`, 're-run `molm convert`'),
       file: shards[i].file,
       bytes: shards[i].bytes,
       sha256: shards[i].sha256,

@@ -1,8 +1,9 @@
 import type { ByteSource, DType, FileSource, TensorInfo, TensorSource } from '../checkpoint/types.ts';
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, describeValue, isSafeFileName, parseJsonFile } from '../limits.ts';
 import { expectedTensorShapes } from '../model/tensor-names.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestShard, type ManifestTensor, type StorageType } from './manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor, type StorageType } from './manifest.ts';
 import { canStore, expertBytesOf, storageBytes, valueBytes } from './plan.ts';
 
 // Reading a converted model (manifest.json + shards), in the browser and in Node: the manifest
@@ -36,8 +37,9 @@ type Json = Record<string, unknown>;
 
 const isObject = (x: unknown): x is Json => x !== null && typeof x === 'object' && !Array.isArray(x);
 const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
-const isPlainFileName = (x: unknown): x is string => typeof x === 'string' && /^[^/\\]+$/.test(x) && x !== '.' && x !== '..';
 const shapeText = (shape: readonly number[]) => `[${shape.join(', ')}]`;
+const isSha256 = (x: unknown): x is string => typeof x === 'string' && /^[0-9a-f]{64}$/.test(x);
+const NAME_RULE = 'one path segment of letters, digits, "_", "-" and "."';
 
 /**
  * Checks a parsed manifest.json against the format and against its own config: every tensor the
@@ -51,12 +53,12 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
   if (!isObject(json)) fail('is not a JSON object');
   const m = json as Json;
   if (m.format !== MANIFEST_FORMAT) {
-    fail(`"format" is ${JSON.stringify(m.format)}, not "${MANIFEST_FORMAT}": this is not a molm-web model manifest`, 'convert the model with `molm convert`');
+    fail(`"format" is ${describeValue(m.format)}, not "${MANIFEST_FORMAT}": this is not a molm-web model manifest`, 'convert the model with `molm convert`');
   }
   if (m.version !== MANIFEST_VERSION) {
     const newer = typeof m.version === 'number' && m.version > MANIFEST_VERSION;
     fail(
-      `"version" is ${JSON.stringify(m.version)}; this molm-web reads version ${MANIFEST_VERSION}`,
+      `"version" is ${describeValue(m.version)}; this molm-web reads version ${MANIFEST_VERSION}`,
       newer ? 'update molm-web, or re-run `molm convert` with this version' : RECONVERT,
     );
   }
@@ -67,22 +69,19 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
   } catch (e) {
     throw new ModelFormatError(`${where}: "config": ${(e as Error).message} Re-run \`molm convert\` from a valid checkpoint.`, { cause: e });
   }
-  if (!STORAGE_TYPES.includes(m.dtype as StorageType)) fail(`"dtype" is ${JSON.stringify(m.dtype)}; expected one of ${STORAGE_TYPES.join(', ')}`);
-  if (m.tokenizer !== null && !isPlainFileName(m.tokenizer)) fail(`"tokenizer" must be null or a file name next to the manifest, got ${JSON.stringify(m.tokenizer)}`);
+  if (!STORAGE_TYPES.includes(m.dtype as StorageType)) fail(`"dtype" is ${describeValue(m.dtype)}; expected one of ${STORAGE_TYPES.join(', ')}`);
+  const tokenizer = m.tokenizer === null ? null : checkFile(m.tokenizer, '"tokenizer"', LIMITS.tokenizerBytes, fail);
 
   // Shards.
   if (!Array.isArray(m.shards)) fail('"shards" must be an array');
   const shards = m.shards as unknown[];
   const shardFiles = new Set<string>();
-  shards.forEach((s, i) => {
-    if (!isObject(s)) return fail(`shard ${i} is not an object`);
-    if (!isPlainFileName(s.file)) fail(`shard ${i}: "file" must be a file name next to the manifest, got ${JSON.stringify(s.file)}`);
-    if (shardFiles.has(s.file as string)) fail(`shard file ${s.file} is listed twice`);
-    shardFiles.add(s.file as string);
-    if (!isCount(s.bytes)) fail(`shard ${s.file}: "bytes" must be a non-negative integer, got ${JSON.stringify(s.bytes)}`);
-    if (typeof s.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`shard ${s.file}: "sha256" must be 64 lower-case hex digits`);
+  const shardList: ManifestShard[] = shards.map((s, i) => {
+    const shard = checkFile(s, `shard ${i}`, Number.MAX_SAFE_INTEGER, fail);
+    if (shardFiles.has(shard.file) || shard.file === tokenizer?.file) fail(`file ${shard.file} is listed twice`);
+    shardFiles.add(shard.file);
+    return shard;
   });
-  const shardList = shards as ManifestShard[];
 
   // Tensors and their pieces.
   if (!Array.isArray(m.tensors)) fail('"tensors" must be an array');
@@ -90,26 +89,27 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
   const used: { shard: number; offset: number; end: number; tensor: string }[] = [];
   for (const [i, t] of (m.tensors as unknown[]).entries()) {
     if (!isObject(t) || typeof t.name !== 'string') return fail(`tensor ${i} has no name`);
+    if (t.name.length > LIMITS.tensorNameLength) fail(`tensor ${i}'s name is ${t.name.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have`);
     const name = t.name;
     if (tensors.has(name)) fail(`tensor "${name}" is listed twice`);
     const storage = t.storage as StorageType;
-    if (!STORAGE_TYPES.includes(storage)) fail(`tensor "${name}": storage ${JSON.stringify(t.storage)} is not one of ${STORAGE_TYPES.join(', ')}`);
+    if (!STORAGE_TYPES.includes(storage)) fail(`tensor "${name}": storage ${describeValue(t.storage)} is not one of ${STORAGE_TYPES.join(', ')}`);
     if (!Array.isArray(t.shape) || t.shape.length === 0 || !t.shape.every((d) => isCount(d) && d > 0)) {
-      fail(`tensor "${name}": "shape" must be a non-empty array of positive integers, got ${JSON.stringify(t.shape)}`);
+      fail(`tensor "${name}": "shape" must be a non-empty array of positive integers, got ${describeValue(t.shape)}`);
     }
     const shape = t.shape as number[];
     if (!canStore(shape, storage)) fail(`tensor "${name}": a ${shapeText(shape)} tensor cannot be stored as ${storage}`);
     const bytes = storageBytes(shape, storage);
-    if (t.bytes !== bytes) fail(`tensor "${name}": ${JSON.stringify(t.bytes)} bytes, but ${storage} ${shapeText(shape)} takes ${bytes}`);
+    if (t.bytes !== bytes) fail(`tensor "${name}": ${describeValue(t.bytes)} bytes, but ${storage} ${shapeText(shape)} takes ${bytes}`);
     const expertBytes = expertBytesOf(shape, storage);
     if (t.expertBytes !== undefined && t.expertBytes !== expertBytes) {
-      fail(`tensor "${name}": "expertBytes" is ${JSON.stringify(t.expertBytes)}, but one expert of ${storage} ${shapeText(shape)} takes ${expertBytes}`);
+      fail(`tensor "${name}": "expertBytes" is ${describeValue(t.expertBytes)}, but one expert of ${storage} ${shapeText(shape)} takes ${expertBytes}`);
     }
     if (!Array.isArray(t.pieces) || t.pieces.length === 0) fail(`tensor "${name}" has no pieces`);
     let total = 0;
     for (const p of t.pieces as unknown[]) {
       if (!isObject(p) || !isCount(p.shard) || !isCount(p.offset) || !isCount(p.bytes) || p.bytes === 0) {
-        return fail(`tensor "${name}": piece ${JSON.stringify(p)} needs integer "shard", "offset" and a positive "bytes"`);
+        return fail(`tensor "${name}": piece ${describeValue(p)} needs integer "shard", "offset" and a positive "bytes"`);
       }
       if (p.shard >= shardList.length) fail(`tensor "${name}": a piece is in shard ${p.shard}, but the manifest lists ${shardList.length} shard(s)`);
       const shard = shardList[p.shard];
@@ -159,12 +159,24 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
     format: MANIFEST_FORMAT,
     version: MANIFEST_VERSION,
     config: m.config as Json,
-    tokenizer: m.tokenizer as string | null,
+    tokenizer,
     dtype: m.dtype as StorageType,
     tensors: [...tensors.values()],
-    shards: shardList.map(({ file, bytes, sha256 }) => ({ file, bytes, sha256 })),
+    shards: shardList,
   };
   return { manifest, config: config! };
+}
+
+/** A shard or tokenizer entry: a safe file name (never a path or a URL), its size and sha256. */
+function checkFile(entry: unknown, what: string, maxBytes: number, fail: (what: string) => never): ManifestFile {
+  if (!isObject(entry)) return fail(`${what} must be an object { file, bytes, sha256 }, got ${describeValue(entry)}`);
+  const { file, bytes, sha256 } = entry;
+  if (!isSafeFileName(file)) {
+    fail(`${what}: "file" is ${describeValue(file)}; a file next to the manifest is named by ${NAME_RULE} (not first), at most ${LIMITS.fileNameLength} characters`);
+  }
+  if (!isCount(bytes) || bytes > maxBytes) fail(`${what} (${file}): "bytes" must be an integer from 0 to ${maxBytes}, got ${describeValue(bytes)}`);
+  if (!isSha256(sha256)) fail(`${what} (${file}): "sha256" must be 64 lower-case hex digits`);
+  return { file: file as string, bytes: bytes as number, sha256: sha256 as string };
 }
 
 /** The TensorInfo a reader reports for a manifest tensor (its values, without final padding). */
@@ -189,17 +201,17 @@ export async function sha256Hex(bytes: Uint8Array): Promise<string> {
 export async function readManifestJson(files: FileSource): Promise<unknown | null> {
   const source = await files.open(MANIFEST_FILE);
   if (source === null) return null;
-  let text: string;
+  const limits = { what: `${files.location}/${MANIFEST_FILE}`, maxBytes: LIMITS.indexBytes, fix: REDOWNLOAD };
+  let bytes: Uint8Array;
   try {
-    text = new TextDecoder().decode(await readAll(source));
+    if (source.size > limits.maxBytes) {
+      throw new ModelFormatError(`${limits.what} is ${source.size} bytes, more than the ${limits.maxBytes} a manifest may have; ${REDOWNLOAD}.`);
+    }
+    bytes = await readAll(source);
   } finally {
     await source.close?.();
   }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new ModelFormatError(`${files.location}/${MANIFEST_FILE} is not valid JSON (${(e as Error).message}); ${REDOWNLOAD}.`);
-  }
+  return parseJsonFile(bytes, limits);
 }
 
 /**

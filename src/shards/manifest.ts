@@ -9,7 +9,8 @@ export type StorageType = WeightType | QuantType;
  * stored in their GPU storage layout, so shards are copied into GPU buffers without conversion.
  */
 export const MANIFEST_FORMAT = 'molm-web-shards';
-export const MANIFEST_VERSION = 1;
+/** 2: tokenizer.json is listed with its size and sha256 (1 named it only). */
+export const MANIFEST_VERSION = 2;
 /** The manifest's file name inside a converted model folder. */
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -31,20 +32,24 @@ export interface ManifestTensor {
   expertBytes?: number;
 }
 
-export interface ManifestShard {
+/** A file next to the manifest: a shard or tokenizer.json. */
+export interface ManifestFile {
+  /** One path segment of safe characters (src/limits.ts, isSafeFileName). */
   file: string;
   bytes: number;
-  /** Lower-case hex sha256 of the shard's bytes. */
+  /** Lower-case hex sha256 of the file's bytes. */
   sha256: string;
 }
+
+export type ManifestShard = ManifestFile;
 
 export interface Manifest {
   format: typeof MANIFEST_FORMAT;
   version: number;
   /** The Hugging Face config.json, verbatim. */
   config: Record<string, unknown>;
-  /** Relative path of tokenizer.json next to the manifest, or null. */
-  tokenizer: string | null;
+  /** tokenizer.json next to the manifest, verified like a shard; null when the model has none. */
+  tokenizer: ManifestFile | null;
   /** The storage type the converter was asked for (matrices; vectors stay f32). */
   dtype: StorageType;
   tensors: ManifestTensor[];

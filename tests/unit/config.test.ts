@@ -74,7 +74,7 @@ describe('parseConfig errors', () => {
 
   it('rejects other model types and inconsistent sizes', () => {
     check({ ...base(), model_type: 'gpt2' }, /model_type.*"gpt2"/);
-    check({ ...base(), k_att: 17 }, /"k_att" \(17\) exceeds "n_att_experts" \(16\)/);
+    check({ ...base(), n_att_experts: 4, k_att: 5 }, /"k_att" \(5\) exceeds "n_att_experts" \(4\)/);
     check({ ...base(), n_head: 3 }, /"att_hidden" \(1024\) must be divisible by "n_head" \(3\)/);
   });
 

@@ -308,7 +308,8 @@ describe('molm convert round trips', () => {
     writeFileSync(join(hf, 'tokenizer.json'), '{"model": {"type": "BPE"}}');
     const out = join(tmp, 'with-tokenizer-out');
     const manifest = await convertModel({ source: nodeFileSource(hf), outDir: out, dtype: 'f16' });
-    expect(manifest.tokenizer).toBe('tokenizer.json');
+    const text = '{"model": {"type": "BPE"}}';
+    expect(manifest.tokenizer).toEqual({ file: 'tokenizer.json', bytes: text.length, sha256: createHash('sha256').update(text).digest('hex') });
     expect(readFileSync(join(out, 'tokenizer.json'), 'utf8')).toBe('{"model": {"type": "BPE"}}');
   });
 
@@ -392,8 +393,8 @@ describe('manifest validation', () => {
 
   const CASES: [string, (m: Manifest) => void, RegExp][] = [
     ['bad format', (m) => ((m as { format: string }).format = 'safetensors'), /not a molm-web model manifest.*molm convert/],
-    ['older version', (m) => (m.version = 0), /"version" is 0; this molm-web reads version 1; re-run `molm convert`/],
-    ['newer version', (m) => (m.version = 2), /update molm-web/],
+    ['older version', (m) => (m.version = 1), /"version" is 1; this molm-web reads version 2; re-run `molm convert`/],
+    ['newer version', (m) => (m.version = 3), /update molm-web/],
     ['missing tensor', (m) => m.tensors.splice(m.tensors.indexOf(tensor(m, 'lm_head.weight')), 1), /lacks 1 tensor\(s\) the model needs: "lm_head\.weight" \[97, 32\]; re-run `molm convert`/],
     ['wrong shape of the same size', (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 64, 20]), /"transformer\.h\.0\.mlpf\.experts\.weight" has shape \[7, 64, 20\], but the config implies \[7, 32, 40\]/],
     ['wrong shape', (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 32, 32]), /"transformer\.h\.0\.mlpf\.experts\.weight": \d+ bytes, but q8 \[7, 32, 32\] takes \d+/],
@@ -413,7 +414,7 @@ describe('manifest validation', () => {
     ['pieces that do not add up', (m) => tensor(m, 'h.1.mlpf.experts.weight').pieces.pop(), /pieces hold \d+ bytes, but the tensor takes/],
     ['a piece in a shard not listed', (m) => m.shards.pop(), /lists \d+ shard\(s\)|lacks/],
     ['bad expertBytes', (m) => (tensor(m, 'h.0.mlpf.experts.weight').expertBytes = 12), /"expertBytes" is 12/],
-    ['shard name with a path', (m) => (m.shards[0].file = '../secret.bin'), /"file" must be a file name/],
+    ['shard name with a path', (m) => (m.shards[0].file = '../secret.bin'), /shard 0: "file" is "\.\.\/secret\.bin"; a file next to the manifest is named by one path segment/],
     ['bad sha256', (m) => (m.shards[0].sha256 = 'abc'), /"sha256" must be 64 lower-case hex digits/],
     ['bad config', (m) => delete m.config.n_embd, /"config": config\.json: field "n_embd" is missing/],
   ];
