@@ -3,6 +3,7 @@ import type { ModelConfig } from '../config.ts';
 import { LocalEngine } from '../engine/engine.ts';
 import { referenceTokenModel, type TokenModel } from '../engine/token-model.ts';
 import { MolmTokenizer } from '../engine/tokenizer.ts';
+import { readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
 import { nodeGpu } from '../gpu/node-gpu.ts';
 import { loadGpuModel } from '../model/load.ts';
@@ -59,15 +60,11 @@ async function openCpu(dir: string, o: OpenOptions): Promise<CliModel> {
   return Object.assign(model, { description: 'CPU reference (float64, TypeScript)', close: () => {} });
 }
 
-/** The folder's tokenizer.json (Hugging Face and converted folders both keep it there). */
+/** The folder's tokenizer.json (a converted folder's checked against its manifest). */
 export async function openTokenizer(dir: string): Promise<MolmTokenizer> {
-  const file = await nodeFileSource(dir).open('tokenizer.json');
-  if (!file) throw new ModelFormatError(`${dir} has no tokenizer.json: copy the model's tokenizer.json into the folder.`);
-  try {
-    return MolmTokenizer.fromJson(new TextDecoder().decode(await file.read(0, file.size)));
-  } finally {
-    await file.close?.();
-  }
+  const text = await readFolderTokenizer(nodeFileSource(dir));
+  if (text === null) throw new ModelFormatError(`${dir} has no tokenizer.json: copy the model's tokenizer.json into the folder.`);
+  return MolmTokenizer.fromJson(text);
 }
 
 /** The text engine over a CLI model (the same engine createEngine returns). */
