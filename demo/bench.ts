@@ -16,6 +16,7 @@ if (params.has('contexts')) $<HTMLInputElement>('bench-contexts').value = params
 if (params.has('new')) $<HTMLInputElement>('bench-new').value = params.get('new')!;
 if (params.has('backend')) $<HTMLSelectElement>('bench-backend').value = params.get('backend')!;
 if (params.has('threads')) $<HTMLInputElement>('bench-threads').value = params.get('threads')!;
+// Errors quote what a model host sent: text only.
 const say = (text: string, error = false) => {
   $('status').textContent = text;
   $('status').classList.toggle('error', error);

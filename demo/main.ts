@@ -34,6 +34,7 @@ let abort: AbortController | null = null;
 let history: ChatMessage[] = [];
 let lastRouting: RoutingTrace | null = null;
 
+// Errors quote what a model host sent (its status text, its files' contents): text only.
 function say(text: string, error = false): void {
   status.textContent = text;
   status.classList.toggle('error', error);

@@ -112,6 +112,7 @@ function heatmap(spec: MapSpec, trace: RoutingTrace, first: number, tokens: numb
       return `${spec.ids[i]} (${spec.gates[i].toFixed(3)})`;
     });
     const gate = gateAt(spec, L, token, cursor.l, cursor.e);
+    // A token's piece is the model's text, markup or not: textContent here, fillText above.
     readout.textContent =
       `${spec.title}, token ${cursor.t + 1} of ${tokens} “${trace.pieces[token]}”, layer ${cursor.l}: chose ${chosen.join(', ')}; ` +
       `expert ${cursor.e} ${gate > 0 ? `has gate ${gate.toFixed(3)}` : 'was not chosen'}.`;

@@ -245,6 +245,7 @@ export class MolmChat extends HTMLElement {
     return li;
   }
 
+  /** Errors quote what a model host sent (its status text, its files' contents): text only. */
   private say(text: string, error = false): void {
     this.status.textContent = text;
     this.status.classList.toggle('error', error);
