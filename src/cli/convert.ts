@@ -24,7 +24,11 @@ function mib(bytes: number): string {
  * line every 10 % so logs stay short.
  */
 export function progressReporter(stream: NodeJS.WriteStream = process.stderr): { update(p: ConvertProgress): void; done(): void } {
-  const tty = stream.isTTY === true;
+  // bin/molm.mjs reads the CLI's stderr through a pipe (to drop driver noise) and says here
+  // when that pipe ends at a terminal, and how wide it is.
+  const passed = stream === process.stderr ? Number(process.env.MOLM_STDERR_COLUMNS) : NaN;
+  const tty = stream.isTTY === true || passed > 0;
+  const columns = () => (stream.isTTY === true ? stream.columns : passed) || 100;
   let lastDecile = -1;
   let lastDraw = 0;
   let drawn = false;
@@ -39,8 +43,7 @@ export function progressReporter(stream: NodeJS.WriteStream = process.stderr): {
         const width = 24;
         const filled = Math.round((width * pct) / 100);
         const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${text}  ${p.tensor}`;
-        const columns = stream.columns ?? 100;
-        stream.write(`\r${line.slice(0, columns - 1)}\x1b[K`);
+        stream.write(`\r${line.slice(0, columns() - 1)}\x1b[K`);
         drawn = true;
       } else {
         const decile = Math.floor(pct / 10);
