@@ -1,20 +1,14 @@
 import { quantGeometry, type QuantType } from '../quant/layout.ts';
+import type { StorageType } from '../storage-types.ts';
 import { shaderSource } from './shader-sources.ts';
 
-/**
- * How weights of one tensor are stored in its GPU buffer. Compute is always f32; 16-bit weights
- * stay packed two per u32 and are unpacked in the shader, so adapters without shader-f16 can
- * read them (with shader-f16, f16 weights are read as f16 pairs: see PipelineCache). q8 / q4 are 8- and 4-bit values with an f16 scale per 32 inputs, dequantised in the
- * shader (layout: src/quant/layout.ts).
- */
-export type WeightType = 'f32' | 'bf16' | 'f16' | 'q8' | 'q4';
 
 /**
  * Whether a kernel reads `type` weights in runs of 8 inputs (NAME_run8 / NAME_col8): for q8 and
  * q4, whose element accessors would read each packed word and scale once per element or pair.
  * Quantised matrices always have IN % 32 == 0.
  */
-export function runsOf8(type: WeightType, inDim: number): boolean {
+export function runsOf8(type: StorageType, inDim: number): boolean {
   return (type === 'q8' || type === 'q4') && inDim % 8 === 0;
 }
 
@@ -29,14 +23,14 @@ export function hasF16Weights(variant: Variant): boolean {
  * accessors map logical indices into the quantised layout); other types ignore it.
  */
 export interface WeightGeometry {
-  type: WeightType;
+  type: StorageType;
   shape: readonly number[];
 }
 
-export type WeightSpec = WeightType | WeightGeometry;
+export type WeightSpec = StorageType | WeightGeometry;
 
 /** A weight binding spec for a kernel variant: the plain type, plus the shape when q8 / q4 need it. */
-export function weightSpec(type: WeightType, shape: readonly number[]): WeightSpec {
+export function weightSpec(type: StorageType, shape: readonly number[]): WeightSpec {
   return type === 'q8' || type === 'q4' ? { type, shape: [...shape] } : type;
 }
 

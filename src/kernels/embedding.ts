@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { weightSpec } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface EmbeddingBuffers {
@@ -13,7 +14,7 @@ export interface EmbeddingBuffers {
 export async function embedding(
   gpu: GpuContext,
   shape: { width: number; vocab: number },
-  weightType: WeightType,
+  weightType: StorageType,
   b: EmbeddingBuffers,
   label = 'embedding',
 ): Promise<Dispatch> {

@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { MAX_GROUPS, bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
 /**
@@ -90,7 +91,7 @@ export interface GroupedMatmulShape {
 
 export interface GroupedMatmulBuffers {
   x: Binding; // [rows, in] f32, or [rows, k, in] with perSlotInput
-  weight: Binding; // [experts, in, out] in the variant's WeightType
+  weight: Binding; // [experts, in, out] in the variant's StorageType
   groups: Binding; // expertSort's output for the same ids
   gates?: Binding; // [rows, k] f32, with gated
   y: Binding; // [rows, k, out] f32
@@ -104,7 +105,7 @@ export async function expertGroupedMatmul(
   gpu: GpuContext,
   g: GroupsLayout,
   shape: GroupedMatmulShape,
-  weightType: WeightType,
+  weightType: StorageType,
   b: GroupedMatmulBuffers,
   label = 'expert_matmul',
 ): Promise<Dispatch> {

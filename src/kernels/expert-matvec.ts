@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface ExpertProjectShape {
@@ -15,7 +16,7 @@ export interface ExpertProjectShape {
 export interface ExpertProjectBuffers {
   step: Binding; // Step uniform
   x: Binding; // [rows, in] f32, or [rows, k, in] with perSlotInput
-  weight: Binding; // [experts, in, out] in the variant's WeightType
+  weight: Binding; // [experts, in, out] in the variant's StorageType
   ids: Binding; // [rows, k] u32 expert of each slot (router output)
   y: Binding; // [rows, k, out] f32
 }
@@ -30,7 +31,7 @@ export interface ExpertCombineShape {
 export interface ExpertCombineBuffers {
   step: Binding; // Step uniform
   x: Binding; // [rows, k, in] f32
-  weight: Binding; // [experts, in, out] in the variant's WeightType
+  weight: Binding; // [experts, in, out] in the variant's StorageType
   ids: Binding; // [rows, k] u32
   gates: Binding; // [rows, k] f32
   h: Binding; // [rows, out] f32 residual stream, added to in place
@@ -93,7 +94,7 @@ function grid(columnTiles: number, unitsPerRow: number, label: string): (rows: n
 export async function expertProject(
   gpu: GpuContext,
   shape: ExpertProjectShape,
-  weightType: WeightType,
+  weightType: StorageType,
   b: ExpertProjectBuffers,
   label = 'expert_project',
 ): Promise<Dispatch> {
@@ -133,7 +134,7 @@ export async function expertProject(
 export async function expertCombine(
   gpu: GpuContext,
   shape: ExpertCombineShape,
-  weightType: WeightType,
+  weightType: StorageType,
   b: ExpertCombineBuffers,
   label = 'expert_combine',
 ): Promise<Dispatch> {

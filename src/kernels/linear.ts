@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { runsOf8, weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface LinearShape {
@@ -13,7 +14,7 @@ export interface LinearShape {
 export interface LinearBuffers {
   step: Binding; // Step uniform
   x: Binding; // [rows, inDim] f32
-  weight: Binding; // [outDim, inDim] (nn.Linear layout) in the variant's WeightType
+  weight: Binding; // [outDim, inDim] (nn.Linear layout) in the variant's StorageType
   bias?: Binding; // [outDim] f32; required iff shape.hasBias
   y: Binding; // [rows, outDim] f32, or [1, outDim] with lastRowOnly
 }
@@ -39,7 +40,7 @@ function lanesFor(inDim: number): number {
 export async function linear(
   gpu: GpuContext,
   shape: LinearShape,
-  weightType: WeightType,
+  weightType: StorageType,
   b: LinearBuffers,
   label = 'linear',
 ): Promise<Dispatch> {

@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { weightSpec, type WeightType } from '../gpu/wgsl.ts';
+import { weightSpec } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface RouterShape {
@@ -64,7 +65,7 @@ function checkShape(s: RouterShape): void {
 export async function routerTopK(
   gpu: GpuContext,
   shape: RouterShape,
-  weightType: WeightType | { w0: WeightType; w3: WeightType },
+  weightType: StorageType | { w0: StorageType; w3: StorageType },
   b: RouterBuffers,
   label = 'router_topk',
 ): Promise<Dispatch> {

@@ -2,7 +2,7 @@ import { hasKvProjections, type ModelConfig } from '../config.ts';
 import type { TensorSource } from '../checkpoint/types.ts';
 import { ContextLengthError, DeviceLostError, UsageError } from '../errors.ts';
 import type { DeviceRequirements, GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import { SamplerParams, type SamplingOptions } from '../kernels/sampler.ts';
 import { StepUniform } from '../kernels/step.ts';
@@ -26,7 +26,7 @@ export interface GpuModelOptions {
   /** Prompt tokens per prefill step; longer prompts run in several steps. */
   prefillChunk?: number;
   /** Force a storage type for matrices (default: the checkpoint's own, or f32 when mixed). */
-  matrixType?: WeightType;
+  matrixType?: StorageType;
   /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
   expertBudget?: ExpertBudget;
   onProgress?: (p: WeightProgress) => void;

@@ -4,7 +4,7 @@ import type { DType, TensorInfo, TensorSource } from '../checkpoint/types.ts';
 import { DeviceLimitError, ModelFormatError } from '../errors.ts';
 import { align4, createStorage, writeBytes } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import { type StorageType, storageBytes, storageOfDtype } from '../storage-types.ts';
 import { decodeTensor } from '../quant/decode.ts';
 import { canQuantize, isQuantType, matrixStorage, quantize, quantizedBytes } from '../quant/layout.ts';
 import { expectedTensorShapes } from './tensor-names.ts';
@@ -16,25 +16,10 @@ export interface WeightPlan {
    * q8 / q4, those whose input dimension is not a multiple of 32 are f16 (see `entries`).
    * Vectors (LayerNorm, biases) are always f32.
    */
-  matrixType: WeightType;
-  entries: { name: string; shape: number[]; storage: WeightType; bytes: number }[];
+  matrixType: StorageType;
+  entries: { name: string; shape: number[]; storage: StorageType; bytes: number }[];
   maxTensorBytes: number;
   totalBytes: number;
-}
-
-const STORAGE_OF: Record<DType, WeightType | undefined> = {
-  F32: 'f32',
-  BF16: 'bf16',
-  F16: 'f16',
-  Q8: 'q8',
-  Q4: 'q4',
-  I8: undefined,
-};
-
-function storageBytes(shape: number[], type: WeightType): number {
-  if (isQuantType(type)) return quantizedBytes(shape, type);
-  const elements = shape.reduce((a, b) => a * b, 1);
-  return align4(elements * (type === 'f32' ? 4 : 2));
 }
 
 /**
@@ -45,7 +30,7 @@ function storageBytes(shape: number[], type: WeightType): number {
  * uploaded as is, other matrices are quantised at upload, and a matrix that cannot be quantised
  * (input dimension not a multiple of 32) is stored as f16.
  */
-export function planWeights(config: ModelConfig, source: TensorSource, options: { matrixType?: WeightType } = {}): WeightPlan {
+export function planWeights(config: ModelConfig, source: TensorSource, options: { matrixType?: StorageType } = {}): WeightPlan {
   const shapes = expectedTensorShapes(config);
   const floatDtypes = new Set<DType>();
   const quantDtypes = new Set<DType>();
@@ -57,7 +42,7 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
         `Tensor "${name}" has shape [${info.shape}], but config.json implies [${shape}]. The weights and config.json do not belong together.`,
       );
     }
-    const stored = STORAGE_OF[info.dtype];
+    const stored = storageOfDtype(info.dtype);
     if (!stored) throw new ModelFormatError(`Tensor "${name}" is ${info.dtype}; weights must be F32, F16, BF16, Q8 or Q4.`);
     if (isQuantType(stored)) {
       if (shape.length < 2 || !canQuantize(shape)) {
@@ -72,11 +57,11 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
       floatDtypes.add(info.dtype);
     }
   }
-  const floatType: WeightType = floatDtypes.size === 1 ? STORAGE_OF[[...floatDtypes][0]]! : 'f32';
-  const matrixType: WeightType = options.matrixType ?? (quantDtypes.size === 1 ? STORAGE_OF[[...quantDtypes][0]]! : floatType);
+  const floatType: StorageType = floatDtypes.size === 1 ? storageOfDtype([...floatDtypes][0])! : 'f32';
+  const matrixType: StorageType = options.matrixType ?? (quantDtypes.size === 1 ? storageOfDtype([...quantDtypes][0])! : floatType);
   const entries = [...shapes].map(([name, shape]) => {
-    const stored = STORAGE_OF[source.tensors.get(name)!.dtype]!;
-    let storage: WeightType;
+    const stored = storageOfDtype(source.tensors.get(name)!.dtype)!;
+    let storage: StorageType;
     if (shape.length === 1) storage = 'f32';
     else if (options.matrixType) storage = matrixStorage(options.matrixType, shape);
     else storage = isQuantType(stored) ? stored : floatType;
@@ -94,7 +79,7 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
 export interface StoredTensor {
   name: string;
   shape: readonly number[];
-  storage: WeightType;
+  storage: StorageType;
   /** Bytes of its GPU buffer (4-byte aligned), as the shards hold them. */
   bytes: number;
 }
@@ -105,7 +90,7 @@ export interface StoredTensor {
  * tensor the config implies is there with its shape, that vectors are f32 and that matrices are
  * stored as `matrixType` (or f16 where a q8 / q4 model could not quantise them).
  */
-export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTensor>, matrixType: WeightType): WeightPlan {
+export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTensor>, matrixType: StorageType): WeightPlan {
   const byName = new Map([...stored].map((t) => [t.name, t]));
   const entries: WeightPlan['entries'] = [];
   for (const [name, shape] of expectedTensorShapes(config)) {
@@ -114,7 +99,7 @@ export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTe
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new ModelFormatError(`Tensor "${name}" has shape [${t.shape}], but the config implies [${shape}]. Convert the model again.`);
     }
-    const want: WeightType = shape.length > 1 ? matrixStorage(matrixType, shape) : 'f32';
+    const want: StorageType = shape.length > 1 ? matrixStorage(matrixType, shape) : 'f32';
     if (t.storage !== want) {
       throw new ModelFormatError(`Tensor "${name}" is stored as ${t.storage}, but this engine reads it as ${want}. Convert the model again.`);
     }
@@ -132,8 +117,8 @@ export function planStoredWeights(config: ModelConfig, stored: Iterable<StoredTe
 }
 
 /** Converts a tensor's stored bytes into the bytes of its storage type (the same for every backend). */
-export function toStorage(bytes: Uint8Array, info: TensorInfo, storage: WeightType): Uint8Array {
-  if (STORAGE_OF[info.dtype] === storage) return bytes;
+export function toStorage(bytes: Uint8Array, info: TensorInfo, storage: StorageType): Uint8Array {
+  if (storageOfDtype(info.dtype) === storage) return bytes;
   const f = decodeTensor(bytes, info);
   if (isQuantType(storage)) return quantize(f, info.shape, storage);
   if (storage === 'f32') return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
@@ -242,7 +227,7 @@ export class GpuWeights {
   }
 
   /** The storage type of a tensor's buffer (matrices under q8 / q4 may be f16: see planWeights). */
-  storage(name: string): WeightType {
+  storage(name: string): StorageType {
     const e = this.plan.entries.find((x) => x.name === name);
     if (!e) throw new Error(`no planned tensor ${name}`);
     return e.storage;

@@ -68,11 +68,6 @@ export function isQuantType(type: string): type is QuantType {
   return type === 'q8' || type === 'q4';
 }
 
-/** Values per packed u32 word: 4 for q8, 8 for q4. */
-export function valuesPerWord(type: QuantType): number {
-  return 32 / QUANT_BITS[type];
-}
-
 /** Whether a tensor of this shape can be stored as q8 / q4: 2-D or 3-D with IN = shape[1] a multiple of 32. */
 export function canQuantize(shape: readonly number[]): boolean {
   return (

@@ -1,8 +1,7 @@
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../checkpoint/dtype.ts';
 import type { DType } from '../checkpoint/types.ts';
 import { GROUP, QUANT_BITS, blockBytes, isQuantType, quantize, quantizedBytes, type QuantType } from '../quant/layout.ts';
-import type { StorageType } from './manifest.ts';
-import { storageBytes } from './plan.ts';
+import { type StorageType, storageBytes } from '../storage-types.ts';
 
 // One tensor from a checkpoint dtype to its storage bytes in a converted model. Node-free, so
 // the same code can convert in a browser. The storage bytes are produced a range at a time (the

@@ -1,19 +1,14 @@
-import type { ByteSource, DType, FileSource, TensorInfo, TensorSource } from '../checkpoint/types.ts';
+import type { ByteSource, FileSource, TensorInfo, TensorSource } from '../checkpoint/types.ts';
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { LIMITS, describeValue, isSafeFileName, parseJsonFile } from '../limits.ts';
 import { expectedTensorShapes } from '../model/tensor-names.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor, type StorageType } from './manifest.ts';
-import { canStore, expertBytesOf, storageBytes, valueBytes } from './plan.ts';
+import { DTYPE_OF_STORAGE, STORAGE_TYPES, type StorageType, canStore, expertBytesOf, storageBytes, valueBytes } from '../storage-types.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor } from './manifest.ts';
 
 // Reading a converted model (manifest.json + shards), in the browser and in Node: the manifest
 // is validated completely before any weight is read, and each shard's sha256 is checked the
 // first time the shard is read (crypto.subtle, which browsers and Node 20 both have).
-
-/** Checkpoint dtype of each storage type, as TensorSource reports it. */
-export const DTYPE_OF_STORAGE: Record<StorageType, DType> = { f32: 'F32', f16: 'F16', bf16: 'BF16', q8: 'Q8', q4: 'Q4' };
-
-const STORAGE_TYPES = Object.keys(DTYPE_OF_STORAGE) as StorageType[];
 
 const RECONVERT = 're-run `molm convert` to write it again';
 const REDOWNLOAD = 're-download the model (or re-run `molm convert`)';

@@ -1,8 +1,4 @@
-import type { WeightType } from '../gpu/wgsl.ts';
-import type { QuantType } from '../quant/layout.ts';
-
-/** How a tensor's values are stored: a GPU weight type (f32, f16, bf16) or a quantised one. */
-export type StorageType = WeightType | QuantType;
+import type { StorageType } from '../storage-types.ts';
 
 /**
  * molm-web's shard format (docs/format.md): a manifest.json next to binary shards. Tensors are

@@ -1,8 +1,9 @@
 import type { ModelConfig } from '../config.ts';
 import { UsageError } from '../errors.ts';
 import { expectedTensorShapes } from '../model/tensor-names.ts';
-import { blockBytes, canQuantize, isQuantType, matrixStorage, quantizedBytes } from '../quant/layout.ts';
-import type { ManifestTensor, StorageType } from './manifest.ts';
+import { matrixStorage } from '../quant/layout.ts';
+import { expertBytesOf, storageBytes, type StorageType } from '../storage-types.ts';
+import type { ManifestTensor } from './manifest.ts';
 
 // How a converted model is laid out in shards (docs/format.md): tensors in load order, each in
 // its GPU storage layout, packed into shards of at most `shardBytes`, split into pieces where a
@@ -14,25 +15,10 @@ export const DEFAULT_SHARD_BYTES = 32 * 1024 * 1024;
 /** Where a piece is cut is 4-byte aligned: GPU writeBuffer offsets and sizes must be. */
 const ALIGN = 4;
 
-const align4 = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
-const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** The storage types the converter can be asked for (matrices; vectors are always f32). */
 export const CONVERT_DTYPES = ['f32', 'f16', 'bf16', 'q8', 'q4'] as const satisfies readonly StorageType[];
 export type ConvertDtype = (typeof CONVERT_DTYPES)[number];
-
-/** Bytes of one element of a float storage type. */
-function elementBytes(storage: StorageType): number {
-  switch (storage) {
-    case 'f32':
-      return 4;
-    case 'f16':
-    case 'bf16':
-      return 2;
-    default:
-      throw new Error(`${String(storage)} is not an element storage type`);
-  }
-}
 
 /**
  * The storage type of one tensor when the model is converted to `dtype`: vectors (LayerNorm,
@@ -42,35 +28,6 @@ function elementBytes(storage: StorageType): number {
 export function storageFor(shape: readonly number[], dtype: ConvertDtype): StorageType {
   if (shape.length < 2) return 'f32';
   return matrixStorage(dtype, shape);
-}
-
-/** Bytes of a tensor in a storage type, padded to a 4-byte multiple (the size of its GPU buffer). */
-export function storageBytes(shape: readonly number[], storage: StorageType): number {
-  if (isQuantType(storage)) return quantizedBytes(shape, storage);
-  return align4(product(shape) * elementBytes(storage));
-}
-
-/** Bytes of the tensor's values without final padding (what TensorSource.read returns). */
-export function valueBytes(shape: readonly number[], storage: StorageType): number {
-  if (isQuantType(storage)) return quantizedBytes(shape, storage);
-  return product(shape) * elementBytes(storage);
-}
-
-/** Whether a tensor of this shape can be stored in this storage type. */
-export function canStore(shape: readonly number[], storage: StorageType): boolean {
-  if (isQuantType(storage)) return canQuantize(shape);
-  return storage === 'f32' || storage === 'f16' || storage === 'bf16';
-}
-
-/**
- * For a stacked expert tensor [E, in, out]: the bytes of one expert, which are contiguous in every
- * storage type (expert e starts at e × this): slice e for float types, block e (its packed
- * words, then its scales) for q8 / q4. Undefined for other tensors.
- */
-export function expertBytesOf(shape: readonly number[], storage: StorageType): number | undefined {
-  if (shape.length !== 3) return undefined;
-  if (isQuantType(storage)) return blockBytes(shape, storage);
-  return shape[1] * shape[2] * elementBytes(storage);
 }
 
 export interface TensorToPlace {

@@ -1,4 +1,4 @@
-import type { WeightType } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 
 // The wasm kernels' exports (src/wasm/kernels/*.c), as JavaScript sees them: pointers are byte
 // offsets into the module's memory, sizes are element counts.
@@ -35,7 +35,7 @@ export interface KernelExports {
 }
 
 /** The kernels' storage codes (src/wasm/kernels/common.h). */
-export const STORAGE_CODE: Record<WeightType, number> = { f32: 0, bf16: 1, f16: 2, q8: 3, q4: 4 };
+export const STORAGE_CODE: Record<StorageType, number> = { f32: 0, bf16: 1, f16: 2, q8: 3, q4: 4 };
 
 /** The expert kernels' activation codes. */
 export const ACT_NONE = 0;

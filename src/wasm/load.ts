@@ -1,5 +1,5 @@
 import type { FileSource } from '../checkpoint/types.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { planWeights, type WeightProgress } from '../model/weights.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
@@ -11,7 +11,7 @@ import { WasmModel, type WasmModelOptions } from './model.ts';
  */
 export async function loadWasmModel(
   files: FileSource,
-  options: WasmModelOptions & { matrixType?: WeightType; onProgress?: (p: WeightProgress) => void } = {},
+  options: WasmModelOptions & { matrixType?: StorageType; onProgress?: (p: WeightProgress) => void } = {},
 ): Promise<WasmModel> {
   const { config, tensors } = await openModelFolder(files);
   try {

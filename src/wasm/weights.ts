@@ -1,13 +1,13 @@
 import type { TensorSource } from '../checkpoint/types.ts';
 import { DeviceLimitError, ModelFormatError } from '../errors.ts';
-import type { WeightType } from '../gpu/wgsl.ts';
+import type { StorageType } from '../storage-types.ts';
 import { toStorage, type ExpertSlots, type WeightPlan, type WeightProgress } from '../model/weights.ts';
 import type { MemoryLayout, WasmRuntime } from './runtime.ts';
 
 interface Region {
   at: number;
   bytes: number;
-  storage: WeightType;
+  storage: StorageType;
   /** A stacked expert tensor kept in slots: every expert's bytes on the host, `slots` of them in the memory. */
   slotted?: { perExpert: number; slots: number; host: Uint8Array };
 }
@@ -57,7 +57,7 @@ export class WasmWeights {
     return this.region(name).at;
   }
 
-  storage(name: string): WeightType {
+  storage(name: string): StorageType {
     return this.region(name).storage;
   }
 

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { embedding } from '../../src/kernels/embedding.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { embedding as embeddingRef } from '../../src/reference/embedding.ts';
 import { gpuContext, output, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
 
 describe('embedding kernel', () => {
   // A copy: every value must come back bit for bit (tolerance 0), the reference seeing the
   // same rounded weights.
-  const cases: [WeightType, number, number, number][] = [
+  const cases: [StorageType, number, number, number][] = [
     // type, rows, width, vocab
     ['f32', 3, 64, 50],
     ['bf16', 5, 33, 17],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertGroupedMatmul, expertSlotSum, expertSort, groupTileRows, groupsLayout, type GroupsLayout } from '../../src/kernels/expert-grouped.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { expertProject as projectRef, groupByExpert } from '../../src/reference/experts.ts';
 import { GELU_SLOPE, U, combineCase, maxAbs, randomGates, randomIds, slotBound } from '../shared/expert-cases.ts';
 import { expectClose, gpuContext, randomF32, readF32, readU32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
@@ -50,7 +50,7 @@ interface Case {
 }
 
 /** The grouped project (sort + matmul) vs the reference: y[s] = act(x[src(s)] @ W[e(s)]). */
-async function checkProject(type: WeightType, c: Case & { perSlotInput: boolean; activation: 'none' | 'gelu_tanh' }, seed: number) {
+async function checkProject(type: StorageType, c: Case & { perSlotInput: boolean; activation: 'none' | 'gelu_tanh' }, seed: number) {
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * (c.perSlotInput ? c.k : 1) * c.inDim, rand);
@@ -74,7 +74,7 @@ async function checkProject(type: WeightType, c: Case & { perSlotInput: boolean;
 }
 
 /** The grouped combine (sort + gated matmul + slot sum) vs the reference: h[r] += Σ_s g·(x[s] @ W[e(s)]). */
-async function checkCombine(type: WeightType, c: Case, seed: number) {
+async function checkCombine(type: StorageType, c: Case, seed: number) {
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
   const x = randomF32(c.rows * c.k * c.inDim, rand);
@@ -117,7 +117,7 @@ describe('expert_sort', () => {
 
 for (const profile of ['gpu', 'cpu'] as const) describe(`grouped expert matmuls, ${profile} kernel profile`, () => {
   useKernelProfile(profile);
-  const types: WeightType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
+  const types: StorageType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
   types.forEach((type, t) => {
     describe(`${type} weights`, () => {
       // IN a multiple of 32 for q8 / q4. 33 columns: an odd OUT; 37 rows: tiles that do not fill.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { expertCombine, expertProject } from '../../src/kernels/expert-matvec.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { expertCombine as combineRef, expertProject as projectRef } from '../../src/reference/experts.ts';
 import { blockBytes, isQuantType } from '../../src/quant/layout.ts';
 import { GELU_SLOPE, U, combineCase, maxAbs, maxGateSum, randomGates, randomIds, slotBound } from '../shared/expert-cases.ts';
@@ -21,7 +21,7 @@ import {
 } from './harness.ts';
 
 async function runProject(
-  type: WeightType,
+  type: StorageType,
   shape: Parameters<typeof expertProject>[1],
   rows: number,
   x: Float32Array,
@@ -41,7 +41,7 @@ async function runProject(
 }
 
 async function runCombine(
-  type: WeightType,
+  type: StorageType,
   shape: Parameters<typeof expertCombine>[1],
   rows: number,
   x: Float32Array,
@@ -77,7 +77,7 @@ interface RandomCase {
 }
 
 async function checkProject(
-  type: WeightType,
+  type: StorageType,
   c: RandomCase & { perSlotInput: boolean; activation: 'none' | 'gelu_tanh' },
   seed: number,
 ): Promise<void> {
@@ -98,7 +98,7 @@ async function checkProject(
   expectClose(got, expected, tol, `${type} ${JSON.stringify(c)}`);
 }
 
-async function checkCombine(type: WeightType, c: RandomCase, seed: number): Promise<void> {
+async function checkCombine(type: StorageType, c: RandomCase, seed: number): Promise<void> {
   const ctx = await gpuContext();
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
@@ -147,7 +147,7 @@ function handExpert(e: number, x: Float32Array, off: number, inDim: number, outD
  * from its two selected experts, quantised alone (an expert is one contiguous block), with random
  * words (garbage scales, often NaN) in every other expert's block.
  */
-async function checkMolmMlp(type: WeightType, seed: number): Promise<void> {
+async function checkMolmMlp(type: StorageType, seed: number): Promise<void> {
   const ctx = await gpuContext();
   const rand = rng(seed);
   const [C, F, E, k] = [1024, 2048, 32, 2];
@@ -209,7 +209,7 @@ for (const shape of KERNEL_SHAPES) describe.skipIf(shape.subgroups && !hasSubgro
   useKernelProfile(shape.profile, shape.subgroups);
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
   // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
-  const quantTypes: WeightType[] = ['q8', 'q4'];
+  const quantTypes: StorageType[] = ['q8', 'q4'];
   quantTypes.forEach((type, t) => {
     describe(`${type} weights`, () => {
       it('project, 64 -> 33 (odd out), E 5, k 2, shared input, 3 rows', () =>
@@ -226,7 +226,7 @@ for (const shape of KERNEL_SHAPES) describe.skipIf(shape.subgroups && !hasSubgro
     });
   });
 
-  const types: WeightType[] = ['f32', 'bf16', 'f16'];
+  const types: StorageType[] = ['f32', 'bf16', 'f16'];
   types.forEach((type, t) => {
     describe(`${type} weights`, () => {
       it('project, odd shape 97 -> 33, E 5, k 2, shared input, 3 rows', () =>

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { linear } from '../../src/kernels/linear.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { linear as linearRef } from '../../src/reference/linear.ts';
 import { linearTolerance as tolerance } from '../shared/linear-bound.ts';
 import {
@@ -31,7 +31,7 @@ interface Case {
 
 const GPU_TREE: KernelShape = { profile: 'gpu', subgroups: false };
 
-async function check(type: WeightType, c: Case, seed: number, shape: KernelShape = GPU_TREE): Promise<void> {
+async function check(type: StorageType, c: Case, seed: number, shape: KernelShape = GPU_TREE): Promise<void> {
   const ctx = await gpuContext();
   // Every kernel shape (cooperative lanes for GPUs, reduced within subgroups or through workgroup
   // memory; a row per invocation for CPU adapters) runs here.
@@ -70,7 +70,7 @@ const { hasSubgroups } = await gpuContext();
 describe('linear kernel', () => {
   // Lanes per row (gpu profile) follow IN: 4 up to 64 (a row within one subgroup of 4 or more),
   // 8 at 96 to 128, 16 at 200, 32 at 1024 (rows across several subgroups of 4: one barrier).
-  const types: WeightType[] = ['f32', 'bf16', 'f16'];
+  const types: StorageType[] = ['f32', 'bf16', 'f16'];
   for (const profile of KERNEL_SHAPES) types.forEach((type, t) => {
     describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
       it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
@@ -88,7 +88,7 @@ describe('linear kernel', () => {
   });
 
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values.
-  const quantTypes: WeightType[] = ['q8', 'q4'];
+  const quantTypes: StorageType[] = ['q8', 'q4'];
   for (const profile of KERNEL_SHAPES) quantTypes.forEach((type, t) => {
     describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
       it('96 -> 40, 3 rows, bias (a group of 3 token rows)', () =>

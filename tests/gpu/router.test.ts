@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { routerTopK } from '../../src/kernels/router.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { shaderSource } from '../../src/gpu/shader-sources.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { routerTopK as routerRef } from '../../src/reference/router.ts';
 import { geluErf, geluTanh } from '../../src/reference/math.ts';
 import type { GpuContext } from '../../src/gpu/context.ts';
@@ -17,7 +17,7 @@ interface Case {
 }
 
 /** Runs the kernel on the given (already rounded) weights; returns what it wrote. */
-type RouterTypes = WeightType | { w0: WeightType; w3: WeightType };
+type RouterTypes = StorageType | { w0: StorageType; w3: StorageType };
 
 async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32Array, w0: ArrayBufferView, b0: Float32Array, w3: ArrayBufferView, manyRows = false) {
   const ids = output(ctx, c.rows * c.k * 4);

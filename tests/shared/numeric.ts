@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/checkpoint/dtype.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { dequantize, isQuantType, quantize } from '../../src/quant/layout.ts';
 
 // Numbers every kernel test uses, whichever engine it tests: seeded random inputs, weights in
@@ -47,7 +47,7 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
  * shape), and the float32 values it really holds after rounding or quantisation: references
  * must run on `rounded`, so that only the kernel's arithmetic is under test.
  */
-export function weightData(values: Float32Array, type: WeightType, shape?: readonly number[]): { data: ArrayBufferView; rounded: Float32Array } {
+export function weightData(values: Float32Array, type: StorageType, shape?: readonly number[]): { data: ArrayBufferView; rounded: Float32Array } {
   if (type === 'f32') return { data: values, rounded: values };
   if (isQuantType(type)) {
     if (!shape) throw new Error(`weightData: ${type} needs the tensor's shape`);

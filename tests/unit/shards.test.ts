@@ -15,7 +15,8 @@ import { encodeTensor, tensorEncoder } from '../../src/shards/encode.ts';
 import { MANIFEST_FILE, type Manifest } from '../../src/shards/manifest.ts';
 import { openManifest, validateManifest } from '../../src/shards/manifest-source.ts';
 import { openModelFolder } from '../../src/shards/model-folder.ts';
-import { type ConvertDtype, planShards, shardFileName, storageBytes } from '../../src/shards/plan.ts';
+import { type ConvertDtype, planShards, shardFileName } from '../../src/shards/plan.ts';
+import { storageBytes } from '../../src/storage-types.ts';
 import { molm } from '../molm-cli.ts';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));

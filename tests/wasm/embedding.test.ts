@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { f32ToF16 } from '../../src/checkpoint/dtype.ts';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { embedding as embeddingRef } from '../../src/reference/embedding.ts';
 import { STORAGE_CODE } from '../../src/wasm/abi.ts';
 import { randomF32, rng, weightData } from '../shared/numeric.ts';
@@ -14,7 +14,7 @@ import { kernelMemory, THREADS } from './harness.ts';
 type Table = { data: ArrayBufferView; rounded: Float32Array; vocab: number; width: number };
 
 /** A random table; row 1 holds the edges of its encoding. */
-function table(type: WeightType, vocab: number, width: number, seed: number): Table {
+function table(type: StorageType, vocab: number, width: number, seed: number): Table {
   const values = randomF32(vocab * width, rng(seed), 2);
   const edges: Record<string, number[]> = {
     f32: [0, -0, 1e-45, -1.2e-38, 3.4e38, -3.4e38],
@@ -38,7 +38,7 @@ function expectBits(got: Float32Array, want: Float32Array, what: string): void {
   expect(i, `${what}: element ${i} is ${got[i]}, want ${want[i]}`).toBe(-1);
 }
 
-async function check(t: Table, type: WeightType, ids: number[], threads: number): Promise<void> {
+async function check(t: Table, type: StorageType, ids: number[], threads: number): Promise<void> {
   const m = await kernelMemory(threads);
   const out = m.out(ids.length * t.width);
   m.k.embedding(out, m.put(t.data), STORAGE_CODE[type], t.vocab, t.width, m.put(Int32Array.from(ids)), ids.length);
@@ -52,7 +52,7 @@ async function check(t: Table, type: WeightType, ids: number[], threads: number)
 }
 
 describe('wasm embedding', () => {
-  const cases: [WeightType, number, number][] = [
+  const cases: [StorageType, number, number][] = [
     // type, vocab, width
     ['f32', 50, 33],
     ['bf16', 17, 33],

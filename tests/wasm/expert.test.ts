@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { expertProject as projectRef } from '../../src/reference/experts.ts';
 import { ACT_GELU_TANH, ACT_NONE, STORAGE_CODE } from '../../src/wasm/abi.ts';
 import { GELU_SLOPE, maxAbs, randomGates, randomIds, slotBound, U } from '../shared/expert-cases.ts';
@@ -24,7 +24,7 @@ interface Case {
 
 const TASK_BYTES = 40;
 
-async function project(type: WeightType, c: Case, seed: number, threads: number): Promise<Float32Array> {
+async function project(type: StorageType, c: Case, seed: number, threads: number): Promise<Float32Array> {
   const m = await kernelMemory(threads);
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
@@ -45,7 +45,7 @@ async function project(type: WeightType, c: Case, seed: number, threads: number)
 }
 
 describe('wasm expert projections', () => {
-  const types: WeightType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
+  const types: StorageType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
   for (const threads of THREADS) {
     types.forEach((type, t) => {
       describe(`${type} weights, ${threads} thread(s)`, () => {

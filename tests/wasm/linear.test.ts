@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { linear as linearRef } from '../../src/reference/linear.ts';
 import { STORAGE_CODE } from '../../src/wasm/abi.ts';
 import { expectClose, randomF32, rng, weightData } from '../shared/numeric.ts';
@@ -13,7 +13,7 @@ interface Case {
   bias: boolean;
 }
 
-async function check(type: WeightType, c: Case, seed: number, threads: number): Promise<Float32Array> {
+async function check(type: StorageType, c: Case, seed: number, threads: number): Promise<Float32Array> {
   const m = await kernelMemory(threads);
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { WeightType } from '../../src/gpu/wgsl.ts';
+import type { StorageType } from '../../src/storage-types.ts';
 import { geluErf } from '../../src/reference/math.ts';
 import { routerTopK as routerRef } from '../../src/reference/router.ts';
 import { STORAGE_CODE } from '../../src/wasm/abi.ts';
@@ -49,7 +49,7 @@ function slotMargin(probs: Float64Array, k: number): number {
   return gap;
 }
 
-async function route(types: { w0: WeightType; w3: WeightType }, c: Case, seed: number, threads: number): Promise<Routed> {
+async function route(types: { w0: StorageType; w3: StorageType }, c: Case, seed: number, threads: number): Promise<Routed> {
   const m = await kernelMemory(threads);
   const rand = rng(seed);
   // Scaled as in tests/gpu/router.test.ts: hidden pre-activations and logits are O(1), so the
@@ -90,7 +90,7 @@ describe('wasm router', () => {
     { rows: 6, width: 64, gating: 32, experts: 16, k: 2 }, // the linear kernel's row tiles of 4 + 2
     { rows: 9, width: 96, gating: 64, experts: 32, k: 4 }, // 4 + 4 + 1
   ];
-  const types: WeightType[] = ['f32', 'bf16', 'q8', 'q4'];
+  const types: StorageType[] = ['f32', 'bf16', 'q8', 'q4'];
   for (const threads of THREADS) {
     types.forEach((type, t) => {
       describe(`${type} weights, ${threads} thread(s)`, () => {
