@@ -1,4 +1,5 @@
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, describeValue } from '../limits.ts';
 import { REDOWNLOAD, dataView, readU64 } from './bytes.ts';
 import type { ByteSource } from './types.ts';
 
@@ -19,8 +20,6 @@ const LOCAL_SIG = 0x04034b50;
 const LOCAL_BYTES = 30;
 const ZIP64_EXTRA_ID = 0x0001;
 const MAX_COMMENT = 0xffff;
-/** A central directory this large would describe millions of entries: not a checkpoint. */
-const MAX_CENTRAL_DIRECTORY = 256 * 1024 * 1024;
 
 export interface ZipEntry {
   readonly name: string;
@@ -36,6 +35,12 @@ export interface ZipArchive {
   readonly entries: ReadonlyMap<string, ZipEntry>;
   /** Where an entry's bytes lie in the file. Only stored entries have a usable range. */
   dataRange(entry: ZipEntry): Promise<{ offset: number; length: number }>;
+  /**
+   * Throws unless the entry is stored (not compressed, not encrypted), from the central directory
+   * alone: only then does its size say how many bytes the file really holds for it, which a
+   * reader needs before it trusts that size without reading the entry.
+   */
+  checkStored(entry: ZipEntry): void;
 }
 
 interface Directory {
@@ -49,36 +54,54 @@ interface Directory {
 export async function openZip(source: ByteSource, fileName: string): Promise<ZipArchive> {
   const fail = (what: string) => new ModelFormatError(`${fileName}: ${what}; ${REDOWNLOAD}.`);
   const dir = await findCentralDirectory(source, fileName, fail);
-  if (dir.size > MAX_CENTRAL_DIRECTORY) throw fail(`the zip central directory claims ${dir.size} bytes`);
+  // Checked before anything is allocated or looped over: the counts come from the file.
+  const tooLarge = (what: string) =>
+    new ModelFormatError(
+      `${fileName}: ${what}, far more than a torch.save checkpoint has; refusing to open it (re-download the checkpoint, ` +
+        'or convert it to safetensors).',
+    );
+  if (dir.count > LIMITS.zipEntries) throw tooLarge(`the zip claims ${dir.count} entries (molm-web opens at most ${LIMITS.zipEntries})`);
+  if (dir.size > LIMITS.zipCentralDirectoryBytes) {
+    throw tooLarge(`the zip central directory claims ${dir.size} bytes (molm-web reads at most ${LIMITS.zipCentralDirectoryBytes})`);
+  }
+  if (dir.count * CENTRAL_BYTES > dir.size) {
+    throw fail(`the zip central directory of ${dir.size} bytes cannot hold the ${dir.count} entries it claims`);
+  }
   if (dir.offset + dir.size > dir.end) {
     throw fail(`the zip central directory [${dir.offset}, ${dir.offset + dir.size}) runs into the end record at ${dir.end}`);
   }
   const entries = parseCentralDirectory(await source.read(dir.offset, dir.size), dir, fail);
   const ranges = new Map<ZipEntry, { offset: number; length: number }>();
+  const checkStored = (entry: ZipEntry) => {
+    const name = describeValue(entry.name);
+    if (entry.flags & 1) throw fail(`entry ${name} is encrypted`);
+    if (entry.method !== 0) {
+      throw new ModelFormatError(
+        `${fileName}: entry ${name} is compressed (zip method ${entry.method}); torch.save writes uncompressed ` +
+          'entries, so this archive was repacked by another tool. Re-save it with torch.save, or convert the checkpoint ' +
+          'to safetensors.',
+      );
+    }
+    if (entry.compressedSize !== entry.size) {
+      throw fail(`stored entry ${name} has compressed size ${entry.compressedSize} but size ${entry.size}`);
+    }
+  };
 
   return {
     entries,
+    checkStored,
     async dataRange(entry: ZipEntry) {
       const cached = ranges.get(entry);
       if (cached) return cached;
-      if (entry.flags & 1) throw fail(`entry "${entry.name}" is encrypted`);
-      if (entry.method !== 0) {
-        throw new ModelFormatError(
-          `${fileName}: entry "${entry.name}" is compressed (zip method ${entry.method}); torch.save writes uncompressed ` +
-            'entries, so this archive was repacked by another tool. Re-save it with torch.save, or convert the checkpoint ' +
-            'to safetensors.',
-        );
-      }
-      if (entry.compressedSize !== entry.size) {
-        throw fail(`stored entry "${entry.name}" has compressed size ${entry.compressedSize} but size ${entry.size}`);
-      }
+      checkStored(entry);
+      const name = describeValue(entry.name);
       const local = dataView(await source.read(entry.localHeaderOffset, LOCAL_BYTES));
       if (local.getUint32(0, true) !== LOCAL_SIG) {
-        throw fail(`entry "${entry.name}" has no local header at offset ${entry.localHeaderOffset}`);
+        throw fail(`entry ${name} has no local header at offset ${entry.localHeaderOffset}`);
       }
       const offset = entry.localHeaderOffset + LOCAL_BYTES + local.getUint16(26, true) + local.getUint16(28, true);
       if (offset + entry.size > dir.offset) {
-        throw fail(`entry "${entry.name}" data [${offset}, ${offset + entry.size}) runs into the central directory at ${dir.offset}`);
+        throw fail(`entry ${name} data [${offset}, ${offset + entry.size}) runs into the central directory at ${dir.offset}`);
       }
       const range = { offset, length: entry.size };
       ranges.set(entry, range);
@@ -156,6 +179,10 @@ function parseCentralDirectory(
   const view = dataView(bytes);
   const decoder = new TextDecoder();
   const entries = new Map<string, ZipEntry>();
+  // Where each entry's local header and data lie at the least (the local extra field is not
+  // known yet): entries of a real archive never share a byte, and none reaches past the start
+  // of the central directory.
+  const extents: { start: number; end: number; name: string }[] = [];
   let p = 0;
   for (let i = 0; i < dir.count; i++) {
     if (p + CENTRAL_BYTES > bytes.length || view.getUint32(p, true) !== CENTRAL_SIG) {
@@ -166,16 +193,28 @@ function parseCentralDirectory(
     const commentLength = view.getUint16(p + 32, true);
     const next = p + CENTRAL_BYTES + nameLength + extraLength + commentLength;
     if (next > bytes.length) throw fail(`zip central directory entry ${i + 1} of ${dir.count} is cut short`);
+    if (nameLength > LIMITS.zipNameLength) {
+      throw fail(`zip entry ${i + 1} has a name of ${nameLength} bytes; a torch.save archive's names are under 100 (molm-web accepts ${LIMITS.zipNameLength})`);
+    }
     const name = decoder.decode(bytes.subarray(p + CENTRAL_BYTES, p + CENTRAL_BYTES + nameLength));
+    if (entries.has(name)) throw fail(`the zip has two entries named ${describeValue(name)}`);
     const fields = {
       compressedSize: view.getUint32(p + 20, true),
       size: view.getUint32(p + 24, true),
       localHeaderOffset: view.getUint32(p + 42, true),
     };
-    applyZip64Extra(view, p + CENTRAL_BYTES + nameLength, extraLength, fields, () => `${name}`, fail);
+    applyZip64Extra(view, p + CENTRAL_BYTES + nameLength, extraLength, fields, () => describeValue(name), fail);
     if (fields.localHeaderOffset + LOCAL_BYTES > dir.offset) {
-      throw fail(`entry "${name}" claims a local header at ${fields.localHeaderOffset}, past the start of the central directory`);
+      throw fail(`entry ${describeValue(name)} claims a local header at ${fields.localHeaderOffset}, past the start of the central directory`);
     }
+    const end = fields.localHeaderOffset + LOCAL_BYTES + nameLength + fields.compressedSize;
+    if (end > dir.offset) {
+      throw fail(
+        `entry ${describeValue(name)} claims ${fields.compressedSize} bytes at ${fields.localHeaderOffset}, which run past the ` +
+          `start of the central directory at ${dir.offset}`,
+      );
+    }
+    extents.push({ start: fields.localHeaderOffset, end, name });
     entries.set(name, {
       name,
       flags: view.getUint16(p + 8, true),
@@ -183,6 +222,13 @@ function parseCentralDirectory(
       ...fields,
     });
     p = next;
+  }
+  extents.sort((a, b) => a.start - b.start);
+  for (let i = 1; i < extents.length; i++) {
+    const [a, b] = [extents[i - 1], extents[i]];
+    if (b.start < a.end) {
+      throw fail(`zip entries ${describeValue(a.name)} [${a.start}, ${a.end}) and ${describeValue(b.name)} [${b.start}, ${b.end}) overlap`);
+    }
   }
   return entries;
 }
@@ -208,14 +254,14 @@ function applyZip64Extra(
     const size = view.getUint16(q + 2, true);
     if (id === ZIP64_EXTRA_ID) {
       if (size < needed.length * 8 || q + 4 + size > end) {
-        throw fail(`entry "${entryName()}" has a ZIP64 extra field too short for its ${needed.length} 64-bit values`);
+        throw fail(`entry ${entryName()} has a ZIP64 extra field too short for its ${needed.length} 64-bit values`);
       }
       needed.forEach((k, i) => {
-        fields[k] = readU64(view, q + 4 + i * 8, () => `entry "${entryName()}" ZIP64 ${k}`);
+        fields[k] = readU64(view, q + 4 + i * 8, () => `entry ${entryName()} ZIP64 ${k}`);
       });
       return;
     }
     q += 4 + size;
   }
-  throw fail(`entry "${entryName()}" needs a ZIP64 extra field (its sizes or offset overflow 32 bits) but has none`);
+  throw fail(`entry ${entryName()} needs a ZIP64 extra field (its sizes or offset overflow 32 bits) but has none`);
 }
