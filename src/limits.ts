@@ -24,18 +24,22 @@ export const LIMITS = {
   // pytorch_model.bin (src/checkpoint/zip.ts, torch-bin.ts, torch-pickle.ts). torch.save's
   // data.pkl spends about 150 bytes, 30 pushed values and 10 memo entries per tensor (measured on
   // the fixtures), and a real checkpoint file holds at most a few thousand tensors.
-  /** data.pkl: 64 MiB is some 400 000 tensors' worth; the whole pickle is read into memory. */
+  /**
+   * data.pkl, read whole into memory: 64 MiB is some 400 000 tensors at 150 bytes (long tensor
+   * names take bytes but no values, so this bound is looser than pickleValues).
+   */
   torchPickleBytes: 64 << 20,
   /**
-   * Values the pickle pushes in all (each costs the reader a stack slot and at most one small
-   * object, under 100 bytes): 4 Mi is some 130 000 tensors, and at most a few hundred MB.
+   * Values the pickle pushes in all: 2 Mi is some 70 000 tensors. Each costs the reader at most
+   * one object of under 100 bytes besides a string's own characters, so a hostile pickle cannot
+   * make it hold more than about 200 MB on top of its own size (measured: 150 MB of dicts).
    */
-  pickleValues: 1 << 22,
-  /** Memo entries (BINPUT / LONG_BINPUT / MEMOIZE): 2 Mi is some 200 000 tensors. */
-  pickleMemo: 1 << 21,
+  pickleValues: 1 << 21,
+  /** Memo entries (BINPUT / LONG_BINPUT / MEMOIZE): 1 Mi is some 100 000 tensors. */
+  pickleMemo: 1 << 20,
   /** Items of one list, tuple or dict, and values on the stack at once (a state dict has one entry per tensor). */
   pickleItems: 1 << 20,
-  /** Nesting of pickled containers (a state dict nests 4 deep: dict, call arguments, shape tuple). */
+  /** Nesting of pickled lists, tuples and dicts (a state dict's deepest, its `_metadata`, is 3). */
   pickleDepth: 64,
   /**
    * Bytes of one LONG1 / LONG4 integer. Sizes, strides and offsets fit in 8; decoding is

@@ -1,4 +1,5 @@
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, describeValue } from '../limits.ts';
 import { dataView } from './bytes.ts';
 import type { DType } from './types.ts';
 
@@ -78,14 +79,37 @@ const UNTYPED: ScalarType = { dtype: null, name: 'untyped', size: 1 };
 
 // ---- Python values the interpreter can hold ----
 
-class PyTuple {
-  constructor(readonly items: PyValue[]) {}
+/**
+ * A tuple, list or dict, with how deep it nests as built: nothing here walks values recursively,
+ * but bounding the depth as it grows keeps any later walk (or message) safe without one. (A
+ * container filled after it was put in another, which torch.save never writes, leaves the
+ * outer one's depth short; cycles only grow depth, so they end at the bound.)
+ */
+abstract class Container {
+  depth = 1;
 }
-class PyList {
-  constructor(readonly items: PyValue[]) {}
+class PyTuple extends Container {
+  constructor(readonly items: PyValue[]) {
+    super();
+  }
 }
-class PyDict {
-  readonly entries = new Map<PyValue, PyValue>();
+class PyList extends Container {
+  constructor(readonly items: PyValue[]) {
+    super();
+  }
+}
+class PyDict extends Container {
+  // Made on the first item: an empty Map costs some 200 bytes, and EMPTY_DICT is one byte.
+  private map: Map<PyValue, PyValue> | null = null;
+  get size(): number {
+    return this.map?.size ?? 0;
+  }
+  set(key: PyValue, value: PyValue): void {
+    (this.map ??= new Map()).set(key, value);
+  }
+  entries(): Iterable<[PyValue, PyValue]> {
+    return this.map ?? [];
+  }
 }
 /** An allow-listed global: never called, only recognised by REDUCE. */
 class PyGlobal {
@@ -146,7 +170,7 @@ function resolveGlobal(module: string, name: string, fileName: string): PyValue 
   }
   if (CALLABLES.has(`${module}.${name}`)) return new PyGlobal(module, name);
   throw new ModelFormatError(
-    `${fileName}: the pickle names "${module} ${name}", which a state dict never contains; refusing to load it ` +
+    `${fileName}: the pickle names ${describeValue(`${module} ${name}`)}, which a state dict never contains; refusing to load it ` +
       '(convert the checkpoint to safetensors with a trusted tool).',
   );
 }
@@ -194,24 +218,38 @@ class Reader {
     const at = this.need(n);
     return this.bytes.subarray(at, at + n);
   }
-  line(): string {
-    const end = this.bytes.indexOf(0x0a, this.pos);
-    if (end < 0) throw this.fail(`the pickle ends unexpectedly at byte ${this.pos}`);
-    const text = latin1(this.bytes.subarray(this.pos, end));
-    this.pos = end + 1;
+  /** A newline-terminated name of GLOBAL, at most `max` bytes long. */
+  line(max: number): string {
+    const end = this.bytes.subarray(this.pos, this.pos + max + 1).indexOf(0x0a);
+    if (end < 0) {
+      throw this.fail(
+        this.pos + max + 1 > this.bytes.length
+          ? `the pickle ends unexpectedly at byte ${this.pos}`
+          : `a GLOBAL name at byte ${this.pos} is longer than ${max} bytes`,
+      );
+    }
+    const text = latin1(this.bytes.subarray(this.pos, this.pos + end));
+    this.pos += end + 1;
     return text;
   }
 }
 
+/** Module and attribute names of a GLOBAL ("torch._utils", "_rebuild_tensor_v2") are short. */
+const MAX_GLOBAL_NAME = 256;
+
 function latin1(bytes: Uint8Array): string {
+  // In chunks: one character at a time is slow on a long BINSTRING, and one apply() of the
+  // whole array overflows the stack.
   let s = '';
-  for (const b of bytes) s += String.fromCharCode(b);
+  for (let i = 0; i < bytes.length; i += 8192) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
   return s;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Signed little-endian two's complement integer of any length (LONG1 / LONG4). */
+/** Signed little-endian two's complement integer (LONG1 / LONG4), at most LIMITS.pickleLongBytes long. */
 function decodeLong(bytes: Uint8Array): number | bigint {
   let v = 0n;
   for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
@@ -223,10 +261,53 @@ function decodeLong(bytes: Uint8Array): number | bigint {
 function unpickle(bytes: Uint8Array, fileName: string): PyValue {
   const fail = (what: string) =>
     new ModelFormatError(`${fileName}: ${what}; the state dict pickle is damaged. Re-download or re-convert the checkpoint.`);
+  const excess = (what: string) =>
+    new ModelFormatError(
+      `${fileName}: ${what}, far more than torch.save writes for a state dict; refusing to load it. ` +
+        'Re-download the checkpoint, or convert it to safetensors with a trusted tool.',
+    );
   const r = new Reader(bytes, fail);
   const stack: StackItem[] = [];
   const memo = new Map<number, PyValue>();
   const marks: number[] = [];
+  let at = 0; // where the current opcode starts
+  let pushed = 0;
+
+  const push = (v: StackItem) => {
+    if (++pushed > LIMITS.pickleValues) throw excess(`the pickle pushes more than ${LIMITS.pickleValues} values`);
+    if (stack.length >= LIMITS.pickleItems) {
+      throw excess(`the pickle stack holds more than ${LIMITS.pickleItems} values at byte ${at}`);
+    }
+    stack.push(v);
+  };
+  const remember = (i: number, v: PyValue) => {
+    if (memo.size >= LIMITS.pickleMemo && !memo.has(i)) {
+      throw excess(`the pickle memo holds more than ${LIMITS.pickleMemo} entries at byte ${at}`);
+    }
+    memo.set(i, v);
+  };
+  /** Records that `c` now holds `item`, deepening `c` if need be. */
+  const holds = (c: Container, item: PyValue) => {
+    if (item instanceof Container && item.depth >= c.depth) {
+      c.depth = item.depth + 1;
+      if (c.depth > LIMITS.pickleDepth) {
+        throw excess(`the pickle nests lists, tuples or dicts more than ${LIMITS.pickleDepth} deep at byte ${at}`);
+      }
+    }
+  };
+  const built = <C extends PyTuple | PyList>(c: C): C => {
+    for (const item of c.items) holds(c, item);
+    return c;
+  };
+  const long = (n: number) => {
+    if (n > LIMITS.pickleLongBytes) {
+      throw excess(
+        `the pickle holds a ${n}-byte integer at byte ${at} (sizes, strides and offsets fit in 8 bytes; ` +
+          `molm-web reads at most ${LIMITS.pickleLongBytes})`,
+      );
+    }
+    return decodeLong(r.take(n));
+  };
 
   const pop = (): PyValue => {
     const v = stack.pop();
@@ -249,66 +330,79 @@ function unpickle(bytes: Uint8Array, fileName: string): PyValue {
   };
   const setItems = (dict: PyValue, items: PyValue[]) => {
     if (!(dict instanceof PyDict) || items.length % 2) throw fail('SETITEMS on something that is not a dict');
-    for (let i = 0; i < items.length; i += 2) dict.entries.set(items[i], items[i + 1]);
+    for (let i = 0; i < items.length; i += 2) {
+      holds(dict, items[i]);
+      holds(dict, items[i + 1]);
+      dict.set(items[i], items[i + 1]);
+    }
+    if (dict.size > LIMITS.pickleItems) throw excess(`a dict holds more than ${LIMITS.pickleItems} items at byte ${at}`);
   };
   const appendItems = (list: PyValue, items: PyValue[]) => {
     if (!(list instanceof PyList)) throw fail('APPENDS on something that is not a list');
-    list.items.push(...items);
+    if (list.items.length + items.length > LIMITS.pickleItems) {
+      throw excess(`a list holds more than ${LIMITS.pickleItems} items at byte ${at}`);
+    }
+    // One at a time: push(...items) passes every item as an argument, and overflows the stack
+    // for a batch of some 100 000.
+    for (const item of items) {
+      holds(list, item);
+      list.items.push(item);
+    }
   };
 
   for (;;) {
-    const at = r.pos;
+    at = r.pos;
     const op = r.u8();
     switch (op) {
       case 0x80: r.u8(); break; // PROTO
       case 0x95: r.u64(); break; // FRAME: framing is only a hint for buffered readers
       case 0x2e: return pop(); // STOP
-      case 0x28: marks.push(stack.length); stack.push(MARK); break; // MARK
+      case 0x28: marks.push(stack.length); push(MARK); break; // MARK
       case 0x30: pop(); break; // POP
       case 0x31: popToMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x4a: stack.push(r.i32()); break; // BININT
-      case 0x4b: stack.push(r.u8()); break; // BININT1
-      case 0x4d: stack.push(r.u16()); break; // BININT2
-      case 0x8a: stack.push(decodeLong(r.take(r.u8()))); break; // LONG1
-      case 0x8b: stack.push(decodeLong(r.take(r.i32()))); break; // LONG4
-      case 0x47: stack.push(r.f64be()); break; // BINFLOAT
-      case 0x58: stack.push(decodeUtf8(r.take(r.u32()), fail)); break; // BINUNICODE
-      case 0x8c: stack.push(decodeUtf8(r.take(r.u8()), fail)); break; // SHORT_BINUNICODE
-      case 0x8d: stack.push(decodeUtf8(r.take(r.u64()), fail)); break; // BINUNICODE8
-      case 0x54: stack.push(latin1(r.take(r.i32()))); break; // BINSTRING (Python 2 str)
-      case 0x55: stack.push(latin1(r.take(r.u8()))); break; // SHORT_BINSTRING
-      case 0x43: stack.push(r.take(r.u8()).slice()); break; // SHORT_BINBYTES
-      case 0x42: stack.push(r.take(r.u32()).slice()); break; // BINBYTES
-      case 0x8e: stack.push(r.take(r.u64()).slice()); break; // BINBYTES8
-      case 0x7d: stack.push(new PyDict()); break; // EMPTY_DICT
-      case 0x5d: stack.push(new PyList([])); break; // EMPTY_LIST
-      case 0x29: stack.push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: stack.push(new PyTuple(popToMark())); break; // TUPLE
-      case 0x85: stack.push(new PyTuple([pop()])); break; // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); stack.push(new PyTuple([a, b])); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push(new PyTuple([a, b, c])); break; } // TUPLE3
-      case 0x6c: stack.push(new PyList(popToMark())); break; // LIST
-      case 0x64: { const d = new PyDict(); setItems(d, popToMark()); stack.push(d); break; } // DICT
-      case 0x71: memo.set(r.u8(), top()); break; // BINPUT
-      case 0x72: memo.set(r.u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
-      case 0x68: stack.push(get(r.u8())); break; // BINGET
-      case 0x6a: stack.push(get(r.u32())); break; // LONG_BINGET
-      case 0x63: { const module = r.line(); const name = r.line(); stack.push(resolveGlobal(module, name, fileName)); break; } // GLOBAL
+      case 0x32: push(top()); break; // DUP
+      case 0x4e: push(null); break; // NONE
+      case 0x88: push(true); break; // NEWTRUE
+      case 0x89: push(false); break; // NEWFALSE
+      case 0x4a: push(r.i32()); break; // BININT
+      case 0x4b: push(r.u8()); break; // BININT1
+      case 0x4d: push(r.u16()); break; // BININT2
+      case 0x8a: push(long(r.u8())); break; // LONG1
+      case 0x8b: push(long(r.i32())); break; // LONG4
+      case 0x47: push(r.f64be()); break; // BINFLOAT
+      case 0x58: push(decodeUtf8(r.take(r.u32()), fail)); break; // BINUNICODE
+      case 0x8c: push(decodeUtf8(r.take(r.u8()), fail)); break; // SHORT_BINUNICODE
+      case 0x8d: push(decodeUtf8(r.take(r.u64()), fail)); break; // BINUNICODE8
+      case 0x54: push(latin1(r.take(r.i32()))); break; // BINSTRING (Python 2 str)
+      case 0x55: push(latin1(r.take(r.u8()))); break; // SHORT_BINSTRING
+      case 0x43: push(r.take(r.u8()).slice()); break; // SHORT_BINBYTES
+      case 0x42: push(r.take(r.u32()).slice()); break; // BINBYTES
+      case 0x8e: push(r.take(r.u64()).slice()); break; // BINBYTES8
+      case 0x7d: push(new PyDict()); break; // EMPTY_DICT
+      case 0x5d: push(new PyList([])); break; // EMPTY_LIST
+      case 0x29: push(new PyTuple([])); break; // EMPTY_TUPLE
+      case 0x74: push(built(new PyTuple(popToMark()))); break; // TUPLE
+      case 0x85: push(built(new PyTuple([pop()]))); break; // TUPLE1
+      case 0x86: { const b = pop(); const a = pop(); push(built(new PyTuple([a, b]))); break; } // TUPLE2
+      case 0x87: { const c = pop(); const b = pop(); const a = pop(); push(built(new PyTuple([a, b, c]))); break; } // TUPLE3
+      case 0x6c: push(built(new PyList(popToMark()))); break; // LIST
+      case 0x64: { const d = new PyDict(); setItems(d, popToMark()); push(d); break; } // DICT
+      case 0x71: remember(r.u8(), top()); break; // BINPUT
+      case 0x72: remember(r.u32(), top()); break; // LONG_BINPUT
+      case 0x94: remember(memo.size, top()); break; // MEMOIZE
+      case 0x68: push(get(r.u8())); break; // BINGET
+      case 0x6a: push(get(r.u32())); break; // LONG_BINGET
+      case 0x63: { const module = r.line(MAX_GLOBAL_NAME); const name = r.line(MAX_GLOBAL_NAME); push(resolveGlobal(module, name, fileName)); break; } // GLOBAL
       case 0x93: { // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') throw fail('STACK_GLOBAL without two strings');
-        stack.push(resolveGlobal(module, name, fileName));
+        push(resolveGlobal(module, name, fileName));
         break;
       }
-      case 0x51: stack.push(persistentLoad(pop(), fail)); break; // BINPERSID
-      case 0x52: { const args = pop(); const callable = pop(); stack.push(call(callable, args, fileName, fail)); break; } // REDUCE
-      case 0x81: { const args = pop(); const cls = pop(); stack.push(call(cls, args, fileName, fail)); break; } // NEWOBJ
+      case 0x51: push(persistentLoad(pop(), fail)); break; // BINPERSID
+      case 0x52: { const args = pop(); const callable = pop(); push(call(callable, args, fileName, fail)); break; } // REDUCE
+      case 0x81: { const args = pop(); const cls = pop(); push(call(cls, args, fileName, fail)); break; } // NEWOBJ
       case 0x62: { // BUILD
         const state = pop();
         const target = top();
@@ -412,8 +506,14 @@ export function readTorchStateDict(pickle: Uint8Array, fileName: string): Pickle
     throw new ModelFormatError(`${fileName}: the pickle does not hold a state dict (a dict of tensors); is it a model checkpoint?`);
   }
   const tensors: PickledTensor[] = [];
-  for (const [key, value] of root.entries) {
+  for (const [key, value] of root.entries()) {
     if (typeof key !== 'string' || !(value instanceof TensorRef)) continue;
+    if (key.length > LIMITS.tensorNameLength) {
+      throw new ModelFormatError(
+        `${fileName}: a tensor name is ${key.length} characters long (${describeValue(key)}), more than the ` +
+          `${LIMITS.tensorNameLength} molm-web accepts; a model's tensor names are under 100. Re-download or re-convert the checkpoint.`,
+      );
+    }
     const { storage, scalar } = value;
     // A typed storage counts elements of its own type; an untyped one counts bytes.
     const storageBytes = storage.numel * storage.scalar.size;
