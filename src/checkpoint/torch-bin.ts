@@ -1,4 +1,5 @@
 import { ModelFormatError } from '../errors.ts';
+import { LIMITS, describeValue } from '../limits.ts';
 import { REDOWNLOAD, elementCount, formatShape } from './bytes.ts';
 import type { TensorFile } from './tensor-file.ts';
 import { type PickledTensor, readTorchStateDict } from './torch-pickle.ts';
@@ -9,9 +10,6 @@ import { type ZipArchive, type ZipEntry, openZip } from './zip.ts';
 // state dict, with tensors referring to storages by key) and `<prefix>/data/<key>` (each
 // storage's raw little-endian bytes). The prefix is the archive name torch chose, e.g.
 // "archive" or the file's stem, so it is found rather than assumed.
-
-/** data.pkl of the largest real state dicts is well under a megabyte. */
-const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 
 interface BinTensor {
   record: PickledTensor;
@@ -25,7 +23,13 @@ export async function openTorchBin(source: ByteSource, fileName: string): Promis
   const zip = await openZip(source, fileName);
   const pickleEntry = findDataPickle(zip, fileName);
   const prefix = pickleEntry.name.slice(0, -'data.pkl'.length);
-  if (pickleEntry.size > MAX_PICKLE_BYTES) throw fail(`${pickleEntry.name} claims ${pickleEntry.size} bytes`);
+  if (pickleEntry.size > LIMITS.torchPickleBytes) {
+    throw new ModelFormatError(
+      `${fileName}: ${describeValue(pickleEntry.name)} is ${pickleEntry.size} bytes, more than the ${LIMITS.torchPickleBytes} ` +
+        'molm-web reads (a state dict needs about 150 bytes per tensor); refusing to load it. Re-download the checkpoint, ' +
+        'or convert it to safetensors with a trusted tool.',
+    );
+  }
   await checkByteOrder(source, zip, prefix, fileName);
   const pickleRange = await zip.dataRange(pickleEntry);
   const records = readTorchStateDict(await source.read(pickleRange.offset, pickleRange.length), fileName);
@@ -35,8 +39,14 @@ export async function openTorchBin(source: ByteSource, fileName: string): Promis
   const located = new Map<string, BinTensor>();
   for (const record of records) {
     const storage = zip.entries.get(`${prefix}data/${record.storageKey}`);
-    if (!storage) throw fail(`tensor "${record.name}" refers to storage "${record.storageKey}", which the archive lacks`);
+    if (!storage) {
+      throw fail(`tensor ${describeValue(record.name)} refers to storage ${describeValue(record.storageKey)}, which the archive lacks`);
+    }
+    // The storage's size is trusted below without reading it: a compressed entry's size is
+    // only a claim (a few bytes may claim a gigabyte), a stored one's lies inside the file.
+    zip.checkStored(storage);
     checkExtent(record, storage, fail);
+    checkLayout(record, fileName);
     located.set(record.name, { record, storage, contiguous: isContiguous(record.shape, record.stride) });
     if (record.dtype === null) {
       unreadable.set(record.name, record.dtypeName);
@@ -52,9 +62,9 @@ export async function openTorchBin(source: ByteSource, fileName: string): Promis
     unreadable,
     async read(name: string): Promise<Uint8Array> {
       const t = located.get(name);
-      if (!t) throw new ModelFormatError(`${fileName} has no tensor "${name}".`);
+      if (!t) throw new ModelFormatError(`${fileName} has no tensor ${describeValue(name)}.`);
       if (t.record.dtype === null) {
-        throw new ModelFormatError(`${fileName}: tensor "${name}" is stored as torch.${t.record.dtypeName}; molm-web reads float32, float16, bfloat16 and int8 only.`);
+        throw new ModelFormatError(`${fileName}: tensor ${describeValue(name)} is stored as torch.${t.record.dtypeName}; molm-web reads float32, float16, bfloat16 and int8 only.`);
       }
       return readTensor(source, zip, t);
     },
@@ -83,7 +93,8 @@ function findDataPickle(zip: ZipArchive, fileName: string): ZipEntry {
   throw new ModelFormatError(
     candidates.length === 0
       ? `${fileName}: the archive has no <name>/data.pkl, so it is not a torch.save checkpoint; ${REDOWNLOAD}.`
-      : `${fileName}: the archive has ${candidates.length} data.pkl files (${candidates.map((c) => c.name).join(', ')}); a torch.save checkpoint has one.`,
+      : `${fileName}: the archive has ${candidates.length} data.pkl files (${candidates.slice(0, 3).map((c) => describeValue(c.name)).join(', ')}` +
+          `${candidates.length > 3 ? ', …' : ''}); a torch.save checkpoint has one. ${REDOWNLOAD[0].toUpperCase()}${REDOWNLOAD.slice(1)}.`,
   );
 }
 
@@ -98,28 +109,74 @@ async function checkByteOrder(source: ByteSource, zip: ZipArchive, prefix: strin
   const order = new TextDecoder().decode(await source.read(range.offset, range.length)).trim();
   if (order !== 'little') {
     throw new ModelFormatError(
-      `${fileName} stores its tensors in ${order}-endian byte order; molm-web reads little-endian checkpoints only. ` +
+      `${fileName} stores its tensors in ${order === 'big' ? 'big' : describeValue(order)}-endian byte order; molm-web reads little-endian checkpoints only. ` +
         'Re-save it on a little-endian machine, or convert the checkpoint to safetensors.',
     );
   }
 }
 
-/** Every element the tensor addresses must lie inside its storage, and the storage inside its entry. */
+/**
+ * Every element the tensor addresses must lie inside its storage, and the storage inside its
+ * entry (which zip.ts has checked lies inside the file): the extent is
+ * offset + sum((size - 1) * stride) + 1 elements.
+ */
 function checkExtent(t: PickledTensor, storage: ZipEntry, fail: (what: string) => ModelFormatError): void {
+  const name = describeValue(t.name);
   const storageBytes = t.storageNumel * t.elementSize;
   if (storage.size < storageBytes) {
-    throw fail(`storage "${t.storageKey}" of tensor "${t.name}" holds ${storage.size} bytes, less than the ${storageBytes} its ${t.storageNumel} elements need`);
+    throw fail(
+      `storage ${describeValue(t.storageKey)} of tensor ${name} holds ${storage.size} bytes, less than the ${storageBytes} its ${t.storageNumel} elements need`,
+    );
   }
   const count = elementCount(t.shape);
-  if (Number.isNaN(count)) throw fail(`tensor "${t.name}" has an impossibly large shape ${formatShape(t.shape)}`);
+  if (Number.isNaN(count)) throw fail(`tensor ${name} has an impossibly large shape ${formatShape(t.shape)}`);
   if (count === 0) return;
   const end = t.storageOffset + span(t.shape, t.stride);
   if (end > t.storageNumel) {
     throw fail(
-      `tensor "${t.name}" (shape ${formatShape(t.shape)}, stride ${formatShape(t.stride)}, offset ${t.storageOffset}) reaches element ${end} ` +
+      `tensor ${name} (shape ${formatShape(t.shape)}, stride ${formatShape(t.stride)}, offset ${t.storageOffset}) reaches element ${end} ` +
         `of a storage with ${t.storageNumel}`,
     );
   }
+}
+
+/**
+ * A view whose elements are each a different element of its storage (contiguous, transposed,
+ * permuted, sliced) is read; one that repeats elements (stride 0 from expand(), or overlapping
+ * strides) is refused, because reading it would make up to 2^53 elements out of a few bytes.
+ * A view that repeats nothing has no more elements than its extent, which checkExtent has
+ * bounded by the storage, so what read() allocates never exceeds what the file holds.
+ */
+function checkLayout(t: PickledTensor, fileName: string): void {
+  if (elementCount(t.shape) === 0 || !repeatsElements(t.shape, t.stride)) return;
+  const broadcast = t.stride.some((s, i) => s === 0 && t.shape[i] > 1);
+  throw new ModelFormatError(
+    `${fileName}: tensor ${describeValue(t.name)} is a non-contiguous view (shape ${formatShape(t.shape)}, ` +
+      `stride ${formatShape(t.stride)}) that ` +
+      (broadcast
+        ? 'repeats one element along a dimension (stride 0: a broadcast, e.g. from expand()); '
+        : 'addresses some elements of its storage more than once; ') +
+      'molm-web reads contiguous tensors and transposed or sliced views of them only. Re-save the checkpoint with ' +
+      'contiguous tensors (torch.save({k: v.contiguous() for k, v in sd.items()}, path)), or convert it to safetensors.',
+  );
+}
+
+/**
+ * Whether two indices of the view may address one element. Taking the dimensions from the
+ * smallest stride up, each stride must step past everything the smaller ones reach: true of
+ * every permutation and slice of a contiguous tensor. (A few exotic layouts that repeat nothing,
+ * such as shape [3, 2] with stride [2, 3], fail this test too; slicing, transposing and
+ * permuting never make them.)
+ */
+function repeatsElements(shape: readonly number[], stride: readonly number[]): boolean {
+  const dims = shape.map((size, i) => ({ size, stride: stride[i] })).filter((d) => d.size > 1);
+  dims.sort((a, b) => a.stride - b.stride);
+  let reach = 1; // elements from the first to one past the last that the smaller dimensions address
+  for (const d of dims) {
+    if (d.stride < reach) return true;
+    reach += (d.size - 1) * d.stride;
+  }
+  return false;
 }
 
 /** Elements between the first and one past the last element a (non-empty) view addresses. */
