@@ -15,6 +15,10 @@ export interface ServedRequest {
   /** The Range header, or null. */
   range: string | null;
   status: number;
+  /** Body bytes written (GET); fewer than the body's when the connection was cut. */
+  sent?: number;
+  /** The connection was cut after `sent` bytes (dropAfter, cuts). */
+  cut?: boolean;
 }
 
 export interface ModelServerSwitches {
@@ -28,6 +32,12 @@ export interface ModelServerSwitches {
   failures: Map<string, number>;
   /** Send bodies in chunks of this many bytes with a pause between them (a slow network). */
   throttle: { chunk: number; delayMs: number } | null;
+  /**
+   * Where to cut connections: per path, offsets into the file, each used once. A GET whose body
+   * covers the smallest offset left is cut there (a body that starts at it: right after the
+   * headers); offsets before the body's start are dropped unused.
+   */
+  cuts: Map<string, number[]>;
 }
 
 export interface ModelServer {
@@ -59,7 +69,7 @@ function contentType(path: string): string {
 }
 
 function defaults(): ModelServerSwitches {
-  return { ranges: true, dropAfter: null, corrupt: new Set(), failures: new Map(), throttle: null };
+  return { ranges: true, dropAfter: null, corrupt: new Set(), failures: new Map(), throttle: null, cuts: new Map() };
 }
 
 /** Parses "bytes=N-" or "bytes=N-M" against a file size; null when it is not a single range. */
@@ -82,7 +92,7 @@ export async function startModelServer(root: string): Promise<ModelServer> {
     const method = req.method ?? 'GET';
     const range = (req.headers.range as string | undefined) ?? null;
     const answer = (status: number, headers: Record<string, string | number> = {}, body?: Uint8Array) => {
-      requests.push({ path, method, range, status });
+      requests.push({ path, method, range, status, ...(method === 'GET' && { sent: body?.length ?? 0 }) });
       res.writeHead(status, { ...CORS, ...headers });
       res.end(body);
     };
@@ -126,34 +136,48 @@ export async function startModelServer(root: string): Promise<ModelServer> {
     };
     let status = 200;
     let body = data;
+    /** Where the body starts in the file. */
+    let start = 0;
     const headers: Record<string, string | number> = { ...common };
     if (range && switches.ranges) {
       const r = parseRange(range, size);
       if (r === 'unsatisfiable') return answer(416, { ...common, 'Content-Range': `bytes */${size}` });
       if (r) {
         status = 206;
+        start = r.start;
         body = data.subarray(r.start, r.end + 1);
         headers['Content-Range'] = `bytes ${r.start}-${r.end}/${size}`;
       }
     }
     headers['Content-Length'] = body.length;
     const drop = switches.dropAfter;
+    let cutAt: number | null = null;
     if (method === 'GET' && drop && drop.path === path && drop.bytes < body.length) {
       switches.dropAfter = null;
-      requests.push({ path, method, range, status });
+      cutAt = drop.bytes;
+    } else if (method === 'GET' && switches.cuts.has(path)) {
+      const offsets = switches.cuts.get(path)!.filter((o) => o >= start);
+      if (offsets.length > 0 && offsets[0] < start + body.length) cutAt = offsets.shift()! - start;
+      switches.cuts.set(path, offsets);
+    }
+    if (cutAt !== null) {
+      requests.push({ path, method, range, status, sent: cutAt, cut: true });
       res.writeHead(status, { ...CORS, ...headers });
       // Send the first bytes, then cut the connection: the client sees a body shorter than its
       // Content-Length, as when a network drops mid-download.
-      res.write(body.subarray(0, drop.bytes), () => setTimeout(() => res.socket?.destroy(), 50));
+      res.write(body.subarray(0, cutAt), () => setTimeout(() => res.socket?.destroy(), 50));
       return;
     }
     if (method === 'HEAD') return answer(status, headers);
     const slow = switches.throttle;
     if (slow && path.endsWith('.bin')) {
-      requests.push({ path, method, range, status });
+      const served: ServedRequest = { path, method, range, status, sent: 0 };
+      requests.push(served);
       res.writeHead(status, { ...CORS, ...headers });
       for (let at = 0; at < body.length && !res.destroyed; at += slow.chunk) {
-        res.write(body.subarray(at, at + slow.chunk));
+        const chunk = body.subarray(at, at + slow.chunk);
+        res.write(chunk);
+        served.sent! += chunk.length;
         await new Promise((r) => setTimeout(r, slow.delayMs));
       }
       res.end();
