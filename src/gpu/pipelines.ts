@@ -1,4 +1,5 @@
-import { hasF16Weights, preprocess, type Variant } from './wgsl.ts';
+import { hasF16Weights } from './weight-accessors.ts';
+import { preprocess, type Variant } from './wgsl.ts';
 
 /**
  * Compiled compute pipelines keyed by shader and variant. Layers with the same shapes share one
@@ -17,7 +18,7 @@ export class PipelineCache {
   constructor(private readonly device: GPUDevice) {}
 
   get(shader: string, variant: Variant = {}): Promise<GPUComputePipeline> {
-    if (this.nativeF16 && hasF16Weights(variant) && !variant.enables?.includes('f16')) {
+    if (this.nativeF16 && hasF16Weights(variant.weights) && !variant.enables?.includes('f16')) {
       const native = { ...variant, enables: [...(variant.enables ?? []), 'f16'] };
       // A driver that advertises shader-f16 but rejects a variant must not stop the model: the
       // unpacking path computes the same values.

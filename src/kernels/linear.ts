@@ -1,5 +1,5 @@
 import type { GpuContext } from '../gpu/context.ts';
-import { runsOf8, weightSpec } from '../gpu/wgsl.ts';
+import { runsOf8, weightSpec } from '../gpu/weight-accessors.ts';
 import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
