@@ -6,8 +6,8 @@
 // One workgroup per (segment, head) serves all NSLOT query slots in one pass over its keys: in
 // MoLM the slots share K/V, so each key row is read once for all of them. Within the segment the
 // stick restarts at its newest key: walking newest -> oldest with carry = sum of -softplus(l)
-// over the keys already walked, key j gets exp(log sigmoid(l_j) + carry) (ARCHITECTURE.md,
-// "Stick-breaking attention in a kernel"); the segment reports (O_X, S_X = final carry).
+// over the keys already walked, key j gets exp(log sigmoid(l_j) + carry) (docs/architecture.md,
+// "Stick-breaking attention"); the segment reports (O_X, S_X = final carry).
 // Keys go in blocks of KB, newest block first:
 //   1. logits: TPK = WG / KB invocations per key split the head's D dims and all slots' dot
 //      products, leaving NSLOT * TPK partial sums per key in workgroup memory;

@@ -1,7 +1,7 @@
 // Stick-breaking attention of a prefill chunk: rows r < n_tokens at absolute positions
 // pos + r, each over keys 0 .. pos + r (the row's own key included; keys of earlier chunks are
 // already in the cache). Keys after a row are masked: they neither take weight nor break its
-// stick (ARCHITECTURE.md, "Stick-breaking attention in a kernel").
+// stick (docs/architecture.md, "Stick-breaking attention").
 // One workgroup per (tile of BQ rows, slot, head). It walks key blocks of BK keys, aligned to
 // multiples of BK, from the block holding its last row's key back to key 0, carrying per row the
 // sum of -softplus over the keys already walked. Per block:

@@ -51,8 +51,8 @@ export function prefillGroups(ctx: GpuContext, c: ModelConfig, rows: number): { 
 }
 
 /**
- * The dispatches of one step, in order: ARCHITECTURE.md's "One block" for every layer, then the
- * head. Planned once at load time per kind of step; a step only writes the Step uniform and
+ * The dispatches of one step, in order: a block as docs/architecture.md ("The numerical
+ * contract") writes it, for every layer, then the head. Planned once at load time per kind of step; a step only writes the Step uniform and
  * records these dispatches.
  */
 export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', head: StepHead): Promise<Dispatch[]> {

@@ -1,6 +1,6 @@
 import { hasKvProjections, type ModelConfig } from '../config.ts';
 
-/** Hugging Face names of one block's tensors (ARCHITECTURE.md, "Checkpoint tensors"). */
+/** Hugging Face names of one block's tensors (docs/architecture.md, "The numerical contract"). */
 export interface LayerTensorNames {
   ln1Weight: string;
   ln1Bias: string;

@@ -10,7 +10,7 @@ import { linear } from './linear.ts';
 import { type Routing, routerTopK } from './router.ts';
 import { argmax } from './sampler.ts';
 
-// The whole MoLM / ModuleFormer forward pass in float64, block by block as ARCHITECTURE.md
+// The whole MoLM / ModuleFormer forward pass in float64, block by block as docs/architecture.md
 // "One block" writes it. It is the yardstick for the GPU model and the `--device cpu` backend:
 // every step is the plain definition, composed from the single-purpose functions of this folder.
 

@@ -6,7 +6,7 @@ import { MolmTokenizer } from '../../src/engine/tokenizer.ts';
 const tokenizer = MolmTokenizer.fromJson(readFileSync(join(__dirname, '..', 'fixtures', 'tokenizer', 'tokenizer.json'), 'utf8'));
 
 describe('MoLM tokenizer', () => {
-  // The ids ARCHITECTURE.md gives, checked there against the reference tokenizer.
+  // Encodings known from the reference tokenizer (docs/architecture.md, "The tokenizer").
   it.each([
     ['Hello world', [15496, 995]],
     ['a\t\tb', [64, 50294, 65]],
