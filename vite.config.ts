@@ -15,6 +15,5 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,
-    setupFiles: ['tests/setup.ts'],
   },
 });

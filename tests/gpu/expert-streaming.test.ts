@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,12 @@ const prompt = builtInTokenizer().encode('The jury said that the city of Atlanta
 
 const tmp = mkdtempSync(join(tmpdir(), 'molm-stream-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Bytes of the built-in model's stacked expert tensors, from its manifest. */
+function expertBytes(): number {
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { tensors: { name: string; bytes: number }[] };
+  return manifest.tensors.filter((t) => t.name.endsWith('experts.weight')).reduce((a, t) => a + t.bytes, 0);
+}
 
 async function load(budget?: { bytes: string | number; policy?: 'lru' | 'lfu' }, from = dir): Promise<GpuModel> {
   return loadGpuModel(nodeFileSource(from), { gpu: await nodeGpu(), maxContext: 96, expertBudget: budget });
@@ -42,7 +48,9 @@ describe('experts under a GPU memory budget (built-in model)', () => {
       const model = await load({ bytes: '25%', policy });
       try {
         expect(model.expertCache).toMatchObject({ attSlots: 2, mlpSlots: 2, hits: 0, misses: 0 });
-        expect(fullBytes - model.gpuBytes, 'three quarters of the expert weights are not on the GPU').toBeGreaterThan(0);
+        // 2 of 8 slots per layer: three quarters of the expert weights stay off the GPU, less
+        // what streaming adds (its slot tables and staging), which is far below a twentieth.
+        expect(fullBytes - model.gpuBytes, 'three quarters of the expert weights are not on the GPU').toBeGreaterThan(0.7 * expertBytes());
         expect(await tokens(model), policy).toEqual(want.greedy);
         expect(await tokens(model, sampled), policy).toEqual(want.sampled);
         model.reset();
