@@ -13,10 +13,11 @@ import { useBrowser, watchPage } from './harness.ts';
 import { startModelServer, type ModelServer, type ServedRequest } from './model-server.ts';
 import type { FaultLoadRequest, FaultLoadResult } from './pages/faults-page.ts';
 
-// Faults a real browser meets, each broken for real (the network cut by the model host, the
-// storage quota lowered in Chromium, the GPU device destroyed, the tab closed) and each followed
-// by a load that must heal: the golden logits and tokens, the cache intact, nothing fetched
-// twice. Each test gets a fresh browser context, so a fresh, empty IndexedDB.
+// Faults a real browser meets, each caused for real (connections cut by the model host, a
+// storage quota Chromium enforces running out, the GPU device destroyed, the tab closed), each
+// ending in an error that says what to do, and each followed by a load that heals: the golden
+// logits and tokens, the cache intact, no complete shard fetched twice. Each test gets a fresh
+// browser context, so a fresh, empty IndexedDB.
 
 const env = useBrowser();
 const GOLDEN = join(__dirname, '..', 'fixtures', 'golden');
@@ -40,14 +41,15 @@ async function readGolden(name: string): Promise<Golden> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'molm-faults-test-'));
-  // a: the tiny-molm golden in f32 (7 shards of at most 64 KiB); b: another model; brown: the
+  // a: the tiny-molm golden in f32 (shards of at most 64 KiB); b: another model; brown: the
   // built-in model with its tokenizer, for the text engine.
   manifests.a = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-molm')), outDir: join(dir, 'a'), dtype: 'f32', shardBytes: SHARD_BYTES });
   manifests.b = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-generic-bf16')), outDir: join(dir, 'b'), dtype: 'bf16', shardBytes: SHARD_BYTES });
   await cp(BUILT_IN_MODEL.dir, join(dir, 'brown'), { recursive: true });
-  manifests.brown = JSON.parse(await readFile(join(dir, 'brown', 'manifest.json'), 'utf8'));
   golden.a = await readGolden('tiny-molm');
   golden.b = await readGolden('tiny-generic-bf16');
+  const brown = JSON.parse(await readFile(join(GOLDEN, 'molm-brown', 'expected.json'), 'utf8'));
+  golden.brown = { ids: brown.input_ids, tokens: brown.greedy_new_tokens, logits: new Float32Array() };
   server = await startModelServer(dir);
 });
 
@@ -145,6 +147,24 @@ const ofType = <T extends LoadProgress['type']>(events: LoadProgress[], type: T)
 /** Where an answer's body starts in the file: the Range asked for when answered with 206, else 0. */
 const rangeFrom = (q: ServedRequest) => (q.status === 206 && q.range ? Number(q.range.match(/^bytes=(\d+)-$/)![1]) : 0);
 
+/**
+ * Runs in the realm that holds an engine's GPUDevice (a worker or the page): the `n`-th command
+ * encoder created from now on first destroys its device. The loss is WebGPU's own, as after a
+ * driver reset (destroy() is the one way a page can cause one).
+ */
+function loseDeviceAfter(n: number): void {
+  const proto = GPUDevice.prototype;
+  const create = proto.createCommandEncoder;
+  let count = 0;
+  proto.createCommandEncoder = function (this: GPUDevice, descriptor?: GPUCommandEncoderDescriptor) {
+    if (++count === n) {
+      proto.createCommandEncoder = create;
+      this.destroy();
+    }
+    return create.call(this, descriptor);
+  };
+}
+
 // Chromium reports a cut connection and refused writes as console errors; they are expected
 // where a test provokes them.
 const unexpected = (problems: string[]) =>
@@ -227,6 +247,7 @@ describe('faults in the browser: each ends in a clear error, and the next load h
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
   }, 240_000);
+
   it('the quota running out mid-download: QuotaError that says what to do; the model cached before stays listed and loadable; with space freed the load completes and fetches only what is missing', async () => {
     // A real quota: Chromium's own for the page's origin (DevTools' "custom storage quota"),
     // set before the page opens IndexedDB (which keeps what it learnt of the free space for a
@@ -266,5 +287,106 @@ describe('faults in the browser: each ends in a clear error, and the next load h
     expect(await s.call('stored')).toEqual({ shards: [...cached.shards, ...manifests.b.shards.map((x) => x.sha256)].sort(), partials: [] });
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
+  }, 240_000);
+
+  // In the worker (what createEngine gives a page) the device is lost while decoding; on the
+  // page's thread, during the prompt's prefill (its first command encoder).
+  it.each([
+    ['worker', 'while decoding', 4],
+    ['page', 'during the prefill', 1],
+  ] as const)('the GPU device lost mid-generation (engine in the %s, %s): DeviceLostError that says to create a new engine; a new engine in the same page matches the golden without downloading anything', async (where, _when, encoder) => {
+    const s = await session();
+    const brown = golden.brown;
+    const created = await s.call<{ backend: string; device: string; error?: unknown }>('createEngine', 'first', modelUrl('brown'), where === 'worker');
+    expect(created.error).toBeUndefined();
+    expect(created).toMatchObject({ backend: 'webgpu', device: expect.stringMatching(/swiftshader/i) });
+    const greedy = { maxNewTokens: brown.tokens.length, temperature: 0, repetitionPenalty: 1, stopAtEndOfText: false };
+    const want = await s.call<string>('decode', 'first', brown.tokens);
+
+    // The engine's own GPUDevice is destroyed for real during the generation: armed in the
+    // realm that holds the device (the engine's worker, or the page), it fires at the chosen
+    // command encoder, while the step before is still on the GPU and being read back.
+    if (where === 'page') await s.page.evaluate(loseDeviceAfter, encoder);
+    else {
+      const worker = s.page.workers().find((w) => /worker/.test(w.url()));
+      expect(worker, 'the engine worker').toBeDefined();
+      await worker!.evaluate(loseDeviceAfter, encoder);
+    }
+    const lost = await s.call<{ encoded: number[]; tokens: number; text: string; error?: { name: string; message: string } }>('generate', 'first', brown.ids, greedy);
+    expect(lost.encoded).toEqual(brown.ids);
+    expect(lost.error?.name).toBe('DeviceLostError');
+    expect(lost.error?.message).toMatch(/^The GPU device was lost \(destroyed: .*\)\. Create a new engine to continue; cached weights are kept\.$/);
+    // It ended where the device went, and the text before it was right.
+    expect(lost.tokens).toBeLessThan(encoder);
+    expect(want.startsWith(lost.text)).toBe(true);
+    // The engine stays lost, and says so again; disposing it is fine.
+    const again = await s.call<{ error?: { name: string; message: string } }>('generate', 'first', brown.ids, greedy);
+    expect(again.error?.name).toBe('DeviceLostError');
+    expect(await s.call('dispose', 'first')).toEqual({});
+
+    server.reset();
+    expect((await s.call<{ error?: unknown }>('createEngine', 'second', modelUrl('brown'), where === 'worker')).error).toBeUndefined();
+    const fresh = await s.call<{ encoded: number[]; text: string; completionTokens: number; error?: unknown }>('generate', 'second', brown.ids, greedy);
+    expect(fresh.error).toBeUndefined();
+    expect(fresh).toMatchObject({ text: want, completionTokens: brown.tokens.length });
+    // The weights and the tokenizer came from the cache.
+    expect(server.count()).toBe(0);
+    expect(server.count('/brown/tokenizer.json')).toBe(0);
+    expect(await s.call('dispose', 'second')).toEqual({});
+    expect(unexpected(s.problems)).toEqual([]);
+    await s.context.close();
+  }, 240_000);
+
+  it('the tab closed mid-download, and while a shard is being written: the next page\'s load heals, fetching only the missing shards, and matches the golden', async () => {
+    const context = await env.browser.newContext();
+    const hashes = manifests.a.shards.map((x) => x.sha256);
+    const fetchedSince = (from: number) => server.requests.slice(from).filter((q) => q.method === 'GET' && q.path.endsWith('.bin')).map((q) => q.path);
+
+    // 1. A slow download; the tab is closed the moment a downloaded shard is in the GPU (its
+    //    write into IndexedDB starts then), while the other download slot is mid-shard.
+    let s = await openPage(context);
+    let closing: Promise<void> | undefined;
+    await s.page.exposeFunction('reportLoadEvent', (e: LoadProgress) => {
+      if (e.type === 'upload') closing ??= s.page.close();
+    });
+    server.reset();
+    server.switches.throttle = { chunk: 4096, delayMs: 10 };
+    await expect(s.load('a')).rejects.toThrow(/closed/);
+    await closing;
+
+    // 2. The tab is closed while the next shard's write is in flight (held behind another
+    //    transaction on the store): that write must vanish whole.
+    s = await openPage(context);
+    const first = await s.call<{ shards: string[]; partials: unknown[] }>('stored');
+    expect(first.shards.length, 'shards stored before the first tab closed').toBeGreaterThan(0);
+    let inFlight = '';
+    await s.page.exposeFunction('reportWriteInFlight', (sha256: string) => {
+      inFlight = sha256;
+      closing = s.page.close();
+    });
+    const from = server.requests.length;
+    await expect(s.load('a', { holdFirstWrite: true })).rejects.toThrow(/closed/);
+    await closing;
+    expect(hashes).toContain(inFlight);
+    for (const h of first.shards) expect(fetchedSince(from)).not.toContain(shardPath('a', hashes.indexOf(h)));
+
+    // 3. A new page: what was stored is used, what was not is fetched.
+    s = await openPage(context);
+    const before = await s.call<{ shards: string[]; partials: unknown[] }>('stored');
+    expect(before.shards).not.toContain(inFlight);
+    for (const h of first.shards) expect(before.shards).toContain(h);
+    expect(before.shards.length).toBeLessThan(hashes.length);
+    expect(await s.call<CachedModel[]>('list')).toEqual([expect.objectContaining({ url: modelUrl('a'), complete: false })]);
+    server.reset();
+    const r = await goldenLoad(s, 'a');
+    expectGolden(r);
+    // The shards that were stored are used, each checked and sound (none half written); only the others are fetched, once.
+    hashes.forEach((h, i) => expect(server.count(shardPath('a', i)), `shard ${i}`).toBe(before.shards.includes(h) ? 0 : 1));
+    const verify = ofType(r.events, 'verify');
+    expect(verify.filter((v) => v.source === 'cache').map((v) => [hashes[v.index], v.ok]).sort()).toEqual(before.shards.map((h) => [h, true]).sort());
+    expect(await s.call('stored')).toEqual({ shards: [...hashes].sort(), partials: [] });
+    expect(await s.call<CachedModel[]>('list')).toEqual([expect.objectContaining({ url: modelUrl('a'), complete: true })]);
+    expect(unexpected(s.problems)).toEqual([]);
+    await context.close();
   }, 240_000);
 });

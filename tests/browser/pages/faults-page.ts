@@ -24,6 +24,12 @@ export interface FaultLoadRequest {
    * test gave the origin): the loader's next write meets a full disk.
    */
   fill?: { beforePut: number; quota: number; leave: number };
+  /**
+   * The first shard write of this load is held in flight (queued behind another writer's
+   * transaction on the same store) and reported to the test's `reportWriteInFlight` binding,
+   * which closes the tab: the load never returns.
+   */
+  holdFirstWrite?: boolean;
 }
 
 export interface FaultLoadResult {
@@ -38,6 +44,47 @@ type Reporter = (e: LoadProgress) => Promise<void>;
 const store = idbShardStore();
 /** Another database of the same origin, standing for whatever else fills the disk. */
 const filler = createStore('faults-filler', 'filler');
+
+/**
+ * Starts a read-write transaction on the shard store, kept busy with one request after another
+ * (as another tab writing would keep it): later writes to the store wait behind it. Resolves
+ * once it runs.
+ */
+function occupyShardStore(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open('molm-web-shards');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction('shards', 'readwrite');
+      const shards = tx.objectStore('shards');
+      const busy = () => {
+        shards.count().onsuccess = busy;
+      };
+      shards.count().onsuccess = () => {
+        busy();
+        resolve();
+      };
+    };
+  });
+}
+
+/** The real store, whose first write stays in flight while the test closes the tab. */
+function heldStore(base: ShardStore): ShardStore {
+  let held = false;
+  return {
+    ...base,
+    async put(key, bytes) {
+      if (held) return base.put(key, bytes);
+      held = true;
+      await occupyShardStore();
+      const write = base.put(key, bytes);
+      // A macrotask later the write's transaction exists and waits behind the other one.
+      await new Promise((r) => setTimeout(r, 0));
+      await (window as unknown as { reportWriteInFlight: (sha256: string) => Promise<void> }).reportWriteInFlight(key);
+      return write;
+    },
+  };
+}
 
 /** The real store, whose `beforePut`-th write is preceded by the origin's storage filling up. */
 function fillingStore(base: ShardStore, fill: NonNullable<FaultLoadRequest['fill']>): ShardStore {
@@ -66,7 +113,7 @@ export const faultsPage = {
     try {
       const model = await loadModel(r.url, {
         maxContext: 64,
-        store: r.fill ? fillingStore(store, r.fill) : store,
+        store: r.fill ? fillingStore(store, r.fill) : r.holdFirstWrite ? heldStore(store) : store,
         retries: r.retries,
         backoffMs: r.backoffMs ?? 1,
         concurrency: r.concurrency,
