@@ -61,7 +61,7 @@ function positiveInt(json: Json, key: keyof typeof CONFIG_BOUNDS, fallback?: num
 }
 
 /**
- * Parameters the config implies (every tensor of src/model/tensor-names.ts), so that a config
+ * Parameters the config implies (every tensor of src/tensor-names.ts), so that a config
  * whose sizes are each plausible but together absurd is refused before anything is listed.
  */
 export function parameterCount(c: ModelConfig): number {

@@ -46,7 +46,7 @@ export type { ByteSource, FileSource, TensorInfo, TensorSource, DType } from './
 export { GpuContext, type DeviceRequirements, type GpuContextOptions } from './gpu/context.ts';
 export { GpuModel, GREEDY, type GpuModelOptions, type SamplingOptions } from './model/model.ts';
 export { loadGpuModel } from './model/load.ts';
-export type { WeightProgress } from './model/weights.ts';
+export type { WeightProgress } from './weight-plan.ts';
 export { loadModel, type LoadModelOptions } from './model/load.ts';
 export { streamShards, type LoadProgress, type ShardLoadOptions, type WeightSink } from './shards/load-model.ts';
 export { clearCache, deleteCachedModel, listCachedModels, type CachedModel, type CacheOptions } from './store/model-cache.ts';

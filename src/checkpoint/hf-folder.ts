@@ -1,5 +1,5 @@
 import { type ModelConfig, parseConfig } from '../config.ts';
-import { expectedTensorShapes, isUnusedBuffer } from '../model/tensor-names.ts';
+import { expectedTensorShapes, isUnusedBuffer } from '../tensor-names.ts';
 import { ModelFormatError } from '../errors.ts';
 import { LIMITS, checkFileName, parseJsonObject } from '../limits.ts';
 import { formatShape } from './bytes.ts';

@@ -2,7 +2,7 @@
 // not re-exported here, so that importing this module never pulls node: APIs into a browser
 // bundle; Node callers import it directly.
 export { type Checkpoint, openCheckpoint } from './hf-folder.ts';
-export { expectedTensorShapes, isUnusedBuffer } from '../model/tensor-names.ts';
+export { expectedTensorShapes, isUnusedBuffer } from '../tensor-names.ts';
 export { openSafetensors } from './safetensors.ts';
 export { openTorchBin } from './torch-bin.ts';
 export { type PickledTensor, readTorchStateDict } from './torch-pickle.ts';

@@ -10,7 +10,7 @@ import { loadGpuModel } from '../model/load.ts';
 import { defaultMaxContext, type GpuModel } from '../model/model.ts';
 import { ReferenceModel, loadReferenceWeights } from '../reference/model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
-import type { ExpertBudget } from '../experts/streamer.ts';
+import type { ExpertBudget } from '../model/expert-streamer.ts';
 import { loadWasmModel } from '../wasm/load.ts';
 import type { WasmModel } from '../wasm/model.ts';
 

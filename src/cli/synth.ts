@@ -5,7 +5,7 @@ import { f32ToBf16, f32ToF16 } from '../checkpoint/dtype.ts';
 import { safetensorsHeader } from '../checkpoint/safetensors-write.ts';
 import type { ElementDType } from '../checkpoint/types.ts';
 import { UsageError } from '../errors.ts';
-import { expectedTensorShapes } from '../model/tensor-names.ts';
+import { expectedTensorShapes } from '../tensor-names.ts';
 
 export interface SynthOptions {
   configPath: string;

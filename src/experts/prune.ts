@@ -1,7 +1,7 @@
 import type { TensorInfo, TensorSource } from '../checkpoint/types.ts';
 import type { ModelConfig } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { layerTensorNames } from '../model/tensor-names.ts';
+import { layerTensorNames } from '../tensor-names.ts';
 import { decodeTensor } from '../quant/decode.ts';
 import type { ExpertUsage, KindUsage } from './usage.ts';
 

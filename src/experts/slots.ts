@@ -1,7 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { layerTensorNames } from '../model/tensor-names.ts';
-import type { ExpertSlots, WeightPlan } from '../model/weights.ts';
+import { layerTensorNames } from '../tensor-names.ts';
+import type { ExpertSlots, WeightPlan } from '../weight-plan.ts';
 import type { EvictionPolicy } from './residency.ts';
 
 // How many experts of each kind a memory budget holds per layer: device-free, shared by the

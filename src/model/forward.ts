@@ -13,7 +13,7 @@ import { stickBreakingDecode, stickBreakingPrefill } from '../kernels/stickbreak
 import type { StepUniform } from '../kernels/step.ts';
 import type { Activations } from './activations.ts';
 import type { KvCache } from './kv-cache.ts';
-import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from './tensor-names.ts';
+import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from '../tensor-names.ts';
 import type { GpuWeights } from './weights.ts';
 
 /** What a step computes after the last block. */
@@ -31,7 +31,7 @@ export interface ForwardResources {
   step: StepUniform;
   samplerParams: SamplerParams;
   /**
-   * Under a GPU memory budget (src/experts/streamer.ts): the expert kernels index their slotted
+   * Under a GPU memory budget (src/model/expert-streamer.ts): the expert kernels index their slotted
    * weights with these per-layer slot ids instead of the routers' expert ids.
    */
   expertSlots?: { attIds: GPUBuffer[]; mlpIds: GPUBuffer[]; att: number; mlp: number };

@@ -1,10 +1,11 @@
 import type { FileSource } from '../checkpoint/types.ts';
-import { expertSlots, type ExpertBudget } from '../experts/streamer.ts';
+import { expertSlots, type ExpertBudget } from './expert-streamer.ts';
 import { GpuContext, type GpuContextOptions } from '../gpu/context.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { GpuModel, planExpertStreaming, type GpuModelOptions } from './model.ts';
-import { GpuWeights, planWeights } from './weights.ts';
+import { GpuWeights } from './weights.ts';
+import { planWeights } from '../weight-plan.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint, or a converted one: src/shards/model-folder.ts) → GPU

@@ -9,10 +9,11 @@ import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
 import { planStep, prefillGroups, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
-import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from '../experts/streamer.ts';
+import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from './expert-streamer.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
 import { RoutingRecorder, type RoutingRecord } from './routing-trace.ts';
-import { GpuWeights, planWeights, type WeightPlan, type WeightProgress } from './weights.ts';
+import { GpuWeights } from './weights.ts';
+import { planWeights, type WeightPlan, type WeightProgress } from '../weight-plan.ts';
 
 const MAP_READ = 0x01;
 

@@ -1,6 +1,6 @@
 import { hasKvProjections, kvWidth, type ModelConfig } from '../config.ts';
-import { layerTensorNames, WTE } from './tensor-names.ts';
-import type { WeightPlan } from './weights.ts';
+import { layerTensorNames, WTE } from '../tensor-names.ts';
+import type { WeightPlan } from '../weight-plan.ts';
 
 /**
  * Bytes one decoded token must read at `context` tokens of context: every weight a decode step

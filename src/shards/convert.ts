@@ -7,7 +7,7 @@ import type { ModelConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { tensorEncoder } from './encode.ts';
 import { readFolderTokenizer } from './load-tokenizer.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile } from '../manifest.ts';
 import { type ConvertDtype, DEFAULT_SHARD_BYTES, planShards, shardFileName, tensorsToPlace } from './plan.ts';
 
 // `molm convert`: a Hugging Face checkpoint folder → manifest.json + shard-NNNNN.bin (Node).

@@ -1,11 +1,11 @@
 import type { ModelConfig } from '../config.ts';
 import { ModelFormatError, MolmError, QuotaError } from '../errors.ts';
 import { LIMITS, fileUrlInside, parseJsonFile } from '../limits.ts';
-import { planStoredWeights, type WeightPlan } from '../model/weights.ts';
+import { planStoredWeights, type WeightPlan } from '../weight-plan.ts';
 import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
 import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
-import type { Manifest } from './manifest.ts';
+import type { Manifest } from '../manifest.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
 // A converted model (manifest.json + shards) from a URL into a backend's memory, through the

@@ -5,7 +5,7 @@ import { manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, type ShardStore } from '../store/shard-store.ts';
 import { abortError } from './fetcher.ts';
 import { readManifestJson, sha256Hex, validateManifest } from './manifest-source.ts';
-import { MANIFEST_FILE, type Manifest, type ManifestFile } from './manifest.ts';
+import { MANIFEST_FILE, type Manifest, type ManifestFile } from '../manifest.ts';
 
 export interface LoadTokenizerOptions {
   store?: ShardStore;

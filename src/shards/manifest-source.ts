@@ -2,9 +2,9 @@ import type { ByteSource, FileSource, TensorInfo, TensorSource } from '../checkp
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { LIMITS, describeValue, isSafeFileName, parseJsonFile } from '../limits.ts';
-import { expectedTensorShapes } from '../model/tensor-names.ts';
+import { expectedTensorShapes } from '../tensor-names.ts';
 import { DTYPE_OF_STORAGE, STORAGE_TYPES, type StorageType, canStore, expertBytesOf, storageBytes, valueBytes } from '../storage-types.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor } from './manifest.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor } from '../manifest.ts';
 
 // Reading a converted model (manifest.json + shards), in the browser and in Node: the manifest
 // is validated completely before any weight is read, and each shard's sha256 is checked the

@@ -1,7 +1,7 @@
 import { openCheckpoint } from '../checkpoint/hf-folder.ts';
 import type { FileSource, TensorSource } from '../checkpoint/types.ts';
 import type { ModelConfig } from '../config.ts';
-import { MANIFEST_FILE, type Manifest } from './manifest.ts';
+import { MANIFEST_FILE, type Manifest } from '../manifest.ts';
 import { type OpenManifestOptions, openManifest } from './manifest-source.ts';
 
 /** A model folder opened for reading: its config and its tensors, whichever form it has. */

@@ -1,9 +1,9 @@
 import type { ModelConfig } from '../config.ts';
 import { UsageError } from '../errors.ts';
-import { expectedTensorShapes } from '../model/tensor-names.ts';
+import { expectedTensorShapes } from '../tensor-names.ts';
 import { matrixStorage } from '../quant/layout.ts';
 import { expertBytesOf, storageBytes, type StorageType } from '../storage-types.ts';
-import type { ManifestTensor } from './manifest.ts';
+import type { ManifestTensor } from '../manifest.ts';
 
 // How a converted model is laid out in shards (docs/format.md): tensors in load order, each in
 // its GPU storage layout, packed into shards of at most `shardBytes`, split into pieces where a

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.ts';
-import { MANIFEST_FILE } from '../shards/manifest.ts';
+import { MANIFEST_FILE } from '../manifest.ts';
 import { defaultShardStore, type ModelRecord, type ShardStore } from './shard-store.ts';
 
 // The cache as the page sees it: which models are stored, and removing them. A model is known

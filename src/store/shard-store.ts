@@ -1,6 +1,6 @@
 import { clear, createStore, del, get, keys, promisifyRequest, set, values, type UseStore } from 'idb-keyval';
 import { QuotaError } from '../errors.ts';
-import type { Manifest } from '../shards/manifest.ts';
+import type { Manifest } from '../manifest.ts';
 import { readStreamInto } from './read-into.ts';
 
 // Where downloaded shards live between page loads. Shards are content-addressed: a shard's key is

@@ -1,6 +1,6 @@
 import type { FileSource } from '../checkpoint/types.ts';
 import type { StorageType } from '../storage-types.ts';
-import { planWeights, type WeightProgress } from '../model/weights.ts';
+import { planWeights, type WeightProgress } from '../weight-plan.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { WasmModel, type WasmModelOptions } from './model.ts';

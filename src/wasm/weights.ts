@@ -1,7 +1,7 @@
 import type { TensorSource } from '../checkpoint/types.ts';
 import { DeviceLimitError, ModelFormatError } from '../errors.ts';
 import type { StorageType } from '../storage-types.ts';
-import { toStorage, type ExpertSlots, type WeightPlan, type WeightProgress } from '../model/weights.ts';
+import { toStorage, type ExpertSlots, type WeightPlan, type WeightProgress } from '../weight-plan.ts';
 import type { MemoryLayout, WasmRuntime } from './runtime.ts';
 
 interface Region {

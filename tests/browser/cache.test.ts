@@ -5,7 +5,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { convertModel } from '../../src/shards/convert.ts';
-import type { Manifest } from '../../src/shards/manifest.ts';
+import type { Manifest } from '../../src/manifest.ts';
 import type { LoadProgress } from '../../src/shards/load-model.ts';
 import type { CachedModel } from '../../src/store/model-cache.ts';
 import { useBrowser, watchPage } from './harness.ts';

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import type { LoadProgress } from '../../src/shards/load-model.ts';
-import type { Manifest } from '../../src/shards/manifest.ts';
+import type { Manifest } from '../../src/manifest.ts';
 import type { CachedModel } from '../../src/store/model-cache.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { useBrowser, watchPage } from './harness.ts';

@@ -6,7 +6,7 @@ import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { openModel, openTokenizer } from '../../src/cli/backend.ts';
 import { selectExperts } from '../../src/experts/prune.ts';
 import { profileExperts, type ExpertUsage } from '../../src/experts/usage.ts';
-import { layerTensorNames } from '../../src/model/tensor-names.ts';
+import { layerTensorNames } from '../../src/tensor-names.ts';
 import { decodeTensor } from '../../src/quant/decode.ts';
 import { openModelFolder } from '../../src/shards/model-folder.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { GREEDY, GpuModel } from '../../src/model/model.ts';
-import { planWeights } from '../../src/model/weights.ts';
+import { planWeights } from '../../src/weight-plan.ts';
 import { greedyGenerate } from '../../src/reference/model.ts';
 import { quantizedSource } from '../quant-source.ts';
 import { quantizedReference } from '../shared/quant-reference.ts';

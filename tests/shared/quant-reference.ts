@@ -2,7 +2,7 @@ import { expect } from 'vitest';
 import { f16ToF32, f32ToF16 } from '../../src/checkpoint/dtype.ts';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { planWeights } from '../../src/model/weights.ts';
+import { planWeights } from '../../src/weight-plan.ts';
 import { dequantize, isQuantType, quantize } from '../../src/quant/layout.ts';
 import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
 

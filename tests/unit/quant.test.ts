@@ -6,7 +6,7 @@ import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { ModelFormatError } from '../../src/errors.ts';
 import { preprocess, type Variant } from '../../src/gpu/wgsl.ts';
-import { planWeights } from '../../src/model/weights.ts';
+import { planWeights } from '../../src/weight-plan.ts';
 import { decodeTensor } from '../../src/quant/decode.ts';
 import {
   blockBytes,

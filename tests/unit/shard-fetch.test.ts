@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AbortError, ModelFormatError, MolmError, QuotaError } from '../../src/errors.ts';
 import { fetchShard, fetchShards, type ShardRequest } from '../../src/shards/fetcher.ts';
-import type { Manifest } from '../../src/shards/manifest.ts';
+import type { Manifest } from '../../src/manifest.ts';
 import { deleteCachedModel, listCachedModels, manifestUrlOf } from '../../src/store/model-cache.ts';
 import { blobWriter, memoryShardStore, type ModelRecord, type ShardStore } from '../../src/store/shard-store.ts';
 import { startModelServer, type ModelServer } from '../browser/model-server.ts';

@@ -12,7 +12,7 @@ import { ModelFormatError } from '../../src/errors.ts';
 import { GROUP, dequantize, quantize } from '../../src/quant/layout.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import { encodeTensor, tensorEncoder } from '../../src/shards/encode.ts';
-import { MANIFEST_FILE, type Manifest } from '../../src/shards/manifest.ts';
+import { MANIFEST_FILE, type Manifest } from '../../src/manifest.ts';
 import { openManifest, validateManifest } from '../../src/shards/manifest-source.ts';
 import { openModelFolder } from '../../src/shards/model-folder.ts';
 import { type ConvertDtype, planShards, shardFileName } from '../../src/shards/plan.ts';

@@ -3,13 +3,13 @@ import { createReadback, createStorage } from '../gpu/buffers.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import type { Activations } from '../model/activations.ts';
 import type { GpuWeights } from '../model/weights.ts';
-import { ExpertResidency, type EvictionPolicy } from './residency.ts';
-import { EXPERT_TENSORS, type SlotCounts } from './slots.ts';
+import { ExpertResidency, type EvictionPolicy } from '../experts/residency.ts';
+import { EXPERT_TENSORS, type SlotCounts } from '../experts/slots.ts';
 
 const MAP_READ = 0x01;
 
 
-export { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from './slots.ts';
+export { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
 
 export interface ExpertCacheStats {
   hits: number;

@@ -1,4 +1,4 @@
-import type { StorageType } from '../storage-types.ts';
+import type { StorageType } from './storage-types.ts';
 
 /**
  * molm-web's shard format (docs/format.md): a manifest.json next to binary shards. Tensors are

@@ -1,4 +1,4 @@
-import { hasKvProjections, type ModelConfig } from '../config.ts';
+import { hasKvProjections, type ModelConfig } from './config.ts';
 
 /** Hugging Face names of one block's tensors (docs/architecture.md, "The numerical contract"). */
 export interface LayerTensorNames {
