@@ -117,8 +117,9 @@ describe.skipIf(!process.env.MOLM_QUALITY)('quality of each storage type (MOLM_Q
 });
 
 describe.skipIf(!process.env.MOLM_CONVERT_MEMORY)('converter memory (MOLM_CONVERT_MEMORY=1)', () => {
-  it('peak memory is about one tensor, whatever the number of layers', async () => {
+  it('peak memory is about one tensor, whatever the number of layers (and prints the table docs/format.md quotes)', async () => {
     const rows: string[] = ['| layers | source (bf16) | dtype | output | largest output tensor | peak ArrayBuffers | peak RSS (whole vitest worker) |', '|---|---|---|---|---|---|---|'];
+    const peaks = new Map<string, number>();
     for (const layers of [2, 4]) {
       const src = join(tmp, `mem-${layers}`);
       await synthesize({ configPath: join(FIXTURES, 'configs/molm-350m-4b.json'), layers, outDir: src, dtype: 'BF16', seed: 1 });
@@ -139,6 +140,15 @@ describe.skipIf(!process.env.MOLM_CONVERT_MEMORY)('converter memory (MOLM_CONVER
         const largest = Math.max(...manifest.tensors.map((t) => t.bytes));
         const mb = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
         rows.push(`| ${layers} | ${mb(srcBytes)} | ${dtype} | ${mb(outBytes)} | ${mb(largest)} | ${mb(peakBuffers)} | ${mb(peakRss)} |`);
+        // The converter holds one source tensor (decoded to f32 for q8 / q4), its encoding and one
+        // shard being written: the buffers grow by no more than those of the largest tensor...
+        const growth = peakBuffers - before.arrayBuffers;
+        const largestF32 = 4 * Math.max(...manifest.tensors.map((t) => t.shape.reduce((a, b) => a * b, 1)));
+        expect(growth, `${layers} layers ${dtype}`).toBeLessThan(largestF32 + largest + 64 * 2 ** 20);
+        // ...and does not grow with the number of layers.
+        const fewer = peaks.get(dtype);
+        if (fewer !== undefined) expect(growth, `${dtype}: 4 layers against 2`).toBeLessThan(fewer * 1.25 + 32 * 2 ** 20);
+        peaks.set(dtype, growth);
       }
       rmSync(src, { recursive: true, force: true });
     }
