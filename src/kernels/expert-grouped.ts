@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { runsOf8, weightSpec } from '../gpu/weight-accessors.ts';
+import { tuningOf } from './tuning.ts';
 import type { StorageType } from '../storage-types.ts';
 import { MAX_GROUPS, bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
@@ -30,15 +31,9 @@ export interface GroupsLayout {
   bytes: number;
 }
 
-/**
- * Slots per tile: each weight read serves this many slots. On a GPU 16 amortises the weight
- * traffic while 16 column pairs of accumulators stay in registers (reasoned, not measured: no
- * GPU was available). On SwiftShader, the MLP up-projection of 128 rows (1024 → 2048, E 32, k 2)
- * took 1.4 s with 8 and 2.2 s with 16 (bf16; 2.0 s and 2.3 s in q4), against 3.0 s and 6.2 s for
- * the per-slot kernel: partial tiles waste more with 16.
- */
+/** Slots per tile of the grouped matmul on this adapter (src/kernels/tuning.ts). */
 export function groupTileRows(gpu: GpuContext): number {
-  return gpu.kernelProfile === 'cpu' ? 8 : 16;
+  return tuningOf(gpu).groupedTileSlots;
 }
 
 export function groupsLayout(experts: number, k: number, maxRows: number, tm: number): GroupsLayout {

@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { runsOf8, weightSpec } from '../gpu/weight-accessors.ts';
+import { tuningOf } from './tuning.ts';
 import type { StorageType } from '../storage-types.ts';
 import { bindGroup, foldedGrid, type Binding, type Dispatch } from './dispatch.ts';
 
@@ -37,35 +38,10 @@ export interface ExpertCombineBuffers {
   h: Binding; // [rows, out] f32 residual stream, added to in place
 }
 
-const WG = 256;
 
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/**
- * Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in` (256 in all).
- * Decode is one token row, so the column tile is narrowed (from 32 pairs, 128 contiguous bytes of
- * a 16-bit weight row per read, down to 8 pairs, one 32-byte memory sector) until that row gets
- * at least 128 workgroups: a memory-bound kernel needs many loads in flight. A combine has one
- * workgroup per row and column tile (the k slots are summed inside), so at out = 1024 it stays at
- * 64 workgroups; splitting `in` across workgroups would need a second pass. These are reasoned
- * defaults, not measured ones: no GPU was available to tune them.
- *
- * On a CPU adapter (kernelProfile 'cpu', SwiftShader) every workgroup barrier and tree
- * reduction costs far more than the arithmetic, so there SPLIT is 1: each invocation sums its
- * column pair over the whole of `in` by itself (measured on SwiftShader, 2 cores, a 64 → 128
- * MLP up-projection over 128 prompt rows: 1 s with SPLIT 32, see docs/performance.md).
- */
+/** Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in` (src/kernels/tuning.ts). */
 function tile(gpu: GpuContext, inDim: number, outDim: number, groupsPerRow: number): { COLS: number; SPLIT: number } {
-  const pairs = Math.ceil(outDim / 2);
-  if (gpu.kernelProfile === 'cpu') return { COLS: Math.min(64, pow2AtLeast(pairs)), SPLIT: 1 };
-  let cols = 32;
-  while (cols > 8 && Math.ceil(pairs / cols) * groupsPerRow < 128) cols /= 2;
-  cols = Math.min(cols, pow2AtLeast(pairs));
-  return { COLS: cols, SPLIT: Math.min(WG / cols, pow2AtLeast(inDim)) };
+  return tuningOf(gpu).expertMatvecTile(inDim, outDim, groupsPerRow);
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
+import { tuningOf } from './tuning.ts';
 
 export interface LayerNormBuffers {
   step: Binding; // Step uniform
@@ -16,9 +17,7 @@ export async function layerNorm(
   b: LayerNormBuffers,
   label = 'layer_norm',
 ): Promise<Dispatch> {
-  // On a CPU adapter one invocation normalises a row alone: its barriers then wait for nobody,
-  // where 64 invocations pay a switch between all of them at each of the reduction's barriers.
-  const wg = gpu.kernelProfile === 'cpu' ? 1 : 64;
+  const wg = tuningOf(gpu).layerNormWorkgroup;
   const pipeline = await gpu.pipelines.get('layer_norm.wgsl', {
     defines: { C: shape.width, WG: wg, EPS: { f32: shape.eps } },
   });

@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { runsOf8, weightSpec } from '../gpu/weight-accessors.ts';
+import { tuningOf } from './tuning.ts';
 import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
@@ -19,22 +20,9 @@ export interface LinearBuffers {
   y: Binding; // [rows, outDim] f32, or [1, outDim] with lastRowOnly
 }
 
-/** Output rows per workgroup on a GPU; on a CPU adapter one invocation owns a whole row. */
-const RPW = 8;
-const CPU_RPW = 256;
 /** Token rows per workgroup along grid y: bounds the x rows one workgroup streams per weight row. */
 const CHUNK = 16;
 const MAX_GROUPS = 65535;
-
-/**
- * Invocations sharing one output row: 32 for real widths (32 consecutive words of a weight row
- * per read), fewer for narrow inputs so most lanes are not idle.
- */
-function lanesFor(inDim: number): number {
-  let lanes = 4;
-  while (lanes < 32 && lanes * 16 < inDim) lanes *= 2;
-  return lanes;
-}
 
 /** nn.Linear `y = x Wᵀ + b` over the step's token rows (shaders/linear.wgsl). */
 export async function linear(
@@ -46,10 +34,9 @@ export async function linear(
 ): Promise<Dispatch> {
   const { inDim, outDim, hasBias } = shape;
   const lastRowOnly = shape.lastRowOnly ?? false;
-  // Measured on SwiftShader (1024 → 50295, bf16): 3.9 s with 32 lanes per row, 0.41 s with one.
-  const cpu = gpu.kernelProfile === 'cpu';
-  const rpw = cpu ? CPU_RPW : RPW;
-  const lanes = cpu ? 1 : lanesFor(inDim);
+  const tuning = tuningOf(gpu);
+  const rpw = tuning.linearRowsPerWorkgroup;
+  const lanes = tuning.linearLanes(inDim);
   // Lanes of a row reduce within subgroups, and only the rows wider than a subgroup use
   // workgroup memory (one barrier instead of log2(lanes) + 1).
   const subgroups = gpu.subgroupReductions && lanes > 1;

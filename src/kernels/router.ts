@@ -1,5 +1,6 @@
 import type { GpuContext } from '../gpu/context.ts';
 import { weightSpec } from '../gpu/weight-accessors.ts';
+import { tuningOf } from './tuning.ts';
 import type { StorageType } from '../storage-types.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
@@ -29,20 +30,7 @@ export interface RouterBuffers {
 
 // The shader keeps the input row, the hidden layer and the logits in workgroup memory, within
 // the 16 KiB every adapter grants; softmax and ranking give one expert to each invocation.
-const WG = 256;
-const LANES = 32;
 
-/**
- * Invocations per row and per output. On a GPU, teams of 32 lanes share each dot product. On a
- * CPU adapter (SwiftShader) barriers and team sums cost more than the arithmetic: one invocation
- * per output and a workgroup just wide enough for the softmax (one expert per invocation).
- */
-function workgroupShape(gpu: GpuContext, experts: number): { WG: number; LANES: number } {
-  if (gpu.kernelProfile !== 'cpu') return { WG, LANES };
-  let wg = 64;
-  while (wg < experts) wg *= 2;
-  return { WG: wg, LANES: 1 };
-}
 export const ROUTER_LIMITS = { maxWidth: 2048, maxGating: 1024, maxExperts: 128, maxK: 8 } as const;
 
 function checkShape(s: RouterShape): void {
@@ -72,11 +60,12 @@ export async function routerTopK(
   checkShape(shape);
   // Each matrix has its own storage: under q8 / q4 one may have fallen back to f16.
   const types = typeof weightType === 'string' ? { w0: weightType, w3: weightType } : weightType;
-  const serial = gpu.kernelProfile === 'cpu' && shape.manyRows === true;
-  const SERIAL_WG = 16;
+  const tuning = tuningOf(gpu);
+  const serial = tuning.routerSerialRows && shape.manyRows === true;
+  const SERIAL_WG = tuning.serialWorkgroup;
   const common = { C: shape.width, G: shape.gating, E: shape.experts, K: shape.k };
   const pipeline = await gpu.pipelines.get(serial ? 'router_topk_serial.wgsl' : 'router_topk.wgsl', {
-    defines: serial ? { ...common, WG: SERIAL_WG } : { ...common, ...workgroupShape(gpu, shape.experts) },
+    defines: serial ? { ...common, WG: SERIAL_WG } : { ...common, ...tuning.routerShape(shape.experts) },
     weights: {
       w0: weightSpec(types.w0, [shape.gating, shape.width]),
       w3: weightSpec(types.w3, [shape.experts, shape.gating]),

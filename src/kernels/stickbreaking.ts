@@ -1,5 +1,6 @@
 import { createStorage } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
+import { pow2AtLeast, tuningOf } from './tuning.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 
 export interface StickBreakingShape {
@@ -25,12 +26,6 @@ const PREFILL_BQ = 16;
 const PREFILL_BK = 32;
 /** Dims of q and K staged per step of the prefill logits: q [16][64] + K [64][33] = 12.25 KiB. */
 const PREFILL_DC = 64;
-
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
 
 function checkShape(label: string, shape: StickBreakingShape): void {
   for (const name of ['k', 'heads', 'headSize'] as const) {
@@ -88,9 +83,9 @@ export async function stickBreakingDecode(
   const P = decodeSegments(maxContext);
   const n = k * heads * headSize;
   const common = { NSLOT: k, H: heads, D: headSize, P };
-  // On a CPU adapter, one invocation per (segment, slot, head) walks its keys alone: no barriers.
-  const serial = gpu.kernelProfile === 'cpu';
-  const SERIAL_WG = 16;
+  const tuning = tuningOf(gpu);
+  const serial = tuning.stickBreakingSerial;
+  const SERIAL_WG = tuning.serialWorkgroup;
   const [split, merge] = await Promise.all([
     serial
       ? gpu.pipelines.get('stickbreaking_decode_serial.wgsl', { defines: { ...common, WG: SERIAL_WG, SCALE: { f32: 1 / Math.sqrt(headSize) } } })
@@ -130,9 +125,9 @@ export async function stickBreakingPrefill(
 ): Promise<Dispatch> {
   const { k, heads, headSize } = shape;
   checkShape(label, shape);
-  if (gpu.kernelProfile === 'cpu') {
-    // On a CPU adapter, one invocation per (row, slot, head) walks its keys alone: no barriers.
-    const SERIAL_WG = 16;
+  const tuning = tuningOf(gpu);
+  if (tuning.stickBreakingSerial) {
+    const SERIAL_WG = tuning.serialWorkgroup;
     const serial = await gpu.pipelines.get('stickbreaking_prefill_serial.wgsl', {
       defines: { NSLOT: k, H: heads, D: headSize, WG: SERIAL_WG, SCALE: { f32: 1 / Math.sqrt(headSize) } },
     });
