@@ -22,7 +22,7 @@ export type { CreateEngineOptions, EngineProgress } from './engine/create.ts';
 export type { Engine, TextStream, EngineOptions } from './engine/engine.ts';
 export { LocalEngine } from './engine/engine.ts';
 export type { GenerateOptions, GenerationResult, GenerationProgress, FinishReason, RoutingTrace, Usage } from './engine/generation.ts';
-export type { RoutingRecord } from './model/routing-trace.ts';
+export type { RoutingRecord } from './token-model.ts';
 export { DEFAULT_GENERATE_OPTIONS } from './engine/generation.ts';
 export {
   DEFAULT_CHAT_TEMPLATE,
@@ -36,7 +36,7 @@ export {
   type ChatUsage,
 } from './engine/chat.ts';
 export { MolmTokenizer, StreamingDetokenizer } from './engine/tokenizer.ts';
-export type { TokenModel } from './engine/token-model.ts';
+export type { TokenModel } from './token-model.ts';
 export { loadTokenizerJson } from './shards/load-tokenizer.ts';
 export { parseConfig, type ModelConfig } from './config.ts';
 export * from './errors.ts';
@@ -44,7 +44,8 @@ export { openCheckpoint } from './checkpoint/index.ts';
 export { blobFileSource, urlFileSource } from './checkpoint/web-files.ts';
 export type { ByteSource, FileSource, TensorInfo, TensorSource, DType } from './checkpoint/types.ts';
 export { GpuContext, type DeviceRequirements, type GpuContextOptions } from './gpu/context.ts';
-export { GpuModel, GREEDY, type GpuModelOptions, type SamplingOptions } from './model/model.ts';
+export { GpuModel, type GpuModelOptions } from './model/model.ts';
+export { GREEDY, type SamplingOptions } from './token-model.ts';
 export { loadGpuModel } from './model/load.ts';
 export type { WeightProgress } from './weight-plan.ts';
 export { loadModel, type LoadModelOptions } from './model/load.ts';

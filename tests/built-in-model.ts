@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nodeFileSource } from '../src/checkpoint/node-files.ts';
 import { LocalEngine } from '../src/engine/engine.ts';
-import { referenceTokenModel } from '../src/engine/token-model.ts';
+import { referenceTokenModel } from '../src/reference/token-model.ts';
 import { MolmTokenizer } from '../src/engine/tokenizer.ts';
 import { ReferenceModel, loadReferenceWeights } from '../src/reference/model.ts';
 import { openModelFolder } from '../src/shards/model-folder.ts';

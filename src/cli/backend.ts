@@ -1,7 +1,8 @@
 import { nodeFileSource } from '../checkpoint/node-files.ts';
 import type { ModelConfig } from '../config.ts';
 import { LocalEngine } from '../engine/engine.ts';
-import { referenceTokenModel, type TokenModel } from '../engine/token-model.ts';
+import { referenceTokenModel } from '../reference/token-model.ts';
+import { type TokenModel } from '../token-model.ts';
 import { MolmTokenizer } from '../engine/tokenizer.ts';
 import { readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';

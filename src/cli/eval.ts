@@ -1,4 +1,4 @@
-import type { TokenModel } from '../engine/token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import { UsageError } from '../errors.ts';
 
 export interface EvalResult {

@@ -1,6 +1,6 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { MolmError, UsageError } from '../errors.ts';
-import { GREEDY, type SamplingOptions } from '../model/model.ts';
+import { GREEDY, type SamplingOptions } from '../token-model.ts';
 import { CONVERT_DTYPES } from '../shards/plan.ts';
 import { openEngine, openModel, openTokenizer, type OpenOptions } from './backend.ts';
 import { runBench } from '../bench/run-bench.ts';

@@ -5,7 +5,7 @@ import { loadGpuModel, loadModel } from '../model/load.ts';
 import type { LoadProgress } from '../shards/load-model.ts';
 import { loadWasmModel, loadWasmModelFromUrl } from '../wasm/load.ts';
 import { chooseBackend, type BackendChoice } from './backend.ts';
-import type { TokenModel } from './token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine, type EngineOptions } from './engine.ts';

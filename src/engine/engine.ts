@@ -4,7 +4,7 @@ import { ChatCompletions } from './chat.ts';
 import { resolveOptions, type FinishReason, type GenerateOptions, type GenerationResult, type RoutingTrace, type Usage } from './generation.ts';
 import { TurnQueue } from './queue.ts';
 import { StopStringMatcher } from './stop-strings.ts';
-import type { TokenModel } from './token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import type { MolmTokenizer } from './tokenizer.ts';
 
 /** Streamed text: iterate it for the pieces; `result` settles when the iteration ends. */

@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.ts';
-import type { SamplingOptions } from '../kernels/sampler.ts';
-import type { RoutingRecord } from '../model/routing-trace.ts';
+import type { SamplingOptions } from '../token-model.ts';
+import type { RoutingRecord } from '../token-model.ts';
 
 /** How a generation is steered. Every field is optional. */
 export interface GenerateOptions {

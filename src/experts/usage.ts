@@ -1,5 +1,5 @@
 import type { ModelConfig } from '../config.ts';
-import type { TokenModel } from '../engine/token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
 
 /** How much a corpus used each expert: per layer, per kind, how often chosen and the gate mass. */

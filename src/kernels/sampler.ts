@@ -1,19 +1,7 @@
 import { createUniform } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
-
-export interface SamplingOptions {
-  /** ≤ 0: greedy (argmax, lowest index on ties). */
-  temperature: number;
-  /** Keep the topK most probable tokens (ties at the boundary kept too); 0: no limit. */
-  topK: number;
-  /** Keep the most probable tokens until their mass reaches topP of the top-k mass; ≥ 1: no limit. */
-  topP: number;
-  /** Seeds the draw; the same seed and position always give the same token. */
-  seed: number;
-  /** > 1 makes tokens already in the context less likely (CTRL's penalty); 1 (default): off. */
-  repetitionPenalty?: number;
-}
+import type { SamplingOptions } from '../token-model.ts';
 
 /**
  * The sampler's state on the GPU: its uniform (struct SamplerParams in shaders/sample.wgsl:

@@ -4,22 +4,21 @@ import { ContextLengthError, DeviceLostError, UsageError } from '../errors.ts';
 import type { DeviceRequirements, GpuContext } from '../gpu/context.ts';
 import type { StorageType } from '../storage-types.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
-import { SamplerParams, type SamplingOptions } from '../kernels/sampler.ts';
+import { SamplerParams } from '../kernels/sampler.ts';
+import { GREEDY, type SamplingOptions } from '../token-model.ts';
 import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
 import { planStep, prefillGroups, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
 import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from './expert-streamer.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
-import { RoutingRecorder, type RoutingRecord } from './routing-trace.ts';
+import { RoutingRecorder } from './routing-trace.ts';
+import { type RoutingRecord } from '../token-model.ts';
 import { GpuWeights } from './weights.ts';
 import { planWeights, type WeightPlan, type WeightProgress } from '../weight-plan.ts';
 
 const MAP_READ = 0x01;
 
-export type { SamplingOptions } from '../kernels/sampler.ts';
-
-export const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 export interface GpuModelOptions {
   /** Tokens the KV cache holds (prompt and generated); default the config's n_ctx, at most 2048. */

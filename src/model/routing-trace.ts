@@ -1,39 +1,10 @@
 import type { ModelConfig } from '../config.ts';
 import { createReadback, createStorage } from '../gpu/buffers.ts';
 import type { Activations } from './activations.ts';
+import { type RoutingRecord, emptyRoutingRecord } from '../token-model.ts';
 
 const MAP_READ = 0x01;
 
-/**
- * The routing of a run of context positions: for each token and layer, the attention and MLP
- * experts its routers chose (slots in descending probability) and their gates (the softmax
- * probabilities the experts' outputs are weighted by). Flat typed arrays, [tokens, layers, k].
- */
-export interface RoutingRecord {
-  tokens: number;
-  layers: number;
-  kAtt: number;
-  kMlp: number;
-  attExperts: Uint32Array;
-  attGates: Float32Array;
-  mlpExperts: Uint32Array;
-  mlpGates: Float32Array;
-}
-
-/** A record of `tokens` tokens, all zeros, shaped for this config. */
-export function emptyRoutingRecord(c: Pick<ModelConfig, 'nLayer' | 'kAtt' | 'kMlp'>, tokens: number): RoutingRecord {
-  const L = c.nLayer;
-  return {
-    tokens,
-    layers: L,
-    kAtt: c.kAtt,
-    kMlp: c.kMlp,
-    attExperts: new Uint32Array(tokens * L * c.kAtt),
-    attGates: new Float32Array(tokens * L * c.kAtt),
-    mlpExperts: new Uint32Array(tokens * L * c.kMlp),
-    mlpGates: new Float32Array(tokens * L * c.kMlp),
-  };
-}
 
 /** The four per-layer router outputs a trace keeps, in the trace buffer's order. */
 const KINDS = ['attIds', 'attGates', 'mlpIds', 'mlpGates'] as const;

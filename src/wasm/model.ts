@@ -1,10 +1,10 @@
 import { hasKvProjections, headSize, kvWidth, type ModelConfig } from '../config.ts';
-import type { TokenModel } from '../engine/token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import { ComputeThreadError, ContextLengthError, DeviceLimitError, UsageError } from '../errors.ts';
 import { ExpertResidency } from '../experts/residency.ts';
 import { EXPERT_TENSORS, expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
-import type { SamplingOptions } from '../kernels/sampler.ts';
-import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
+import type { SamplingOptions } from '../token-model.ts';
+import { emptyRoutingRecord, type RoutingRecord } from '../token-model.ts';
 import { LM_HEAD, LN_F_BIAS, LN_F_WEIGHT, WTE, layerTensorNames } from '../tensor-names.ts';
 import type { WeightPlan } from '../weight-plan.ts';
 import { uniformFromSeed } from '../reference/sampler.ts';

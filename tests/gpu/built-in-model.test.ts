@@ -5,7 +5,7 @@ import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { MolmTokenizer } from '../../src/engine/tokenizer.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { expectClose } from './harness.ts';
 

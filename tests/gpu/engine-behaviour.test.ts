@@ -5,7 +5,7 @@ import { ContextLengthError, DeviceLimitError, DeviceLostError, UsageError } fro
 import { GpuContext } from '../../src/gpu/context.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 
 const TINY = join(__dirname, '..', 'fixtures', 'golden', 'tiny-molm');
 const PROMPT = [21, 92, 1, 11, 4, 17, 93, 23, 34, 78, 37, 66];

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import { loadModel } from '../../src/model/load.ts';
 import type { LoadProgress } from '../../src/shards/load-model.ts';

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 import { expectClose } from './harness.ts';
 
 const GOLDEN = join(__dirname, '..', 'fixtures', 'golden');

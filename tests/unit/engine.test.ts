@@ -5,10 +5,10 @@ import { DEFAULT_CHAT_TEMPLATE, renderChat } from '../../src/engine/chat.ts';
 import { LocalEngine } from '../../src/engine/engine.ts';
 import { resolveOptions } from '../../src/engine/generation.ts';
 import { StopStringMatcher } from '../../src/engine/stop-strings.ts';
-import type { TokenModel } from '../../src/engine/token-model.ts';
+import type { TokenModel } from '../../src/token-model.ts';
 import { MolmTokenizer } from '../../src/engine/tokenizer.ts';
 import { ContextLengthError, UsageError } from '../../src/errors.ts';
-import type { SamplingOptions } from '../../src/kernels/sampler.ts';
+import type { SamplingOptions } from '../../src/token-model.ts';
 
 // The engine's text logic (streaming, stop strings, abort, queueing, context policy, chat) over
 // a scripted token source: these behaviours do not depend on the numbers a model computes, and

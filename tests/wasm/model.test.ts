@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 import { ReferenceModel, greedyGenerate, loadReferenceWeights } from '../../src/reference/model.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import type { LoadProgress } from '../../src/shards/load-model.ts';

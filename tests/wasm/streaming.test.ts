@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { GREEDY } from '../../src/model/model.ts';
+import { GREEDY } from '../../src/token-model.ts';
 import { loadWasmModel } from '../../src/wasm/load.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
 import { expectClose } from '../shared/numeric.ts';

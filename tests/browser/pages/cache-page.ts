@@ -1,5 +1,5 @@
 import { createStore, get, set } from 'idb-keyval';
-import { GREEDY } from '../../../src/model/model.ts';
+import { GREEDY } from '../../../src/token-model.ts';
 import { loadModel } from '../../../src/model/load.ts';
 import type { LoadProgress } from '../../../src/shards/load-model.ts';
 import { clearCache, deleteCachedModel, listCachedModels } from '../../../src/store/model-cache.ts';

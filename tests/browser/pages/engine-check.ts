@@ -1,6 +1,6 @@
 import { urlFileSource } from '../../../src/checkpoint/web-files.ts';
 import { loadGpuModel } from '../../../src/model/load.ts';
-import { GREEDY } from '../../../src/model/model.ts';
+import { GREEDY } from '../../../src/token-model.ts';
 
 /** Loads a checkpoint folder over HTTP (Range requests) and runs it on the page's WebGPU. */
 export async function runEngineCheck(folderUrl: string, ids: number[], newTokens: number) {

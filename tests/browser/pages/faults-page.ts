@@ -1,6 +1,6 @@
 import { createStore, del, set } from 'idb-keyval';
 import { createEngine, type Engine, type GenerateOptions } from '../../../src/index.ts';
-import { GREEDY } from '../../../src/model/model.ts';
+import { GREEDY } from '../../../src/token-model.ts';
 import { loadModel } from '../../../src/model/load.ts';
 import type { LoadProgress } from '../../../src/shards/load-model.ts';
 import { listCachedModels } from '../../../src/store/model-cache.ts';

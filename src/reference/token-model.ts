@@ -1,37 +1,7 @@
-import type { ModelConfig } from '../config.ts';
 import { ContextLengthError, UsageError } from '../errors.ts';
-import type { SamplingOptions } from '../kernels/sampler.ts';
-import { emptyRoutingRecord, type RoutingRecord } from '../model/routing-trace.ts';
-import type { ReferenceModel } from '../reference/model.ts';
-import { applyRepetitionPenalty, sample, uniformFromSeed } from '../reference/sampler.ts';
-
-/**
- * What the text engine needs of a model: token ids in, token ids out, and a context it can keep
- * between calls. GpuModel (WebGPU) has exactly this shape; `referenceTokenModel` puts the
- * float64 CPU reference behind it (the CLI's `--device cpu`).
- */
-export interface TokenModel {
-  readonly config: ModelConfig;
-  readonly maxContext: number;
-  /** The tokens in the context, in order. */
-  readonly contextIds: readonly number[];
-  /** Keeps the first `length` tokens of the context. */
-  truncate(length: number): void;
-  reset(): void;
-  /** Appends the prompt to the context and yields up to maxNewTokens sampled ids. */
-  generate(prompt: readonly number[], maxNewTokens: number, sampling: SamplingOptions): AsyncGenerator<number>;
-  /** Appends the ids to the context; logits of every position, [ids.length, vocab]. */
-  prefillLogits(ids: readonly number[]): Promise<Float32Array>;
-  /** Appends the ids to the context, computing no logits where the model can skip them. */
-  prefill?(ids: readonly number[]): Promise<void>;
-  /** Under a GPU memory budget: the expert cache's counts so far (null or absent: no budget). */
-  readonly expertCache?: { hits: number; misses: number } | null;
-  /** Records the routers' choices of every token read from now on (off: no cost). */
-  traceRouting?(on: boolean): void;
-  /** The routing of context positions [start, end), recorded while tracing was on. */
-  readRouting?(start: number, end: number): Promise<RoutingRecord>;
-  destroy(): void;
-}
+import { type RoutingRecord, type SamplingOptions, type TokenModel, emptyRoutingRecord } from '../token-model.ts';
+import type { ReferenceModel } from './model.ts';
+import { applyRepetitionPenalty, sample, uniformFromSeed } from './sampler.ts';
 
 /** The CPU reference as a TokenModel (it recomputes the whole context on truncate). */
 export function referenceTokenModel(ref: ReferenceModel, maxContext: number): TokenModel {
