@@ -2,7 +2,7 @@
 // createEngine). createEngine is the text API; the rest are the pieces it is built from.
 import { browserGpu } from './gpu/browser-gpu.ts';
 import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
-import type { Engine } from './engine/engine.ts';
+import type { Engine } from './engine/api.ts';
 import { WorkerEngine } from './engine/worker-engine.ts';
 
 /**
@@ -19,22 +19,13 @@ export async function createEngine(options: CreateEngineOptions): Promise<Engine
 }
 
 export type { CreateEngineOptions, EngineProgress } from './engine/create.ts';
-export type { Engine, TextStream, EngineOptions } from './engine/engine.ts';
+export type { Engine, TextStream, EngineOptions } from './engine/api.ts';
 export { LocalEngine } from './engine/engine.ts';
 export type { GenerateOptions, GenerationResult, GenerationProgress, FinishReason, RoutingTrace, Usage } from './engine/generation.ts';
 export type { RoutingRecord } from './token-model.ts';
 export { DEFAULT_GENERATE_OPTIONS } from './engine/generation.ts';
-export {
-  DEFAULT_CHAT_TEMPLATE,
-  DEFAULT_CHAT_STOP,
-  renderChat,
-  usageFromChat,
-  type ChatMessage,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatCompletionRequest,
-  type ChatUsage,
-} from './engine/chat.ts';
+export { DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP, renderChat, usageFromChat } from './engine/chat.ts';
+export type { ChatMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatUsage } from './engine/api.ts';
 export { MolmTokenizer, StreamingDetokenizer } from './engine/tokenizer.ts';
 export type { TokenModel } from './token-model.ts';
 export { loadTokenizerJson } from './shards/load-tokenizer.ts';

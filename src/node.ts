@@ -3,7 +3,7 @@
 // `import 'molm-web'` here.
 import { nodeFileSource } from './checkpoint/node-files.ts';
 import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
-import type { Engine } from './engine/engine.ts';
+import type { Engine } from './engine/api.ts';
 import { nodeGpu } from './gpu/node-gpu.ts';
 
 export * from './index.ts';

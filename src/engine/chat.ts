@@ -1,6 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { UsageError } from '../errors.ts';
-import { runToEnd, type Engine } from './engine.ts';
+import { type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type ChatCompletionsApi, type ChatMessage, type ChatUsage, type Engine, runToEnd } from './api.ts';
 import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace, Usage } from './generation.ts';
 
 // engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
@@ -26,72 +26,6 @@ export const DEFAULT_CHAT_TEMPLATE = `{%- for message in messages -%}
 
 /** Where the default template's reply ends: the model starting the next turn. */
 export const DEFAULT_CHAT_STOP = ['\nUser:', '\nAssistant:'];
-
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
-}
-
-export interface ChatCompletionRequest {
-  messages: ChatMessage[];
-  stream?: boolean;
-  /** New tokens at most (OpenAI's two names for it). */
-  max_tokens?: number;
-  max_completion_tokens?: number;
-  temperature?: number;
-  top_p?: number;
-  /** Not in OpenAI's API; as GenerateOptions.topK. */
-  top_k?: number;
-  /** Not in OpenAI's API; as GenerateOptions.repetitionPenalty. */
-  repetition_penalty?: number;
-  seed?: number;
-  /** Added to the template's own stop strings (DEFAULT_CHAT_STOP for the default template). */
-  stop?: string | string[];
-  /** A Jinja template for this request only. */
-  chat_template?: string;
-  /** Not in OpenAI's API; as GenerateOptions.routingTrace: the result carries `routing`. */
-  routing_trace?: boolean;
-  signal?: AbortSignal;
-  /** As GenerateOptions.onProgress: called after each new token. */
-  onProgress?: (p: GenerationProgress) => void;
-}
-
-export interface ChatUsage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  /** molm-web's timings (as WebLLM's usage.extra). */
-  extra: {
-    time_to_first_token_ms: number;
-    prefill_tokens_per_s: number;
-    decode_tokens_per_s: number;
-    cached_prompt_tokens: number;
-    truncated_prompt_tokens: number;
-    total_ms: number;
-  };
-}
-
-export interface ChatCompletion {
-  id: string;
-  object: 'chat.completion';
-  created: number;
-  model: string;
-  choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason; logprobs: null }[];
-  usage: ChatUsage;
-  /** With routing_trace: which experts each token of the prompt and reply used. */
-  routing?: RoutingTrace;
-}
-
-export interface ChatCompletionChunk {
-  id: string;
-  object: 'chat.completion.chunk';
-  created: number;
-  model: string;
-  /** Empty in the last chunk, which carries `usage` (and `routing` when asked for). */
-  choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null; logprobs: null }[];
-  usage?: ChatUsage;
-  routing?: RoutingTrace;
-}
 
 const templates = new Map<string, Template>();
 
@@ -154,7 +88,7 @@ export function usageFromChat(u: ChatUsage): Usage {
   };
 }
 
-export class ChatCompletions {
+export class ChatCompletions implements ChatCompletionsApi {
   constructor(
     private readonly engine: Pick<Engine, 'generate'>,
     private readonly defaults: { template?: string; modelName?: string } = {},

@@ -8,7 +8,8 @@ import { chooseBackend, type BackendChoice } from './backend.ts';
 import type { TokenModel } from '../token-model.ts';
 import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
-import { LocalEngine, type EngineOptions } from './engine.ts';
+import { LocalEngine } from './engine.ts';
+import { type EngineOptions } from './api.ts';
 import { isUrl } from './model-url.ts';
 import { MolmTokenizer } from './tokenizer.ts';
 

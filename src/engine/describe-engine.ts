@@ -1,4 +1,4 @@
-import type { EngineBackend } from './engine.ts';
+import type { EngineBackend } from './api.ts';
 
 // What the front ends (the demo, the widget) say about the engine that runs the model: which
 // backend, its threads, and why there is only one. Read from engine.backend and engine.device,

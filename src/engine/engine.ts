@@ -1,59 +1,12 @@
 import type { ModelConfig } from '../config.ts';
 import { AbortError, ContextLengthError, UsageError } from '../errors.ts';
+import { type Engine, type EngineBackend, type LocalEngineOptions, type TextStream, runToEnd } from './api.ts';
 import { ChatCompletions } from './chat.ts';
 import { resolveOptions, type FinishReason, type GenerateOptions, type GenerationResult, type RoutingTrace, type Usage } from './generation.ts';
 import { TurnQueue } from './queue.ts';
 import { StopStringMatcher } from './stop-strings.ts';
 import type { TokenModel } from '../token-model.ts';
 import type { MolmTokenizer } from './tokenizer.ts';
-
-/** Streamed text: iterate it for the pieces; `result` settles when the iteration ends. */
-export interface TextStream extends AsyncIterable<string> {
-  readonly result: Promise<GenerationResult>;
-}
-
-/** Iterates a stream to its end (discarding the pieces) and returns its result. */
-export async function runToEnd(stream: TextStream): Promise<GenerationResult> {
-  for await (const _ of stream);
-  return stream.result;
-}
-
-/** The text-generation API, the same on the main thread, in a worker and in Node. */
-export interface Engine {
-  readonly config: ModelConfig;
-  /** Tokens the context holds (prompt and new tokens together). */
-  readonly maxContext: number;
-  /** A human-readable name of where the model runs (adapter, wasm threads, or the CPU reference). */
-  readonly device: string;
-  /** Which engine runs the model. */
-  readonly backend: EngineBackend;
-  generate(prompt: string, options?: GenerateOptions): TextStream;
-  /** Runs a generation to its end. */
-  complete(prompt: string, options?: GenerateOptions): Promise<GenerationResult>;
-  readonly chat: { readonly completions: ChatCompletions };
-  encode(text: string): Promise<number[]>;
-  decode(ids: readonly number[]): Promise<string>;
-  /** Forgets the context kept from the last generation. */
-  reset(): Promise<void>;
-  /** Frees the GPU memory; the engine cannot be used afterwards. */
-  dispose(): Promise<void>;
-}
-
-export interface EngineOptions {
-  /** A Jinja chat template (messages, add_generation_prompt) replacing the default one. */
-  chatTemplate?: string;
-  /** Model name reported by chat completions. */
-  modelName?: string;
-  device?: string;
-}
-
-/** What a LocalEngine is told of its model beyond EngineOptions. */
-export interface LocalEngineOptions extends EngineOptions {
-  backend?: EngineBackend;
-}
-
-/** WebGPU kernels, the WebAssembly CPU engine, or the float64 reference (the CLI's --device cpu). */
-export type EngineBackend = 'webgpu' | 'wasm' | 'cpu';
 
 const now = () => performance.now();
 

@@ -3,16 +3,19 @@ import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
 import type { CreateEngineOptions } from './create.ts';
 import { isUrl } from './model-url.ts';
-import { runToEnd, type Engine, type EngineBackend, type TextStream } from './engine.ts';
+import { runToEnd, type Engine, type EngineBackend, type TextStream } from './api.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
-import { deserializeError, type FromWorker, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
+import { CHUNK_WINDOW, deserializeError, type FromWorker, type Replies, type RequestKind, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+/** The request of kind K, as the page sends it (the id is added by `call`). */
+type Request<K extends RequestKind> = WithoutId<Extract<ToWorker, { kind: K }>>;
 
-interface Pending {
+interface Pending<K extends RequestKind = RequestKind> {
+  request: K;
   onChunk?: (text: string) => void;
   onProgress?: (p: GenerationProgress) => void;
-  resolve: (value: unknown) => void;
+  resolve: (value: Replies[K]) => void;
   reject: (e: Error) => void;
 }
 
@@ -24,7 +27,8 @@ interface Pending {
 export class WorkerEngine implements Engine {
   readonly chat: Engine['chat'];
   private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
+  /** Requests waiting for their reply; each entry's `resolve` takes its kind's reply. */
+  private readonly pending = new Map<number, Pending<any>>();
 
   private constructor(
     private readonly worker: Worker,
@@ -82,7 +86,8 @@ export class WorkerEngine implements Engine {
     else {
       this.pending.delete(m.id!);
       if (m.kind === 'error') p.reject(deserializeError(m.error));
-      else p.resolve(m.kind === 'result' ? m.result : m.value);
+      else if (m.request !== p.request) p.reject(new Error(`The engine worker answered a ${p.request} request with a ${m.request} reply.`));
+      else p.resolve(m.value);
     }
   }
 
@@ -91,9 +96,9 @@ export class WorkerEngine implements Engine {
     this.pending.clear();
   }
 
-  private call<T>(message: WithoutId<Extract<ToWorker, { id: number }>>, listeners: Pick<Pending, 'onChunk' | 'onProgress'> = {}): { id: number; done: Promise<T> } {
+  private call<K extends RequestKind>(message: Request<K> & { kind: K }, listeners: Pick<Pending, 'onChunk' | 'onProgress'> = {}): { id: number; done: Promise<Replies[K]> } {
     const id = this.nextId++;
-    const done = new Promise<T>((resolve, reject) => this.pending.set(id, { ...listeners, resolve: resolve as (v: unknown) => void, reject }));
+    const done = new Promise<Replies[K]>((resolve, reject) => this.pending.set(id, { request: message.kind, ...listeners, resolve, reject }));
     this.worker.postMessage({ ...message, id } as ToWorker);
     return { id, done };
   }
@@ -108,7 +113,7 @@ export class WorkerEngine implements Engine {
       queue.push(text);
       wake?.();
     };
-    const { id, done } = this.call<GenerationResult>({ kind: 'generate', prompt, options: rest, progress: !!onProgress }, { onChunk, onProgress });
+    const { id, done } = this.call({ kind: 'generate', prompt, options: rest, progress: !!onProgress }, { onChunk, onProgress });
     const result = done.finally(() => {
       finished = true;
       wake?.();
@@ -119,6 +124,7 @@ export class WorkerEngine implements Engine {
     else signal?.addEventListener('abort', onAbort, { once: true });
     result.finally(() => signal?.removeEventListener('abort', onAbort)).catch(() => {});
     let started = false;
+    const worker = this.worker;
     return {
       result,
       [Symbol.asyncIterator]: () => {
@@ -129,6 +135,8 @@ export class WorkerEngine implements Engine {
             for (;;) {
               if (queue.length) {
                 yield queue.shift()!;
+                // The reader took a piece: the worker may post one more (CHUNK_WINDOW).
+                if (!finished) worker.postMessage({ kind: 'pull', id, pieces: 1 } satisfies ToWorker);
                 continue;
               }
               if (finished) break;
@@ -149,20 +157,20 @@ export class WorkerEngine implements Engine {
   }
 
   encode(text: string): Promise<number[]> {
-    return this.call<number[]>({ kind: 'encode', text }).done;
+    return this.call({ kind: 'encode', text }).done;
   }
 
   decode(ids: readonly number[]): Promise<string> {
-    return this.call<string>({ kind: 'decode', ids: [...ids] }).done;
+    return this.call({ kind: 'decode', ids: [...ids] }).done;
   }
 
   async reset(): Promise<void> {
-    await this.call<null>({ kind: 'reset' }).done;
+    await this.call({ kind: 'reset' }).done;
   }
 
   async dispose(): Promise<void> {
     try {
-      await this.call<null>({ kind: 'dispose' }).done;
+      await this.call({ kind: 'dispose' }).done;
     } finally {
       this.worker.terminate();
       this.failAll(new UsageError('The engine was disposed.'));

@@ -1,7 +1,7 @@
 import type { ModelConfig } from '../config.ts';
 import * as errors from '../errors.ts';
 import type { CreateEngineOptions, EngineProgress } from './create.ts';
-import type { EngineBackend } from './engine.ts';
+import type { EngineBackend } from './api.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 
 // The messages between WorkerEngine (the page) and the engine worker (src/engine/worker.ts).
@@ -9,19 +9,43 @@ import type { GenerateOptions, GenerationProgress, GenerationResult } from './ge
 
 export type WorkerCreateOptions = Omit<CreateEngineOptions, 'onProgress' | 'signal' | 'gpu' | 'store' | 'worker'>;
 
+/**
+ * Text pieces the worker may post ahead of the page's reading: the page grants one more each
+ * time its reader takes a piece ('pull'), so a page that reads slowly holds the generation back
+ * instead of piling up messages.
+ */
+export const CHUNK_WINDOW = 8;
+
 export type ToWorker =
   | { kind: 'create'; options: WorkerCreateOptions }
   // `progress`: post a 'tokens' message after each new token (the page's onProgress).
   | { kind: 'generate'; id: number; prompt: string; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; progress: boolean }
+  | { kind: 'pull'; id: number; pieces: number }
   | { kind: 'abort'; id: number }
   | { kind: 'encode'; id: number; text: string }
   | { kind: 'decode'; id: number; ids: number[] }
   | { kind: 'reset'; id: number }
   | { kind: 'dispose'; id: number };
 
+/** What each request answers with. */
+export interface Replies {
+  generate: GenerationResult;
+  encode: number[];
+  decode: string;
+  reset: null;
+  dispose: null;
+}
+
+export type RequestKind = keyof Replies;
+
+/** The reply to one request, typed by the request's kind. */
+export type Reply = { [K in RequestKind]: { kind: 'reply'; id: number; request: K; value: Replies[K] } }[RequestKind];
+
 export interface SerializedError {
   name: string;
   message: string;
+  stack?: string;
+  cause?: SerializedError;
 }
 
 export type FromWorker =
@@ -29,20 +53,30 @@ export type FromWorker =
   | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string; backend: EngineBackend }
   | { kind: 'chunk'; id: number; text: string }
   | { kind: 'tokens'; id: number; progress: GenerationProgress }
-  | { kind: 'result'; id: number; result: GenerationResult }
-  | { kind: 'value'; id: number; value: unknown }
+  | Reply
   | { kind: 'error'; id?: number; error: SerializedError };
 
-export function serializeError(e: unknown): SerializedError {
+/** Causes kept across the boundary: enough for any real chain, bounded for a cyclic one. */
+const MAX_CAUSES = 8;
+
+/** An error as the worker posts it: class name, message, stack and its chain of causes. */
+export function serializeError(e: unknown, depth = 0): SerializedError {
   const err = e instanceof Error ? e : new Error(String(e));
-  return { name: err.name, message: err.message };
+  const out: SerializedError = { name: err.name, message: err.message };
+  if (err.stack) out.stack = err.stack;
+  if (err.cause !== undefined && depth < MAX_CAUSES) out.cause = serializeError(err.cause, depth + 1);
+  return out;
 }
 
-/** The same error class on this side of the worker boundary, where it is one of molm-web's. */
+/**
+ * The error on this side of the boundary: one of molm-web's classes when the name is one
+ * (so `instanceof DeviceLostError` works on the page), with its cause chain and the worker's stack.
+ */
 export function deserializeError(s: SerializedError): Error {
   const known = (errors as Record<string, unknown>)[s.name];
   const Ctor = typeof known === 'function' && (known === errors.MolmError || known.prototype instanceof errors.MolmError) ? (known as typeof errors.MolmError) : Error;
-  const e = new Ctor(s.message);
+  const e = s.cause ? new Ctor(s.message, { cause: deserializeError(s.cause) }) : new Ctor(s.message);
   if (Ctor === Error) e.name = s.name;
+  if (s.stack) e.stack = s.stack;
   return e;
 }

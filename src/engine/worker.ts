@@ -3,24 +3,41 @@ import { browserGpu } from '../gpu/browser-gpu.ts';
 import { createLocalEngine } from './create.ts';
 import type { LocalEngine } from './engine.ts';
 import type { GenerationProgress } from './generation.ts';
-import { serializeError, type FromWorker, type ToWorker } from './worker-protocol.ts';
+import { CHUNK_WINDOW, serializeError, type FromWorker, type Replies, type Reply, type RequestKind, type ToWorker } from './worker-protocol.ts';
 
 // The engine's worker: the model, the tokenizer and every GPU call live here, so the page's
 // thread only posts prompts and receives text. One engine per worker.
 
 const scope = self as unknown as DedicatedWorkerGlobalScope;
 const post = (m: FromWorker) => scope.postMessage(m);
+/** The reply to request `id`, typed by its kind (TypeScript cannot tie `request` to `value` in one literal). */
+function reply<K extends RequestKind>(id: number, request: K, value: Replies[K]): void {
+  post({ kind: 'reply', id, request, value } as Reply);
+}
 let engine: LocalEngine | undefined;
-const running = new Map<number, AbortController>();
+
+/** A generation in flight: its abort, and the pieces the page is ready to take. */
+interface Running {
+  abort: AbortController;
+  credit: number;
+  /** Wakes the generation waiting for credit (or for its abort). */
+  wake?: () => void;
+}
+const running = new Map<number, Running>();
 
 async function generate({ id, prompt, options, progress }: Extract<ToWorker, { kind: 'generate' }>): Promise<void> {
-  const abort = new AbortController();
-  running.set(id, abort);
+  const run: Running = { abort: new AbortController(), credit: CHUNK_WINDOW };
+  running.set(id, run);
   try {
     const onProgress = progress ? (p: GenerationProgress) => post({ kind: 'tokens', id, progress: p }) : undefined;
-    const stream = engine!.generate(prompt, { ...options, signal: abort.signal, onProgress });
-    for await (const text of stream) post({ kind: 'chunk', id, text });
-    post({ kind: 'result', id, result: await stream.result });
+    const stream = engine!.generate(prompt, { ...options, signal: run.abort.signal, onProgress });
+    for await (const text of stream) {
+      // Back-pressure: the next token is not computed until the page has room for this piece.
+      while (run.credit === 0 && !run.abort.signal.aborted) await new Promise<void>((r) => (run.wake = r));
+      run.credit--;
+      post({ kind: 'chunk', id, text });
+    }
+    reply(id, 'generate', await stream.result);
   } finally {
     running.delete(id);
   }
@@ -37,20 +54,31 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
       }
       case 'generate':
         return await generate(m);
-      case 'abort':
-        running.get(m.id)?.abort();
+      case 'pull': {
+        const run = running.get(m.id);
+        if (run) {
+          run.credit += m.pieces;
+          run.wake?.();
+        }
         return;
+      }
+      case 'abort': {
+        const run = running.get(m.id);
+        run?.abort.abort();
+        run?.wake?.();
+        return;
+      }
       case 'encode':
-        return post({ kind: 'value', id: m.id, value: await engine!.encode(m.text) });
+        return reply(m.id, 'encode', await engine!.encode(m.text));
       case 'decode':
-        return post({ kind: 'value', id: m.id, value: await engine!.decode(m.ids) });
+        return reply(m.id, 'decode', await engine!.decode(m.ids));
       case 'reset':
         await engine!.reset();
-        return post({ kind: 'value', id: m.id, value: null });
+        return reply(m.id, 'reset', null);
       case 'dispose':
         await engine?.dispose();
         engine = undefined;
-        return post({ kind: 'value', id: m.id, value: null });
+        return reply(m.id, 'dispose', null);
     }
   } catch (e) {
     post({ kind: 'error', id: 'id' in m ? m.id : undefined, error: serializeError(e) });

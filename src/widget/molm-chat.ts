@@ -1,7 +1,8 @@
 import type { BackendChoice } from '../engine/backend.ts';
-import { usageFromChat, type ChatMessage, type ChatUsage } from '../engine/chat.ts';
+import { usageFromChat } from '../engine/chat.ts';
+import { type ChatMessage, type ChatUsage } from '../engine/api.ts';
 import { describeEngine } from '../engine/describe-engine.ts';
-import type { Engine } from '../engine/engine.ts';
+import type { Engine } from '../engine/api.ts';
 import type { GenerationResult } from '../engine/generation.ts';
 import { WorkerEngine } from '../engine/worker-engine.ts';
 // The engine's worker, bundled into this script as a string and started from a Blob URL: a

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/node.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { CHUNK_WINDOW } from '../../src/engine/worker-protocol.ts';
 import { useBrowser, watchPage } from './harness.ts';
 
 const env = useBrowser();
@@ -49,6 +50,16 @@ describe('createEngine in headless Chromium: the worker round trip', () => {
     expect(r.aborted.usage.completionTokens).toBeLessThan(SAMPLED.maxNewTokens);
     expect(r.aborted.pieces.join('')).toBe(r.aborted.text);
     expect(r.sampled.text.startsWith(r.aborted.text)).toBe(true);
+
+    // Pulled pieces: while the page's reader paused after one piece, the worker generated at most
+    // that piece, the window of CHUNK_WINDOW more and the one it was computing (48 were asked for).
+    expect(r.slow.generatedWhilePaused).toBeGreaterThan(0);
+    expect(r.slow.generatedWhilePaused).toBeLessThanOrEqual(1 + CHUNK_WINDOW + 2);
+    expect(r.slow.usage.completionTokens, "the generation went on past the window once the reader resumed").toBeGreaterThan(1 + CHUNK_WINDOW + 2);
+    expect(r.slow.pieces.join('')).toBe(r.slow.text);
+    // Errors cross the worker with their class and cause.
+    expect(r.crossed).toMatchObject({ name: 'MolmError', isMolmError: true });
+    expect(r.crossed!.cause).toMatch(/^TypeError: /);
 
     expect(r.chat.object).toBe('chat.completion');
     expect(r.chat.usage.completion_tokens).toBeGreaterThan(0);

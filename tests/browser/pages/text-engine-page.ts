@@ -1,4 +1,4 @@
-import { createEngine, type GenerateOptions } from '../../../src/index.ts';
+import { MolmError, createEngine, type GenerateOptions } from '../../../src/index.ts';
 import type { BackendChoice } from '../../../src/engine/backend.ts';
 
 /**
@@ -34,6 +34,30 @@ export async function runTextEngineCheck(modelUrl: string, prompt: string, greed
     const abortedResult = await aborted.result;
     const again = await engine.complete(prompt, sampled);
 
+    // Back-pressure: a reader that stops after its first piece holds the worker's generation
+    // back to the pieces the page has room for (CHUNK_WINDOW), however long it waits.
+    let generated = 0;
+    const slow = engine.generate(prompt, { ...sampled, maxNewTokens: 48, onProgress: (p) => (generated = p.completionTokens) });
+    const slowPieces: string[] = [];
+    let generatedWhilePaused = -1;
+    for await (const t of slow) {
+      slowPieces.push(t);
+      if (slowPieces.length === 1) {
+        await new Promise((r) => setTimeout(r, 2000));
+        generatedWhilePaused = generated;
+      }
+    }
+    const slowResult = await slow.result;
+
+    // An error from the worker keeps its class and its cause (here: the fetch's own TypeError).
+    let crossed: { name: string; isMolmError: boolean; cause: string } | null = null;
+    try {
+      await createEngine({ model: 'http://127.0.0.1:9/no-model/', backend });
+    } catch (e) {
+      const c = (e as Error).cause as Error | undefined;
+      crossed = { name: (e as Error).name, isMolmError: e instanceof MolmError, cause: c ? `${c.name}: ${c.message}` : '' };
+    }
+
     const chat = await engine.chat.completions.create({ messages: [{ role: 'user', content: prompt }], max_tokens: 8, seed: 3 });
     let error = '';
     try {
@@ -51,6 +75,8 @@ export async function runTextEngineCheck(modelUrl: string, prompt: string, greed
       sampled: { ...sampledResult, pieces },
       aborted: { ...abortedResult, pieces: abortedPieces },
       again,
+      slow: { ...slowResult, pieces: slowPieces, generatedWhilePaused },
+      crossed,
       chat,
       error,
     };
