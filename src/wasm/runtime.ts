@@ -1,6 +1,7 @@
 import { DeviceLimitError, UsageError } from '../errors.ts';
 import type { KernelExports } from './abi.ts';
 import { kernelsGzipBase64, sharedFlagOffset } from './build/kernels-wasm.ts';
+import { nodeOs } from './node-builtins.ts';
 import { isNode, startThreads, type ComputeThread } from './threads.ts';
 
 // The wasm engine's machine: the kernels module, one memory holding weights, caches and
@@ -67,7 +68,7 @@ async function kernelBytes(variant: 'mt' | 'st'): Promise<Uint8Array<ArrayBuffer
 async function coreCount(): Promise<number> {
   if (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) return navigator.hardwareConcurrency;
   if (isNode()) {
-    const os = (await import(/* @vite-ignore */ 'node:' + 'os')) as typeof import('node:os');
+    const os = await nodeOs();
     return os.availableParallelism?.() ?? os.cpus().length;
   }
   return 1;

@@ -2,6 +2,8 @@
 // its stack pointer to its own stack, and runs pool_worker (src/wasm/kernels/pool.c) forever.
 // Web Workers in a page, worker_threads in Node; the code is inline, so no file has to be served.
 
+import { nodeWorkerThreads } from './node-builtins.ts';
+
 export interface ComputeThread {
   /** Set when the thread died: its message. */
   error?: string;
@@ -41,7 +43,7 @@ export async function startThreads(module: WebAssembly.Module, memory: WebAssemb
   const threads: ComputeThread[] = [];
   const ready: Promise<void>[] = [];
   if (isNode()) {
-    const { Worker } = (await import(/* @vite-ignore */ 'node:' + 'worker_threads')) as typeof import('node:worker_threads');
+    const { Worker } = await nodeWorkerThreads();
     for (const stackTop of stackTops) {
       const w = new Worker(NODE_SOURCE, { eval: true, workerData: { module, memory, stackTop } });
       w.unref();
