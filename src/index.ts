@@ -3,6 +3,7 @@
 import { browserGpu } from './gpu/browser-gpu.ts';
 import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
 import type { Engine } from './engine/api.ts';
+import { startEngineWorker } from './engine/start-worker.ts';
 import { WorkerEngine } from './engine/worker-engine.ts';
 
 /**
@@ -12,8 +13,7 @@ import { WorkerEngine } from './engine/worker-engine.ts';
 export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
   const inPage = typeof window !== 'undefined' && typeof Worker !== 'undefined';
   if (inPage && options.worker !== false) {
-    const worker = new Worker(new URL('./engine/worker.ts', import.meta.url), { type: 'module', name: 'molm-engine' });
-    return WorkerEngine.create(options, worker);
+    return WorkerEngine.create(options, startEngineWorker());
   }
   return createLocalEngine(options, { gpu: browserGpu });
 }
