@@ -1,3 +1,7 @@
+// The package's declarations (dist/types) name WebGPU's types (GPU, GPUDevice); this makes a
+// user's TypeScript load them from @webgpu/types, a dependency for that reason. Every public
+// entry's declarations reach this module.
+/// <reference types="@webgpu/types" preserve="true" />
 import { isCpuEmulation } from '../gpu/context.ts';
 
 /**
