@@ -1,10 +1,24 @@
 /** Storage-buffer helpers. All allocation happens at load time. */
 
-const STORAGE = 0x80; // GPUBufferUsage.STORAGE, usable before the globals exist in Node
-const COPY_SRC = 0x04;
-const COPY_DST = 0x08;
-const UNIFORM = 0x40;
-const MAP_READ = 0x01;
+/**
+ * GPUBufferUsage's flags by value: Node has the GPUBufferUsage global only once nodeGpu() has
+ * installed Dawn's globals, and a module may be imported (and its constants read) before that.
+ * The one definition of these numbers in src/; everything else names them from here.
+ */
+export const BufferUsage = {
+  MAP_READ: 0x0001,
+  MAP_WRITE: 0x0002,
+  COPY_SRC: 0x0004,
+  COPY_DST: 0x0008,
+  UNIFORM: 0x0040,
+  STORAGE: 0x0080,
+  QUERY_RESOLVE: 0x0200,
+} as const;
+
+/** GPUMapMode's flags by value, for the same reason as BufferUsage. */
+export const MapMode = { READ: 0x0001, WRITE: 0x0002 } as const;
+
+const { STORAGE, COPY_SRC, COPY_DST, UNIFORM, MAP_READ } = BufferUsage;
 
 /** Rounds up to the 4-byte multiple that writeBuffer and bindings require. */
 export function align4(n: number): number {
@@ -39,17 +53,4 @@ export function uploadStorage(device: GPUDevice, data: ArrayBufferView, label: s
   const buffer = createStorage(device, data.byteLength, label);
   writeBytes(device, buffer, 0, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   return buffer;
-}
-
-/** Copies a buffer range to the CPU. Tests and load-time checks only: never inside a token. */
-export async function readBuffer(device: GPUDevice, src: GPUBuffer, offset = 0, bytes = src.size - offset): Promise<ArrayBuffer> {
-  const staging = createReadback(device, bytes, 'readback');
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(src, offset, staging, 0, align4(bytes));
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(MAP_READ);
-  const out = staging.getMappedRange(0, align4(bytes)).slice(0, bytes);
-  staging.unmap();
-  staging.destroy();
-  return out;
 }

@@ -159,11 +159,17 @@ export class GpuContext {
 
   /** Throws DeviceLostError when the device is gone: the engine must be created anew. */
   assertAlive(): void {
-    if (this.lostReason) {
-      throw new DeviceLostError(
-        `The GPU device was lost (${this.lostReason.reason}: ${this.lostReason.message || 'no message'}). Create a new engine to continue; cached weights are kept.`,
-      );
-    }
+    const lost = this.lostError();
+    if (lost) throw lost;
+  }
+
+  /** The error that says the device is gone and why, or null while it is alive. */
+  lostError(options?: ErrorOptions): DeviceLostError | null {
+    if (!this.lostReason) return null;
+    return new DeviceLostError(
+      `The GPU device was lost (${this.lostReason.reason}: ${this.lostReason.message || 'no message'}). Create a new engine to continue; cached weights are kept.`,
+      options,
+    );
   }
 
   destroy(): void {

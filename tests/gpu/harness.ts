@@ -1,7 +1,8 @@
 import { afterAll, beforeAll } from 'vitest';
 import { GpuContext } from '../../src/gpu/context.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
-import { readBuffer, uploadStorage } from '../../src/gpu/buffers.ts';
+import { uploadStorage } from '../../src/gpu/buffers.ts';
+import { readBuffer } from '../../src/gpu/queue.ts';
 import { StepUniform } from '../../src/kernels/step.ts';
 export { expectClose, maxAbsDiff, randomF32, rng, weightData } from '../shared/numeric.ts';
 
@@ -25,11 +26,11 @@ export function output(ctx: GpuContext, bytes: number, label = 'out'): GPUBuffer
 }
 
 export async function readF32(ctx: GpuContext, buffer: GPUBuffer, count?: number): Promise<Float32Array> {
-  return new Float32Array(await readBuffer(ctx.device, buffer, 0, (count ?? buffer.size / 4) * 4));
+  return new Float32Array(await readBuffer(ctx, buffer, 0, (count ?? buffer.size / 4) * 4));
 }
 
 export async function readU32(ctx: GpuContext, buffer: GPUBuffer, count?: number): Promise<Uint32Array> {
-  return new Uint32Array(await readBuffer(ctx.device, buffer, 0, (count ?? buffer.size / 4) * 4));
+  return new Uint32Array(await readBuffer(ctx, buffer, 0, (count ?? buffer.size / 4) * 4));
 }
 
 export function stepUniform(ctx: GpuContext, rows: number, pos = 0): StepUniform {

@@ -3,7 +3,7 @@ import { kvAppend } from '../../src/kernels/kv-append.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { StepUniform } from '../../src/kernels/step.ts';
 import { f16ToF32 } from '../../src/checkpoint/dtype.ts';
-import { readBuffer } from '../../src/gpu/buffers.ts';
+import { readBuffer } from '../../src/gpu/queue.ts';
 import { gpuContext, randomF32, readF32, rng, upload } from './harness.ts';
 
 const SENTINEL = -12345;
@@ -28,7 +28,7 @@ describe('kv_append kernel', () => {
       const rowsData = new Float32Array(randomF32(rows * width, rand));
       ctx.device.queue.writeBuffer(src, 0, rowsData);
       step.write(rows, pos);
-      runDispatches(ctx.device, [d], rows);
+      runDispatches(ctx, [d], rows);
       for (let r = 0; r < rows && pos + r < maxContext; r++) {
         want.set(rowsData.subarray(r * width, (r + 1) * width), (pos + r) * width);
       }
@@ -47,8 +47,8 @@ describe('kv_append kernel', () => {
     const step = new StepUniform(ctx.device);
     step.write(rows, pos);
     const d = await kvAppend(ctx, { width, cache: 'f16' }, { step: step.buffer, src: upload(ctx, data), cache });
-    runDispatches(ctx.device, [d], rows);
-    const halves = new Uint16Array(await readBuffer(ctx.device, cache));
+    runDispatches(ctx, [d], rows);
+    const halves = new Uint16Array(await readBuffer(ctx, cache));
     for (let i = 0; i < 8 * width; i++) {
       const row = Math.floor(i / width);
       const got = f16ToF32(halves[i]);
