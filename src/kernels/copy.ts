@@ -1,4 +1,6 @@
+import { BufferUsage } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
+import { submit, workDone } from '../gpu/queue.ts';
 import { bindGroup, type Dispatch } from './dispatch.ts';
 
 /** Workgroups and their size for the bandwidth copy: a few large ones, striding. */
@@ -25,7 +27,7 @@ export async function copyKernel(gpu: GpuContext, src: GPUBuffer, dst: GPUBuffer
  */
 export async function measureCopyBandwidth(gpu: GpuContext, bytes = 64 << 20, repeats = 8): Promise<number> {
   const device = gpu.device;
-  const usage = 0x80 | 0x08; // STORAGE | COPY_DST
+  const usage = BufferUsage.STORAGE | BufferUsage.COPY_DST;
   const src = device.createBuffer({ label: 'copy.src', size: bytes, usage });
   const dst = device.createBuffer({ label: 'copy.dst', size: bytes, usage });
   try {
@@ -39,8 +41,8 @@ export async function measureCopyBandwidth(gpu: GpuContext, bytes = 64 << 20, re
         pass.dispatchWorkgroups(...d.grid(1));
         pass.end();
       }
-      device.queue.submit([enc.finish()]);
-      await device.queue.onSubmittedWorkDone();
+      submit(gpu, enc);
+      await workDone(gpu);
     };
     await run(1);
     const t0 = performance.now();

@@ -1,3 +1,6 @@
+import type { GpuContext } from '../gpu/context.ts';
+import { submit } from '../gpu/queue.ts';
+
 /**
  * A kernel invocation planned at load time: pipeline and bind group are made once; only the
  * workgroup counts depend on how many token rows a step carries (prefill chunk or one token).
@@ -53,10 +56,10 @@ export function encodeDispatches(pass: GPUComputePassEncoder, dispatches: readon
 }
 
 /** Submits dispatches in one pass (tests and one-off work; the scheduler builds its own passes). */
-export function runDispatches(device: GPUDevice, dispatches: readonly Dispatch[], rows: number): void {
-  const enc = device.createCommandEncoder();
+export function runDispatches(ctx: GpuContext, dispatches: readonly Dispatch[], rows: number): void {
+  const enc = ctx.device.createCommandEncoder();
   const pass = enc.beginComputePass();
   encodeDispatches(pass, dispatches, rows);
   pass.end();
-  device.queue.submit([enc.finish()]);
+  submit(ctx, enc);
 }

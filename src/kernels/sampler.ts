@@ -1,4 +1,4 @@
-import { createUniform } from '../gpu/buffers.ts';
+import { BufferUsage, createUniform } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import { bindGroup, type Binding, type Dispatch } from './dispatch.ts';
 import type { SamplingOptions } from '../token-model.ts';
@@ -28,7 +28,7 @@ export class SamplerParams {
     this.seen = device.createBuffer({
       label: 'sampler seen tokens',
       size: Math.max(4, this.seenBits.byteLength),
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      usage: BufferUsage.STORAGE | BufferUsage.COPY_DST,
     });
   }
 

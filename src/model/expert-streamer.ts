@@ -1,13 +1,12 @@
 import type { ModelConfig } from '../config.ts';
 import { createReadback, createStorage } from '../gpu/buffers.ts';
+import type { GpuContext } from '../gpu/context.ts';
+import { submit, withMappedRange } from '../gpu/queue.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import type { Activations } from '../model/activations.ts';
 import type { GpuWeights } from '../model/weights.ts';
 import { ExpertResidency, type EvictionPolicy } from '../experts/residency.ts';
 import { EXPERT_TENSORS, type SlotCounts } from '../experts/slots.ts';
-
-const MAP_READ = 0x01;
-
 
 export { expertSlots, slotCounts, type ExpertBudget, type SlotCounts } from '../experts/slots.ts';
 
@@ -40,13 +39,14 @@ export class ExpertStreamer {
   private readonly slotIds: Uint32Array<ArrayBuffer>;
 
   constructor(
-    private readonly device: GPUDevice,
+    private readonly ctx: GpuContext,
     private readonly c: ModelConfig,
     private readonly weights: GpuWeights,
     private readonly acts: Activations,
     readonly slots: SlotCounts,
     policy: EvictionPolicy = 'lfu',
   ) {
+    const device = ctx.device;
     this.att = Array.from({ length: c.nLayer }, () => new ExpertResidency(c.nAttExperts, slots.att, policy));
     this.mlp = Array.from({ length: c.nLayer }, () => new ExpertResidency(c.nMlpExperts, slots.mlp, policy));
     this.attSlotIds = Array.from({ length: c.nLayer }, (_, l) => createStorage(device, c.kAtt * 4, `attSlotIds.${l}`));
@@ -84,17 +84,15 @@ export class ExpertStreamer {
       pass.end();
       if (!seg.after) {
         finish(enc);
-        this.device.queue.submit([enc.finish()]);
+        submit(this.ctx, enc);
         return;
       }
       const { kind, layer } = seg.after;
       const k = kind === 'att' ? this.c.kAtt : this.c.kMlp;
       enc.copyBufferToBuffer((kind === 'att' ? this.acts.attIds : this.acts.mlpIds)[layer], 0, this.readback, 0, k * 4);
-      this.device.queue.submit([enc.finish()]);
-      await this.readback.mapAsync(MAP_READ, 0, k * 4);
+      submit(this.ctx, enc);
       const picks = this.picks.subarray(0, k);
-      picks.set(new Uint32Array(this.readback.getMappedRange(0, k * 4)));
-      this.readback.unmap();
+      await withMappedRange(this.ctx, this.readback, k * 4, (range) => picks.set(new Uint32Array(range)));
       const residency = (kind === 'att' ? this.att : this.mlp)[layer];
       for (const { expert, slot } of residency.admit(picks)) {
         for (const name of EXPERT_TENSORS[kind](layer)) this.loadedBytes += this.weights.loadExpert(this.device, name, expert, slot);
@@ -103,6 +101,10 @@ export class ExpertStreamer {
       picks.forEach((e, i) => (slotIds[i] = residency.slotOf(e)));
       this.device.queue.writeBuffer((kind === 'att' ? this.attSlotIds : this.mlpSlotIds)[layer], 0, slotIds);
     }
+  }
+
+  private get device(): GPUDevice {
+    return this.ctx.device;
   }
 
   get stats(): ExpertCacheStats {

@@ -1,6 +1,7 @@
 import type { FileSource } from '../checkpoint/types.ts';
 import { expertSlots, type ExpertBudget } from './expert-streamer.ts';
 import { GpuContext, type GpuContextOptions } from '../gpu/context.ts';
+import { workDone } from '../gpu/queue.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { GpuModel, planExpertStreaming, type GpuModelOptions } from './model.ts';
@@ -64,10 +65,7 @@ export function loadModel(url: string, options: LoadModelOptions = {}): Promise<
       sink: {
         writePiece: (name, offset, bytes) => w.writePiece(name, offset, bytes),
         // The queue has copied the bytes once this resolves.
-        flush: async () => {
-          await ctx.device.queue.onSubmittedWorkDone();
-          ctx.assertAlive();
-        },
+        flush: () => workDone(ctx),
         finishWrites: () => w.finishWrites(),
       },
       async finish() {

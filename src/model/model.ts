@@ -1,7 +1,9 @@
 import { hasKvProjections, type ModelConfig } from '../config.ts';
 import type { TensorSource } from '../checkpoint/types.ts';
-import { ContextLengthError, DeviceLostError, UsageError } from '../errors.ts';
+import { ContextLengthError, UsageError } from '../errors.ts';
 import type { DeviceRequirements, GpuContext } from '../gpu/context.ts';
+import { timePasses } from '../gpu/profiler.ts';
+import { mapRead, submit, withMappedRange } from '../gpu/queue.ts';
 import type { StorageType } from '../storage-types.ts';
 import { encodeDispatches, type Dispatch } from '../kernels/dispatch.ts';
 import { SamplerParams } from '../kernels/sampler.ts';
@@ -16,9 +18,6 @@ import { RoutingRecorder } from './routing-trace.ts';
 import { type RoutingRecord } from '../token-model.ts';
 import { GpuWeights } from './weights.ts';
 import { planWeights, type WeightPlan, type WeightProgress } from '../weight-plan.ts';
-
-const MAP_READ = 0x01;
-
 
 export interface GpuModelOptions {
   /** Tokens the KV cache holds (prompt and generated); default the config's n_ctx, at most 2048. */
@@ -127,11 +126,11 @@ export class GpuModel {
       // Under an expert budget every step is one token: prefill is never grouped.
       const groupsBytes = options.streaming ? 0 : (prefillGroups(ctx, config, rows)?.bytes ?? 0);
       acts = new Activations(device, config, rows, hasKvProjections(config), groupsBytes);
-      const routing = new RoutingRecorder(device, config, maxContext);
+      const routing = new RoutingRecorder(ctx, config, maxContext);
       const model = new GpuModel(ctx, config, weights, cache, acts, new StepUniform(device), new SamplerParams(device, config.vocabSize), routing);
       if (options.streaming) {
         // Every step is one token, cut after each router: see ExpertStreamer.
-        const s = new ExpertStreamer(device, config, weights, acts, options.streaming.slots, options.streaming.policy);
+        const s = new ExpertStreamer(ctx, config, weights, acts, options.streaming.slots, options.streaming.policy);
         model.streamer = s;
         const resources = { ...model.resources, expertSlots: { attIds: s.attSlotIds, mlpIds: s.mlpSlotIds, att: s.slots.att, mlp: s.slots.mlp } };
         [model.decodePlan, model.decodeBodyPlan] = await Promise.all([planStep(resources, 'decode', 'sample'), planStep(resources, 'decode', 'none')]);
@@ -201,7 +200,7 @@ export class GpuModel {
   }
 
   /** The routing of context positions [start, end), recorded while traceRouting was on. */
-  readRouting(start: number, end: number): Promise<RoutingRecord> {
+  async readRouting(start: number, end: number): Promise<RoutingRecord> {
     this.ctx.assertAlive();
     return this.routing.read(Math.max(0, start), Math.min(end, this.cache.length));
   }
@@ -238,7 +237,7 @@ export class GpuModel {
   }
 
   /** Records one step: writes the Step uniform, the planned dispatches, then `after` (copies). */
-  private submit(dispatches: Dispatch[], rows: number, after?: (enc: GPUCommandEncoder) => void): void {
+  private submitStep(dispatches: Dispatch[], rows: number, after?: (enc: GPUCommandEncoder) => void): void {
     this.ctx.assertAlive();
     this.step.write(rows, this.cache.length);
     const enc = this.ctx.device.createCommandEncoder();
@@ -247,7 +246,7 @@ export class GpuModel {
     pass.end();
     after?.(enc);
     this.routing.record(enc, this.acts, this.cache.length, rows);
-    this.ctx.device.queue.submit([enc.finish()]);
+    submit(this.ctx, enc);
     this.cache.length += rows;
   }
 
@@ -275,22 +274,10 @@ export class GpuModel {
         await this.streamToken(id, this.decodeBodyPlan);
       } else {
         await this.streamToken(id, this.decodePlan, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, V * 4));
-        logits.set(new Float32Array(await this.mapRead(this.acts.lastLogitsReadback, V * 4)), i * V);
+        logits.set(new Float32Array(await mapRead(this.ctx, this.acts.lastLogitsReadback, V * 4)), i * V);
       }
       this.ids.push(id);
     }
-  }
-
-  private async mapRead(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-    try {
-      await buffer.mapAsync(MAP_READ, 0, bytes);
-    } catch (e) {
-      this.ctx.assertAlive();
-      throw new DeviceLostError(`Reading results from the GPU failed (${(e as Error).message}). Create a new engine.`, { cause: e });
-    }
-    const out = buffer.getMappedRange(0, bytes).slice(0);
-    buffer.unmap();
-    return out;
   }
 
   /** Runs the prompt through the model in chunks; logits of every position, [T, vocab]. */
@@ -308,7 +295,7 @@ export class GpuModel {
     for (const { chunk, start } of this.chunksOf(ids)) {
       const bytes = chunk.length * V * 4;
       this.submitChunk(chunk, plan, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
-      out.set(new Float32Array(await this.mapRead(this.acts.allLogitsReadback, bytes)), start * V);
+      out.set(new Float32Array(await mapRead(this.ctx, this.acts.allLogitsReadback, bytes)), start * V);
     }
     return out;
   }
@@ -332,9 +319,9 @@ export class GpuModel {
     if (this.streamer) return (await this.prefillLogits([id])).subarray(0, this.config.vocabSize);
     this.ctx.device.queue.writeBuffer(this.acts.nextId, 0, Uint32Array.of(id));
     const bytes = this.config.vocabSize * 4;
-    this.submit(this.decodePlan, 1, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, bytes));
+    this.submitStep(this.decodePlan, 1, (enc) => enc.copyBufferToBuffer(this.acts.lastLogits, 0, this.acts.lastLogitsReadback, 0, bytes));
     this.ids.push(id);
-    return new Float32Array(await this.mapRead(this.acts.lastLogitsReadback, bytes));
+    return new Float32Array(await mapRead(this.ctx, this.acts.lastLogitsReadback, bytes));
   }
 
   /** Submits the prompt's prefill; the sampler leaves the first new token in `nextId` on the GPU. */
@@ -355,7 +342,7 @@ export class GpuModel {
   /** One prefill chunk: its ids to the GPU, the plan submitted (with `after`'s copies), the ids into the context. */
   private submitChunk(chunk: readonly number[], plan: Dispatch[], after?: (enc: GPUCommandEncoder) => void): void {
     this.ctx.device.queue.writeBuffer(this.acts.ids, 0, Uint32Array.from(chunk));
-    this.submit(plan, chunk.length, after);
+    this.submitStep(plan, chunk.length, after);
     this.ids.push(...chunk);
   }
 
@@ -366,7 +353,7 @@ export class GpuModel {
   private async readId(): Promise<number> {
     const slot = this.idSlot;
     this.idSlot ^= 1;
-    return new Uint32Array(await this.mapRead(this.acts.idReadback[slot], 4))[0];
+    return withMappedRange(this.ctx, this.acts.idReadback[slot], 4, (range) => new Uint32Array(range)[0]);
   }
 
   /**
@@ -395,7 +382,7 @@ export class GpuModel {
         // The slot after the one being read receives the next step's id.
         const readSlot = this.idSlot;
         this.idSlot ^= 1;
-        this.submit(this.decodePlan, 1, (enc) => this.copyId(enc));
+        this.submitStep(this.decodePlan, 1, (enc) => this.copyId(enc));
         this.idSlot = readSlot;
       }
       const id = await this.readId();
@@ -421,9 +408,8 @@ export class GpuModel {
   }
 
   /**
-   * Time of each planned dispatch of a step: GPU time from timestamp queries where the device
-   * has them (one pass per dispatch, all in one submission), else the wall time of each dispatch
-   * submitted alone and waited for (SwiftShader has no timestamps). Runs on the current context,
+   * Time of each planned dispatch of a step, each in a pass of its own (timePasses: GPU
+   * timestamps where the device has them, else the wall clock). Runs on the current context,
    * whose contents it overwrites: call reset() after.
    */
   async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number; source: 'timestamp' | 'wall' }[]> {
@@ -432,42 +418,11 @@ export class GpuModel {
     const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);
     this.checkRoom(n);
     this.step.write(n, this.cache.length);
-    const device = this.ctx.device;
-    if (device.features.has('timestamp-query')) {
-      const count = plan.length * 2;
-      const set = device.createQuerySet({ type: 'timestamp', count });
-      const resolve = device.createBuffer({ size: count * 8, usage: 0x0200 | 0x0004 }); // QUERY_RESOLVE | COPY_SRC
-      const read = device.createBuffer({ size: count * 8, usage: MAP_READ | 0x0008 });
-      try {
-        const enc = device.createCommandEncoder();
-        plan.forEach((d, i) => {
-          const pass = enc.beginComputePass({ timestampWrites: { querySet: set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-          encodeDispatches(pass, [d], n);
-          pass.end();
-        });
-        enc.resolveQuerySet(set, 0, count, resolve, 0);
-        enc.copyBufferToBuffer(resolve, 0, read, 0, count * 8);
-        device.queue.submit([enc.finish()]);
-        const ns = new BigUint64Array(await this.mapRead(read, count * 8));
-        return plan.map((d, i) => ({ label: d.label, ms: Number(ns[2 * i + 1] - ns[2 * i]) / 1e6, source: 'timestamp' as const }));
-      } finally {
-        set.destroy();
-        resolve.destroy();
-        read.destroy();
-      }
-    }
-    const out: { label: string; ms: number; source: 'wall' }[] = [];
-    for (const d of plan) {
-      const t0 = performance.now();
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      encodeDispatches(pass, [d], n);
-      pass.end();
-      device.queue.submit([enc.finish()]);
-      await device.queue.onSubmittedWorkDone();
-      out.push({ label: d.label, ms: performance.now() - t0, source: 'wall' });
-    }
-    return out;
+    const times = await timePasses(
+      this.ctx,
+      plan.map((d) => (pass: GPUComputePassEncoder) => encodeDispatches(pass, [d], n)),
+    );
+    return plan.map((d, i) => ({ label: d.label, ...times[i] }));
   }
 
   destroy(): void {

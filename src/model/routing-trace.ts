@@ -1,10 +1,9 @@
 import type { ModelConfig } from '../config.ts';
 import { createReadback, createStorage } from '../gpu/buffers.ts';
+import type { GpuContext } from '../gpu/context.ts';
+import { mapRead, submit } from '../gpu/queue.ts';
 import type { Activations } from './activations.ts';
 import { type RoutingRecord, emptyRoutingRecord } from '../token-model.ts';
-
-const MAP_READ = 0x01;
-
 
 /** The four per-layer router outputs a trace keeps, in the trace buffer's order. */
 const KINDS = ['attIds', 'attGates', 'mlpIds', 'mlpGates'] as const;
@@ -22,10 +21,14 @@ export class RoutingRecorder {
   on = false;
 
   constructor(
-    private readonly device: GPUDevice,
+    private readonly ctx: GpuContext,
     private readonly c: ModelConfig,
     private readonly maxContext: number,
   ) {}
+
+  private get device(): GPUDevice {
+    return this.ctx.device;
+  }
 
   private width(kind: (typeof KINDS)[number]): number {
     return kind.startsWith('att') ? this.c.kAtt : this.c.kMlp;
@@ -73,10 +76,8 @@ export class RoutingRecorder {
         at += bytes;
       });
     }
-    this.device.queue.submit([enc.finish()]);
-    await this.staging.mapAsync(MAP_READ, 0, at);
-    const data = this.staging.getMappedRange(0, at).slice(0);
-    this.staging.unmap();
+    submit(this.ctx, enc);
+    const data = await mapRead(this.ctx, this.staging, at);
     const targets = [record.attExperts, record.attGates, record.mlpExperts, record.mlpGates];
     for (const { layer, kind, at: byteAt } of spans) {
       const k = this.width(KINDS[kind]);

@@ -30,7 +30,7 @@ describe('embedding kernel', () => {
       // Pre-filled with garbage, so zeros must really be written.
       const h = upload(ctx, new Float32Array(n * width).fill(7));
       const d = await embedding(ctx, { width, vocab }, type, { step: stepUniform(ctx, n).buffer, ids: upload(ctx, ids), wte: upload(ctx, wte.data), h });
-      runDispatches(ctx.device, [d], n);
+      runDispatches(ctx, [d], n);
       const got = await readF32(ctx, h, n * width);
       const want = embeddingRef(valid, wte.rounded, width);
       expect(Array.from(got.subarray(0, rows * width))).toEqual(Array.from(want));
@@ -45,7 +45,7 @@ describe('embedding kernel', () => {
     const h = upload(ctx, new Float32Array(3 * width).fill(7));
     const step = stepUniform(ctx, 1);
     const d = await embedding(ctx, { width, vocab: 4 }, 'f32', { step: step.buffer, ids: upload(ctx, Uint32Array.from([2, 1, 0])), wte: upload(ctx, wte), h });
-    runDispatches(ctx.device, [d], 3); // more workgroups than the step's rows: the extra ones must idle
+    runDispatches(ctx, [d], 3); // more workgroups than the step's rows: the extra ones must idle
     const got = await readF32(ctx, h);
     expect(Array.from(got.subarray(0, width))).toEqual(Array.from(wte.subarray(2 * width, 3 * width)));
     expect(got.subarray(width).every((v) => v === 7)).toBe(true);

@@ -19,7 +19,7 @@ async function sortOnGpu(ids: Uint32Array, rows: number, experts: number, k: num
   const groups = upload(ctx, new Uint32Array(g.bytes / 4).fill(0xffffffff), 'groups');
   const step = stepUniform(ctx, rows).buffer;
   ctx.device.pushErrorScope('validation');
-  runDispatches(ctx.device, [await expertSort(ctx, g, { step, ids: upload(ctx, ids), groups })], rows);
+  runDispatches(ctx, [await expertSort(ctx, g, { step, ids: upload(ctx, ids), groups })], rows);
   expect(await ctx.device.popErrorScope()).toBeNull();
   return { ctx, g, groups, step };
 }
@@ -62,7 +62,7 @@ async function checkProject(type: StorageType, c: Case & { perSlotInput: boolean
   const weight = upload(ctx, w.data);
   ctx.device.pushErrorScope('validation');
   const d = await expertGroupedMatmul(ctx, g, { ...c, gated: false }, type, { x: upload(ctx, x), weight, groups, y });
-  runDispatches(ctx.device, [d], c.rows);
+  runDispatches(ctx, [d], c.rows);
   const got = await readF32(ctx, y);
   const err = await ctx.device.popErrorScope();
   expect(err?.message ?? null).toBeNull();
@@ -90,7 +90,7 @@ async function checkCombine(type: StorageType, c: Case, seed: number) {
   const shape = { inDim: c.inDim, outDim: c.outDim, perSlotInput: true, activation: 'none' as const, gated: true };
   const matmul = await expertGroupedMatmul(ctx, g, shape, type, { x: upload(ctx, x), weight, groups, gates: upload(ctx, gates), y: slots });
   const sum = await expertSlotSum(ctx, { width: c.outDim, k: c.k }, { step, y: slots, h });
-  runDispatches(ctx.device, [matmul, sum], c.rows);
+  runDispatches(ctx, [matmul, sum], c.rows);
   const got = await readF32(ctx, h);
   expect(await ctx.device.popErrorScope()).toBeNull();
   weight.destroy();

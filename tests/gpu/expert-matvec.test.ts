@@ -34,7 +34,7 @@ async function runProject(
   ctx.device.pushErrorScope('validation');
   const d = await expertProject(ctx, shape, type, { step: stepUniform(ctx, rows).buffer, x: upload(ctx, x), weight, ids: upload(ctx, ids), y });
   expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
-  runDispatches(ctx.device, [d], rows);
+  runDispatches(ctx, [d], rows);
   const got = await readF32(ctx, y, rows * shape.k * shape.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
   return got;
@@ -62,7 +62,7 @@ async function runCombine(
     h,
   });
   expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
-  runDispatches(ctx.device, [d], rows);
+  runDispatches(ctx, [d], rows);
   const got = await readF32(ctx, h, rows * shape.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
   return got;

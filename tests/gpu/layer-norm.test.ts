@@ -23,7 +23,7 @@ for (const profile of ['gpu', 'cpu'] as const) describe(`layer_norm kernel, ${pr
       const b = randomF32(width, rand);
       const y = output(ctx, rows * width * 4);
       const d = await layerNorm(ctx, { width, eps: 1e-5 }, { step: stepUniform(ctx, rows).buffer, x: upload(ctx, x), weight: upload(ctx, w), bias: upload(ctx, b), y });
-      runDispatches(ctx.device, [d], rows);
+      runDispatches(ctx, [d], rows);
       const expected = layerNormRef(Float64Array.from(x), rows, width, w, b, 1e-5);
       expectClose(await readF32(ctx, y, rows * width), expected, width === 1 ? 1e-6 : TOL);
     });

@@ -54,7 +54,7 @@ async function check(type: StorageType, c: Case, seed: number, shape: KernelShap
     y,
   });
   expect(d.pipeline.label).toContain(subgroupsDefine(ctx));
-  runDispatches(ctx.device, [d], c.rows);
+  runDispatches(ctx, [d], c.rows);
   const got = await readF32(ctx, y, outRows * c.outDim);
   expect(await ctx.device.popErrorScope()).toBeNull();
   weight.destroy();

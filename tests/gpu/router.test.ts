@@ -6,6 +6,7 @@ import type { StorageType } from '../../src/storage-types.ts';
 import { routerTopK as routerRef } from '../../src/reference/router.ts';
 import { geluErf, geluTanh } from '../../src/reference/math.ts';
 import type { GpuContext } from '../../src/gpu/context.ts';
+import { submit } from '../../src/gpu/queue.ts';
 import { expectClose, gpuContext, output, randomF32, readF32, readU32, rng, stepUniform, upload, useKernelProfile, weightData } from './harness.ts';
 
 interface Case {
@@ -33,7 +34,7 @@ async function runRouter(ctx: GpuContext, c: Case, type: RouterTypes, x: Float32
     gates,
     probs,
   });
-  runDispatches(ctx.device, [d], c.rows);
+  runDispatches(ctx, [d], c.rows);
   return {
     ids: await readU32(ctx, ids, c.rows * c.k),
     gates: await readF32(ctx, gates, c.rows * c.k),
@@ -178,7 +179,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     pass.setBindGroup(0, bg);
     pass.dispatchWorkgroups(Math.ceil(xs.length / 64));
     pass.end();
-    device.queue.submit([enc.finish()]);
+    submit(ctx, enc);
     const out = await readF32(ctx, y);
     return { erf: out.subarray(0, xs.length), tanh: out.subarray(xs.length) };
   }

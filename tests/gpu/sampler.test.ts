@@ -32,7 +32,7 @@ class Rig {
     if (logits) this.ctx.device.queue.writeBuffer(this.logits, 0, new Float32Array(logits));
     this.params.write(opts);
     this.step.write(rows, pos);
-    runDispatches(this.ctx.device, [this.dispatch], rows);
+    runDispatches(this.ctx, [this.dispatch], rows);
     return (await readU32(this.ctx, this.out, 1))[0];
   }
 }
@@ -143,7 +143,7 @@ describe('sample kernel', () => {
     const embed = await embedding(ctx, { width, vocab }, 'f32', { step: embedStep.buffer, ids: rig.out, wte: upload(ctx, wte), h });
     const logits = randomF32(vocab, rng(13), 3);
     const id = await rig.run(logits, { temperature: 0.8, topK: 20, topP: 0.9, seed: 77 }, 1, 4);
-    runDispatches(ctx.device, [embed], 1);
+    runDispatches(ctx, [embed], 1);
     expect(Array.from(await readF32(ctx, h))).toEqual(Array.from(wte.subarray(id * width, (id + 1) * width)));
   });
 

@@ -30,7 +30,7 @@ async function bothWays(plan: (c: GpuContext) => Promise<{ dispatches: Dispatch[
     const fallbacks = ctx.pipelines.f16Fallbacks.length;
     const { dispatches, rows, out } = await plan(ctx);
     ctx.device.pushErrorScope('validation');
-    runDispatches(ctx.device, dispatches, rows);
+    runDispatches(ctx, dispatches, rows);
     results.push(await readF32(ctx, out));
     expect((await ctx.device.popErrorScope())?.message ?? null).toBeNull();
     labels.push(dispatches.at(-1)!.pipeline.label);

@@ -62,7 +62,7 @@ async function runDecode(s: Shape, maxContext: number, len: number, logits: Logi
     { k: s.k, heads: s.heads, headSize: s.headSize, maxContext },
     { step: step.buffer, q: upload(ctx, x.q, 'q'), keys, values, o },
   );
-  runDispatches(ctx.device, d, 1);
+  runDispatches(ctx, d, 1);
   return { actual: await readF32(ctx, o), expected: reference(s, x, 1, len - 1), vmax: x.vmax };
 }
 
@@ -75,7 +75,7 @@ async function runPrefill(s: Shape, T: number, pos: number, logits: Logits, seed
   const o = output(ctx, T * s.k * x.width * 4);
   const step = stepUniform(ctx, T, pos);
   const d = await stickBreakingPrefill(ctx, s, { step: step.buffer, q: upload(ctx, x.q, 'q'), keys, values, o });
-  runDispatches(ctx.device, [d], T);
+  runDispatches(ctx, [d], T);
   return { actual: await readF32(ctx, o), expected: reference(s, x, T, pos), vmax: x.vmax };
 }
 
