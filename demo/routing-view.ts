@@ -45,13 +45,16 @@ export function renderRouting(host: HTMLElement, readout: HTMLElement, trace: Ro
     { title: 'Attention experts', experts: trace.nAttExperts, k: trace.kAtt, ids: trace.attExperts, gates: trace.attGates },
     { title: 'MLP experts', experts: trace.nMlpExperts, k: trace.kMlp, ids: trace.mlpExperts, gates: trace.mlpGates },
   ];
-  for (const spec of specs) host.append(heatmap(spec, trace, first, tokens, readout));
+  // The columns share the width the maps have (880 px at most), so on a phone's screen a short
+  // reply's map fits; a long one keeps cells of 6 px and scrolls sideways in #routing.
+  const room = Math.min(880, host.clientWidth > LABEL_W ? host.clientWidth - LABEL_W : 880);
+  for (const spec of specs) host.append(heatmap(spec, trace, first, tokens, room, readout));
 }
 
-function heatmap(spec: MapSpec, trace: RoutingTrace, first: number, tokens: number, readout: HTMLElement): HTMLElement {
+function heatmap(spec: MapSpec, trace: RoutingTrace, first: number, tokens: number, room: number, readout: HTMLElement): HTMLElement {
   const L = trace.layers;
   const E = spec.experts;
-  const cellW = Math.max(6, Math.min(26, Math.floor(880 / tokens)));
+  const cellW = Math.max(6, Math.min(26, Math.floor(room / tokens)));
   const cellH = Math.max(3, Math.min(10, Math.floor(320 / (L * E))));
   const width = LABEL_W + tokens * cellW;
   const height = HEAD_H + L * (E * cellH + LAYER_GAP);
