@@ -31,11 +31,13 @@ const STYLE = `
   display: grid; gap: 8px; }
 ol { list-style: none; margin: 0; padding: 0; display: grid; gap: 6px; max-height: 22em; overflow-y: auto; }
 ol:empty { display: none; }
-li { padding: 6px 10px; border-radius: 8px; background: var(--molm-panel); white-space: pre-wrap; word-break: break-word; }
+li { padding: 6px 10px; border-radius: 8px; background: var(--molm-panel); white-space: pre-wrap; }
 li.user { background: var(--molm-user); margin-left: 12%; }
 li.assistant { margin-right: 12%; }
+/* min-width: 0 on the message box: a flex item is otherwise at least its 20 columns wide, which
+   pushes Send and Stop out of a narrow page. */
 form { display: flex; gap: 6px; }
-textarea { flex: 1; font: inherit; color: inherit; background: var(--molm-paper); border: 1px solid #6b7280; border-radius: 6px;
+textarea { flex: 1; min-width: 0; font: inherit; color: inherit; background: var(--molm-paper); border: 1px solid #6b7280; border-radius: 6px;
   padding: 6px 8px; resize: vertical; min-height: 2.4em; }
 button { font: inherit; border-radius: 6px; border: 1px solid var(--molm-accent); padding: 0 14px; cursor: pointer;
   background: var(--molm-accent); color: var(--molm-paper); }
@@ -44,6 +46,9 @@ button:disabled { opacity: 0.55; cursor: not-allowed; }
 button:focus-visible, textarea:focus-visible { outline: 3px solid var(--molm-accent); outline-offset: 2px; }
 .status { margin: 0; font-size: 0.85em; color: var(--molm-muted); min-height: 1.2em; }
 .status.error { color: var(--molm-error); }
+/* The model's text, and errors that quote a model's URL, can hold a URL or code with no space:
+   it breaks anywhere rather than make the page wider than a phone's screen. */
+li, .status { overflow-wrap: anywhere; }
 .vh { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `;
 
