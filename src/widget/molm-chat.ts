@@ -28,14 +28,15 @@ const STYLE = `
 @media (prefers-color-scheme: dark) { :host(:not([theme='light'])) { --molm-accent: #93c5fd; --molm-ink: #f3f4f6;
   --molm-muted: #d1d5db; --molm-paper: #111827; --molm-panel: #1f2937; --molm-user: #1e3a8a; --molm-error: #fca5a5; } }
 .box { color: var(--molm-ink); background: var(--molm-paper); border: 1px solid #8888; border-radius: 10px; padding: 10px;
-  display: grid; gap: 8px; }
+  display: grid; grid-template-columns: minmax(0, 1fr); gap: 8px; }
 ol { list-style: none; margin: 0; padding: 0; display: grid; gap: 6px; max-height: 22em; overflow-y: auto; }
 ol:empty { display: none; }
 li { padding: 6px 10px; border-radius: 8px; background: var(--molm-panel); white-space: pre-wrap; }
 li.user { background: var(--molm-user); margin-left: 12%; }
 li.assistant { margin-right: 12%; }
-/* min-width: 0 on the message box: a flex item is otherwise at least its 20 columns wide, which
-   pushes Send and Stop out of a narrow page. */
+/* On a narrow page the message box gives way, not the page: the box's column may be narrower than
+   its content's minimum, and the message box narrower than its 20 columns, so Send and Stop stay
+   on the screen. */
 form { display: flex; gap: 6px; }
 textarea { flex: 1; min-width: 0; font: inherit; color: inherit; background: var(--molm-paper); border: 1px solid #6b7280; border-radius: 6px;
   padding: 6px 8px; resize: vertical; min-height: 2.4em; }
