@@ -15,7 +15,8 @@ import { startModelServer, type ModelServer } from './model-server.ts';
 // The text is the worst case for wrapping: a URL, code and a long word with no place to break,
 // typed by the user and, through a tokenizer whose decoder puts them into the model's output,
 // streamed by the model. Chromium without WebGPU, so the wasm engine runs (the faster one here).
-// The 375 px screenshots in docs/images/ are written here, so they show what the code does.
+// The 375 px screenshots go to test-results/ on every run; MOLM_DOC_SCREENSHOTS=1 writes them
+// into docs/images/ instead (how the docs' copies were made), so a test run leaves git clean.
 
 const env = useBrowser({ webgpu: false });
 
@@ -115,7 +116,8 @@ async function phone(width: number): Promise<{ context: BrowserContext; page: Pa
 }
 
 /** A viewport-sized screenshot at one CSS pixel per pixel, for the docs. */
-const shoot = (page: Page, name: string) => page.screenshot({ path: `docs/images/${name}`, scale: 'css' });
+const shoot = (page: Page, name: string) =>
+  page.screenshot({ path: `${process.env.MOLM_DOC_SCREENSHOTS ? 'docs/images' : 'test-results'}/${name}`, scale: 'css' });
 
 describe('on a phone’s screen', () => {
   for (const width of WIDTHS) {
