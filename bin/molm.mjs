@@ -26,6 +26,7 @@ if (process.env[CHILD] === '1' || isVerbose(args)) {
 } else {
   // The child gets this node's flags, less a debugger's: two processes cannot share its port.
   const flags = process.execArgv.filter((f) => !/^--inspect/.test(f));
+  /** @type {NodeJS.ProcessEnv} */
   const env = { ...process.env, [CHILD]: '1' };
   if (process.stderr.isTTY) env.MOLM_STDERR_COLUMNS = String(process.stderr.columns || 100);
   const child = spawn(process.execPath, [...flags, fileURLToPath(import.meta.url), ...args], { stdio: ['inherit', 'inherit', 'pipe'], env });
@@ -34,8 +35,9 @@ if (process.env[CHILD] === '1' || isVerbose(args)) {
   child.stderr.on('data', (text) => filter.write(text));
 
   // A terminal's Ctrl-C reaches both processes; a `kill` reaches this one only.
+  /** @type {NodeJS.Signals[]} */
   const signals = process.platform === 'win32' ? ['SIGINT', 'SIGTERM'] : ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  const forward = (signal) => child.kill(signal);
+  const forward = (/** @type {NodeJS.Signals} */ signal) => child.kill(signal);
   for (const s of signals) process.on(s, forward);
 
   let failed = false;

@@ -26,7 +26,7 @@ export const NOISE = [
 /** The lines that go on a dropped Dawn warning: its causes, the native frames, and the empty line that ends it. */
 export const NOISE_CONTINUED = [/^ - /, /^\s+at \S+ \(.*\.(cpp|cc|h|hpp|mm):\d+\)\r?$/, /^\r?$/];
 
-/** True when the command line asks to see driver messages. */
+/** True when the command line asks to see driver messages. @param {readonly string[]} args */
 export function isVerbose(args) {
   return args.includes('--verbose');
 }
@@ -44,6 +44,7 @@ export class StderrFilter {
     this.pending = '';
     this.passing = false;
     this.continued = false;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
   }
 
