@@ -32,7 +32,9 @@ const server = await createServer({
   server: { host: '127.0.0.1', port: 0, fs: { strict: false }, headers: isolation },
 });
 await server.listen();
-const base = `http://127.0.0.1:${server.httpServer.address().port}`;
+// Listening (not in middleware mode) on a TCP port: the server's address is an AddressInfo.
+const address = /** @type {import('node:net').AddressInfo} */ (server.httpServer?.address());
+const base = `http://127.0.0.1:${address.port}`;
 // A local folder is served through Vite's /@fs/ route.
 const model = !o.model ? '' : /^https?:/.test(o.model) ? o.model : `${base}/@fs${resolve(o.model)}/`;
 const browser = await chromium.launch({
@@ -44,7 +46,11 @@ try {
   const q = new URLSearchParams({ contexts: o.contexts, new: o.new, backend: o.backend, run: '1', ...(model && { model }), ...(o.threads && { threads: o.threads }) });
   await page.goto(`${base}/demo/bench.html?${q}`);
   await page.waitForFunction(() => 'benchResults' in window || 'benchError' in window, null, { timeout: 0 });
-  const out = await page.evaluate(() => window.benchResults ?? window.benchError);
+  // demo/bench.ts sets one of them.
+  const out = await page.evaluate(() => {
+    const w = /** @type {Window & { benchResults?: unknown, benchError?: string }} */ (window);
+    return w.benchResults ?? w.benchError;
+  });
   console.log(JSON.stringify(out, null, 1));
 } finally {
   await browser.close();

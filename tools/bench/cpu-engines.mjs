@@ -20,9 +20,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const arg = (name, fallback) => {
+/** The value after --NAME on the command line, or `fallback` without one. */
+const arg = (/** @type {string} */ name, /** @type {string} */ fallback) => {
   const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : fallback;
+  if (i <= 0) return fallback;
+  const value = process.argv[i + 1];
+  if (value === undefined) throw new Error(`--${name} needs a value`);
+  return value;
 };
 const models = arg('models', '/tmp/m');
 const ortDir = arg('ort', '/tmp/ort-peer');
@@ -30,6 +34,7 @@ const rounds = Number(arg('rounds', '3'));
 const threadCounts = arg('threads', '1,2').split(',').map(Number);
 const layerCounts = arg('layers', '1,2').split(',').map(Number);
 
+/** @type {{ engine: string, threads: number, layers: number, cmd: [file: string, args: string[]] }[]} */
 const runs = [];
 for (const threads of threadCounts) {
   for (const layers of layerCounts) {
@@ -40,18 +45,21 @@ for (const threads of threadCounts) {
   }
 }
 
+/** @typedef {{ engine: string, threads: number, layers: number, decode: number, prefill: number }} Row */
+/** @type {Map<string, Row[]>} */
 const results = new Map();
 for (let round = 0; round < rounds; round++) {
   for (const r of runs) {
     const out = execFileSync(r.cmd[0], r.cmd[1], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const j = JSON.parse(out.trim().split('\n').at(-1));
+    const j = JSON.parse(/** @type {string} */ (out.trim().split('\n').at(-1)));
+    /** @type {Row} */
     const row = { engine: r.engine, threads: r.threads, layers: r.layers, decode: j.decode_tokens_per_s, prefill: j.prefill_tokens_per_s };
     console.log(JSON.stringify(row));
     const key = `${r.engine}|${r.threads}|${r.layers}`;
     results.set(key, [...(results.get(key) ?? []), row]);
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (/** @type {number[]} */ xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log('\n| engine | threads | layers | decode tokens/s | ms / token | prefill tokens/s (32) |\n|---|---|---|---|---|---|');
 for (const rows of results.values()) {
   const d = median(rows.map((x) => x.decode));

@@ -32,20 +32,26 @@ const FLAGS = [
   '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader',
 ];
 
-const MiB = 2 ** 20;
-const fmt = (b) => `${(b / MiB).toFixed(1)} MiB`;
+/** @typedef {typeof import('../../tests/browser/pages/cache-page.ts').cachePage} CachePage */
 
+const MiB = 2 ** 20;
+const fmt = (/** @type {number} */ b) => `${(b / MiB).toFixed(1)} MiB`;
+
+/** @param {number | undefined} pid undefined (no renderer found): null, as for a process that is gone */
 async function procStatus(pid) {
   try {
     const text = await readFile(`/proc/${pid}/status`, 'utf8');
-    const kb = (key) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN) * 1024;
+    const kb = (/** @type {string} */ key) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN) * 1024;
     return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
   } catch {
     return null;
   }
 }
 
-/** Renderer processes of the Chromium whose --user-data-dir is `profile`. */
+/**
+ * Renderer processes of the Chromium whose --user-data-dir is `profile`.
+ * @param {string} profile
+ */
 async function rendererPids(profile) {
   const procs = [];
   for (const d of await readdir('/proc')) {
@@ -70,6 +76,7 @@ async function rendererPids(profile) {
   return procs.filter((p) => mine.has(p.pid) && p.cmd.includes('--type=renderer') && !p.cmd.includes('--top-chrome-webui')).map((p) => p.pid);
 }
 
+/** @type {import('../../src/manifest.ts').Manifest} */
 const manifest = JSON.parse(await readFile(join(modelDir, 'manifest.json'), 'utf8'));
 const shardSizes = manifest.shards.map((s) => s.bytes);
 const total = shardSizes.reduce((a, b) => a + b, 0);
@@ -82,7 +89,9 @@ const vite = await createServer({
   optimizeDeps: { noDiscovery: true, include: [] },
 });
 await vite.listen();
-const base = `http://127.0.0.1:${vite.httpServer.address().port}`;
+// Listening (not in middleware mode) on a TCP port: the server's address is an AddressInfo.
+const address = /** @type {import('node:net').AddressInfo} */ (vite.httpServer?.address());
+const base = `http://127.0.0.1:${address.port}`;
 const { startModelServer } = await vite.ssrLoadModule('/tests/browser/model-server.ts');
 const models = await startModelServer(dirname(modelDir));
 const url = `${models.url}/${basename(modelDir)}/manifest.json`;
@@ -96,6 +105,7 @@ try {
   const cdp = await context.newCDPSession(page);
   await cdp.send('Performance.enable');
   // The page's renderer: the largest one (a spare renderer may idle beside it).
+  /** @type {number | undefined} */
   let renderer;
   let rendererRss = -1;
   for (const pid of await rendererPids(profile)) {
@@ -106,10 +116,12 @@ try {
   const sample = async () => {
     const { metrics } = await cdp.send('Performance.getMetrics');
     const h = await cdp.send('Runtime.getHeapUsage');
-    return { jsHeap: metrics.find((m) => m.name === 'JSHeapUsedSize').value, withBuffers: h.usedSize + (h.backingStorageSize ?? 0) };
+    const jsHeap = metrics.find((m) => m.name === 'JSHeapUsedSize')?.value;
+    if (jsHeap === undefined) throw new Error('Performance.getMetrics gave no JSHeapUsedSize');
+    return { jsHeap, withBuffers: h.usedSize + (h.backingStorageSize ?? 0) };
   };
 
-  const measure = async (label) => {
+  const measure = async (/** @type {string} */ label) => {
     await cdp.send('HeapProfiler.collectGarbage');
     const before = await sample();
     // Resets VmHWM to the current RSS (Linux), so the peak below is this load's.
@@ -129,9 +141,10 @@ try {
       }
     })();
     const t0 = Date.now();
+    // tests/browser/pages/cache.html sets window.cachePage.
     const result = await page.evaluate(
-      ([u, c]) => window.cachePage.load({ url: u, concurrency: c, keepProgress: false }),
-      [url, concurrency],
+      ([u, c]) => /** @type {{ cachePage: CachePage }} */ (/** @type {unknown} */ (window)).cachePage.load({ url: u, concurrency: c, keepProgress: false }),
+      /** @type {[string, number | undefined]} */ ([url, concurrency]),
     );
     const ms = Date.now() - t0;
     running = false;
@@ -139,6 +152,7 @@ try {
     if (result.error) throw new Error(`${label}: ${result.error.name}: ${result.error.message}`);
     const rss = await procStatus(renderer);
     const ready = result.events.at(-1);
+    if (ready?.type !== 'ready') throw new Error(`${label}: the load's last event is ${ready?.type}, not ready`);
     console.log(
       `${label}: ${(ms / 1000).toFixed(1)} s, network ${fmt(ready.networkBytes)}, cache ${fmt(ready.cachedBytes)}\n` +
         `  JSHeapUsedSize peak ${fmt(peak.jsHeap)} (before ${fmt(before.jsHeap)})\n` +
@@ -151,7 +165,9 @@ try {
   console.log(`chromium ${context.browser()?.version() ?? ''} (headless, SwiftShader WebGPU)`);
   await measure('first load (network → IndexedDB → GPU)');
   const kinds = await page.evaluate(async () => {
-    const { createStore, values } = await import('/node_modules/idb-keyval/dist/index.js');
+    // Vite's URL of idb-keyval, not a module specifier that TypeScript resolves: its types by name.
+    const idbKeyval = '/node_modules/idb-keyval/dist/index.js';
+    const { createStore, values } = /** @type {typeof import('idb-keyval')} */ (await import(idbKeyval));
     const all = await values(createStore('molm-web-shards', 'shards'));
     return { blobs: all.filter((v) => v instanceof Blob).length, arrays: all.filter((v) => ArrayBuffer.isView(v)).length };
   });
