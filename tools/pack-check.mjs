@@ -22,21 +22,35 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = join(root, 'public', 'models', 'molm-brown');
 const GOLDEN = join(root, 'tests', 'fixtures', 'golden', 'molm-brown', 'expected.json');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/** @type {{ input_ids: number[], greedy_new_tokens: number[] }} */
 const golden = JSON.parse(readFileSync(GOLDEN, 'utf8'));
 // Greedy, with no repetition penalty: the tokens the golden file's PyTorch reference chose.
 const SETTINGS = { maxNewTokens: golden.greedy_new_tokens.length, temperature: 0, repetitionPenalty: 1 };
 
+/**
+ * What the check page (web/main.js and page() below) puts on window.
+ * @typedef {{
+ *   runCheck: (model: string, inputIds: number[], settings: typeof SETTINGS) => Promise<{ backend: string, device: string, text: string, widget: boolean }>,
+ *   startedWorkers: { url: string, name?: string, type?: string }[],
+ * }} CheckPage
+ */
+/** The value of package.json's "exports": a path, or conditions (or subpaths) mapping to more of them. @typedef {string | { [key: string]: ExportsValue }} ExportsValue */
+
 const started = Date.now();
-const log = (text) => console.log(`pack-check ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s  ${text}`);
+const log = (/** @type {string} */ text) => console.log(`pack-check ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s  ${text}`);
 const repoRequire = createRequire(join(root, 'package.json'));
 /** The repository's own copy of a tool (esbuild, Vite, TypeScript, Playwright), not the scratch project's. */
-const tool = async (name) => import(pathToFileURL(repoRequire.resolve(name)).href);
+const tool = async (/** @type {string} */ name) => import(pathToFileURL(repoRequire.resolve(name)).href);
 
+/** @param {unknown} ok @param {string} message */
 function check(ok, message) {
   if (!ok) throw new Error(message);
 }
 
-/** Runs a command; its output is shown only if it fails. Returns stdout. */
+/**
+ * Runs a command; its output is shown only if it fails. Returns stdout.
+ * @param {string} command @param {string[]} args @param {string} cwd
+ */
 function run(command, args, cwd) {
   const r = spawnSync(command, args, { cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) {
@@ -47,18 +61,23 @@ function run(command, args, cwd) {
 }
 
 const work = mkdtempSync(join(tmpdir(), 'molm-pack-check-'));
+/** @type {{ url: string, close: () => void } | undefined} */
 let server;
+/** @type {import('vite').ViteDevServer | undefined} */
 let devServer;
+/** @type {import('playwright-core').Browser | undefined} */
 let browser;
 try {
   // 1. The tarball, and what is in it.
   const packed = run('npm', ['pack', '--json', '--pack-destination', work], root);
   // `prepare`'s build output comes first on stdout; npm's JSON report is the last thing printed.
+  /** @type {[{ filename: string, size: number, unpackedSize: number, files: { path: string }[] }]} */
   const [info] = JSON.parse(packed.slice(packed.lastIndexOf('\n[\n') + 1));
   const files = new Set(info.files.map((f) => f.path));
   const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  /** @type {string[]} */
   const targets = [];
-  const walk = (v) => (typeof v === 'string' ? targets.push(v.replace(/^\.\//, '')) : Object.values(v).forEach(walk));
+  const walk = (/** @type {ExportsValue} */ v) => (typeof v === 'string' ? targets.push(v.replace(/^\.\//, '')) : Object.values(v).forEach(walk));
   walk(manifest.exports);
   for (const t of targets) check(files.has(t), `package.json exports ${t}, which the tarball lacks`);
   check(files.has('bin/molm.mjs') && files.has('dist/cli.mjs'), 'the tarball lacks the molm command (bin/molm.mjs, dist/cli.mjs)');
@@ -94,7 +113,7 @@ console.log(JSON.stringify(out));
 `,
   );
   const goldenIds = JSON.stringify({ input: golden.input_ids, output: golden.greedy_new_tokens });
-  const node = JSON.parse(run(process.execPath, ['node-check.mjs', MODEL, goldenIds, JSON.stringify(SETTINGS)], app).trim().split('\n').at(-1));
+  const node = JSON.parse(/** @type {string} */ (run(process.execPath, ['node-check.mjs', MODEL, goldenIds, JSON.stringify(SETTINGS)], app).trim().split('\n').at(-1)));
   check(node.resolved.endsWith('/node_modules/molm-web/dist/node.mjs'), `Node resolved molm-web to ${node.resolved}, not dist/node.mjs`);
   check(node.backend === 'wasm', `Node's engine is ${node.backend}, not wasm`);
   check(JSON.stringify(node.ids) === JSON.stringify(golden.input_ids), `the prompt encodes to ${node.ids}, not the golden ${golden.input_ids}`);
@@ -140,8 +159,9 @@ console.log(backend);
   // them together): some file they import carries the reference to @webgpu/types.
   const installed = join(app, 'node_modules', 'molm-web');
   for (const entry of targets.filter((t) => t.endsWith('.d.ts'))) {
+    /** @type {Set<string>} */
     const seen = new Set();
-    const visit = (file) => {
+    const visit = (/** @type {string} */ file) => {
       if (seen.has(file)) return;
       seen.add(file);
       const text = readFileSync(file, 'utf8');
@@ -171,7 +191,7 @@ window.runCheck = async (model, inputIds, settings) => {
 `,
   );
   // Records the workers the page starts, before the bundle runs.
-  const page = (script) => `<!doctype html><meta charset="utf-8"><title>molm-web pack check</title>
+  const page = (/** @type {string} */ script) => `<!doctype html><meta charset="utf-8"><title>molm-web pack check</title>
 <script>
   window.startedWorkers = [];
   const PageWorker = window.Worker;
@@ -181,13 +201,13 @@ window.runCheck = async (model, inputIds, settings) => {
 </script>
 <script type="module" src="${script}"></script>
 `;
-  const esbuild = await tool('esbuild');
+  const esbuild = /** @type {typeof import('esbuild')} */ (await tool('esbuild'));
   const esOut = join(app, 'out-esbuild');
   await esbuild.build({ entryPoints: [join(web, 'main.js')], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', minify: true, outfile: join(esOut, 'main.js'), logLevel: 'error', absWorkingDir: app });
   writeFileSync(join(esOut, 'index.html'), page('./main.js'));
 
   writeFileSync(join(web, 'index.html'), page('./main.js'));
-  const vite = await tool('vite');
+  const vite = /** @type {typeof import('vite')} */ (await tool('vite'));
   await vite.build({ configFile: false, root: web, base: './', logLevel: 'error', publicDir: false, build: { outDir: join(app, 'out-vite'), emptyOutDir: true, target: 'es2022' } });
   const viteOut = join(app, 'out-vite');
 
@@ -215,8 +235,9 @@ window.runCheck = async (model, inputIds, settings) => {
   symlinkSync(MODEL, join(modelsDir, 'model'));
   devServer = await vite.createServer({ configFile: false, root: web, publicDir: modelsDir, logLevel: 'error', server: { host: '127.0.0.1', port: 0, headers: isolation, hmr: false } });
   await devServer.listen();
-  const devUrl = `http://127.0.0.1:${devServer.httpServer.address().port}`;
-  const { chromium } = repoRequire('playwright-core');
+  // Listening (not in middleware mode) on a TCP port: the server's address is an AddressInfo.
+  const devUrl = `http://127.0.0.1:${/** @type {import('node:net').AddressInfo} */ (devServer.httpServer?.address()).port}`;
+  const { chromium } = /** @type {typeof import('playwright-core')} */ (repoRequire('playwright-core'));
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
   const pages = [
     ['esbuild bundle', `${server.url}/esbuild/index.html`],
@@ -225,16 +246,17 @@ window.runCheck = async (model, inputIds, settings) => {
   ];
   for (const [name, url] of pages) {
     const tab = await browser.newPage();
+    /** @type {string[]} */
     const problems = [];
     tab.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
     // A failed request is counted once, from its response; the loader probes for manifest.json.
     tab.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && problems.push(`console: ${m.text()}`));
     tab.on('response', (r) => r.status() >= 400 && !/\/(manifest\.json|favicon\.ico)$/.test(r.url()) && problems.push(`HTTP ${r.status()}: ${r.url()}`));
     await tab.goto(url);
-    await tab.waitForFunction(() => typeof window.runCheck === 'function', null, { timeout: 30_000 }).catch(() => {});
-    check(problems.length === 0 && (await tab.evaluate(() => typeof window.runCheck)) === 'function', `${name}: the page did not load: ${problems.join('; ')}`);
-    const out = await tab.evaluate(([ids, settings]) => window.runCheck('/model/', ids, settings), [golden.input_ids, SETTINGS]);
-    const workers = await tab.evaluate(() => window.startedWorkers);
+    await tab.waitForFunction(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window))).runCheck === 'function', null, { timeout: 30_000 }).catch(() => {});
+    check(problems.length === 0 && (await tab.evaluate(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window))).runCheck)) === 'function', `${name}: the page did not load: ${problems.join('; ')}`);
+    const out = await tab.evaluate(([ids, settings]) => /** @type {CheckPage} */ (/** @type {unknown} */ (window)).runCheck('/model/', ids, settings), /** @type {[number[], typeof SETTINGS]} */ ([golden.input_ids, SETTINGS]));
+    const workers = await tab.evaluate(() => /** @type {CheckPage} */ (/** @type {unknown} */ (window)).startedWorkers);
     const isolated = await tab.evaluate(() => crossOriginIsolated);
     await tab.close();
     check(problems.length === 0, `${name}: the page reported ${problems.join('; ')}`);
@@ -256,15 +278,21 @@ window.runCheck = async (model, inputIds, settings) => {
   else rmSync(work, { recursive: true, force: true });
 }
 
+/** @param {string} dir @returns {string[]} */
 function listFiles(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? listFiles(join(dir, e.name)) : [join(dir, e.name)]));
 }
 
-/** Serves folders under URL prefixes on 127.0.0.1, with `extra` headers. */
+/**
+ * Serves folders under URL prefixes on 127.0.0.1, with `extra` headers.
+ * @param {Record<string, string>} mounts @param {Record<string, string>} extra
+ * @returns {Promise<{ url: string, close: () => void }>}
+ */
 function serve(mounts, extra) {
+  /** @type {Record<string, string>} */
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.map': 'application/json' };
   const http = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     const prefix = Object.keys(mounts).find((p) => path.startsWith(p));
     const file = prefix && normalize(join(mounts[prefix], path.slice(prefix.length)));
     const headers = { ...extra, 'Cache-Control': 'no-store' };
@@ -275,5 +303,6 @@ function serve(mounts, extra) {
     res.writeHead(200, { ...headers, 'Content-Type': types[extname(file)] ?? 'application/octet-stream', 'Content-Length': statSync(file).size });
     createReadStream(file).pipe(res);
   });
-  return new Promise((resolve) => http.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${http.address().port}`, close: () => http.close() })));
+  const port = () => /** @type {import('node:net').AddressInfo} */ (http.address()).port;
+  return new Promise((resolve) => http.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${port()}`, close: () => http.close() })));
 }
