@@ -21,7 +21,7 @@ const inputs = [...sources, ...readdirSync(src).filter((f) => f.endsWith('.h')).
 // lone thread never waits), so the bundle carries the kernels once.
 const wasmFile = join(out, 'kernels.wasm');
 
-/** Byte offset of the limits flags of the `env.memory` import. */
+/** Byte offset of the limits flags of the `env.memory` import. @param {Uint8Array} bytes the wasm module */
 function sharedFlagOffset(bytes) {
   let p = 8;
   const leb = () => {

@@ -41,7 +41,7 @@ if (argv.includes('--child')) {
 }
 
 const out = mkdtempSync(join(tmpdir(), 'molm-peak-'));
-const build = (clang, madd) => {
+const build = (/** @type {string} */ clang, /** @type {boolean} */ madd) => {
   const wasm = join(out, madd ? 'madd.wasm' : 'muladd.wasm');
   const flags = ['--target=wasm32', '-O3', '-msimd128', `-DMADD=${madd ? 1 : 0}`, '-nostdlib', '-Wl,--no-entry'];
   if (madd) flags.push('-mrelaxed-simd');

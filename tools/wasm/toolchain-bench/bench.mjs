@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
+/** The value after `name` on the command line, or `dflt`. @template T @param {string} name @param {T} dflt @returns {string | T} */
 const opt = (name, dflt) => {
   const i = argv.indexOf(name);
   return i < 0 ? dflt : argv[i + 1];
@@ -30,6 +31,7 @@ const JSON_OUT = opt('--json', '');
 const STREAM_BYTES = 64 << 20;
 
 // ------------------------------------------------------------------ data
+/** @param {number} seed @returns {() => number} uniform in [0, 1) */
 function rng(seed) {
   // mulberry32
   return () => {
@@ -40,6 +42,7 @@ function rng(seed) {
   };
 }
 
+/** @param {number} h f16 bits */
 function f16ToF32(h) {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
@@ -49,7 +52,7 @@ function f16ToF32(h) {
   return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** A random f16 scale: mostly positive normals in [2^-10, 2^-1), plus some zeros, subnormals and negatives. */
+/** A random f16 scale: mostly positive normals in [2^-10, 2^-1), plus some zeros, subnormals and negatives. @param {() => number} r */
 function randomScale(r) {
   const u = r();
   if (u < 0.01) return 0;
@@ -58,7 +61,10 @@ function randomScale(r) {
   return u < 0.03 ? h | 0x8000 : h;
 }
 
-/** One quantised block [IN, OUT] in molm-web's layout: words [IN/P, OUT] then f16 scales [IN/32, OUT], two per u32. */
+/**
+ * One quantised block [IN, OUT] in molm-web's layout: words [IN/P, OUT] then f16 scales [IN/32, OUT], two per u32.
+ * @param {4 | 8} bits @param {number} IN @param {number} OUT @param {() => number} r
+ */
 function makeQuant(bits, IN, OUT, r) {
   const per = 32 / bits;
   const nWords = (IN / per) * OUT;
@@ -77,6 +83,7 @@ function makeQuant(bits, IN, OUT, r) {
   return block;
 }
 
+/** @param {number} IN @param {() => number} r */
 function makeX(IN, r) {
   const x = new Float32Array(IN);
   for (let i = 0; i < IN; i++) x[i] = r() * 2 - 1;
@@ -85,6 +92,7 @@ function makeX(IN, r) {
 
 // ------------------------------------------------------------------ plain JS references
 const fr = Math.fround;
+/** @param {4 | 8} bits @param {Float32Array} x @param {Uint32Array} block @param {number} IN @param {number} OUT */
 function refQuant(bits, x, block, IN, OUT) {
   const per = 32 / bits;
   const nWords = (IN / per) * OUT;
@@ -104,6 +112,7 @@ function refQuant(bits, x, block, IN, OUT) {
   }
   return y;
 }
+/** @param {Float32Array} x @param {Float32Array} W @param {number} IN @param {number} OUT */
 function refF32(x, W, IN, OUT) {
   const y = new Float32Array(OUT);
   for (let i = 0; i < IN; i++) for (let j = 0; j < OUT; j++) y[j] = fr(y[j] + fr(x[i] * W[i * OUT + j]));
@@ -111,19 +120,28 @@ function refF32(x, W, IN, OUT) {
 }
 
 // ------------------------------------------------------------------ modules
+/** A kernel: y = x · W, each argument a byte address in the module's memory. @typedef {(x: number, w: number, y: number, IN: number, OUT: number) => void} Kernel */
+/** What as.wasm and c.wasm export. @typedef {{ memory: WebAssembly.Memory, heap_base: () => number } & Record<`${'q4' | 'q8' | 'f32'}_${'x4' | 'x16'}`, Kernel>} Exports */
+/** @typedef {Awaited<ReturnType<typeof load>>} Module */
+
+/** @param {string} name @param {string} [path] */
 async function load(name, path = join(here, 'build', `${name}.wasm`)) {
   const bytes = readFileSync(path);
   const { instance } = await WebAssembly.instantiate(bytes, {
     env: { abort: () => { throw new Error(`${name}: abort`); } },
   });
-  const ex = instance.exports;
+  const ex = /** @type {Exports} */ (instance.exports);
   return { name, size: bytes.length, ex, mem: ex.memory, base: (ex.heap_base() + 63) & ~63 };
 }
+/** @param {Module} mod @param {number} bytes */
 function ensure(mod, bytes) {
   const have = mod.mem.buffer.byteLength;
   if (have < bytes) mod.mem.grow(Math.ceil((bytes - have) / 65536));
 }
-/** Lay x, y and `copies` copies of W out in the module's memory; returns byte addresses. */
+/**
+ * Lay x, y and `copies` copies of W out in the module's memory; returns byte addresses.
+ * @param {Module} mod @param {Float32Array} x @param {Float32Array | Uint32Array} W @param {number} OUT @param {number} copies
+ */
 function place(mod, x, W, OUT, copies) {
   const xp = mod.base;
   const yp = xp + ((x.byteLength + 63) & ~63);
@@ -136,10 +154,12 @@ function place(mod, x, W, OUT, copies) {
   for (let c = 1; c < copies; c++) u8.copyWithin(wp + c * stride, wp, wp + W.byteLength);
   return { xp, yp, wp, stride };
 }
+/** @param {Module} mod @param {number} yp @param {number} OUT */
 function readY(mod, yp, OUT) {
   return new Float32Array(mod.mem.buffer, yp, OUT).slice();
 }
 
+/** @param {Float32Array} got @param {Float32Array} want */
 function compare(got, want) {
   const gb = new Uint32Array(got.buffer), wb = new Uint32Array(want.buffer);
   let mismatched = 0, maxRel = 0, maxAbs = 0, refMax = 0;
@@ -155,6 +175,7 @@ function compare(got, want) {
 }
 
 // ------------------------------------------------------------------ timing
+/** @param {(call: number) => void} fn @param {number} warmMs */
 function time(fn, warmMs) {
   // warm up (lets v8 tier each kernel up from Liftoff to TurboFan), calibrate, then time batches
   let t0 = performance.now(), calls = 0;
@@ -170,20 +191,20 @@ function time(fn, warmMs) {
   }
   return median(ns);
 }
-const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
+const median = (/** @type {number[]} */ a) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
 // ------------------------------------------------------------------ main
 const mods = [await load('c', opt('--c-wasm', undefined)), await load('as', opt('--as-wasm', undefined))];
 const shapes = [[1024, 2048], [2048, 1024]];
-const kernels = ['q4', 'q8', 'f32'];
-const variants = ['x4', 'x16'];
+const kernels = /** @type {const} */ (['q4', 'q8', 'f32']);
+const variants = /** @type {const} */ (['x4', 'x16']);
 let failures = 0;
 
 // 1. Exhaustive f16 scale check: IN = 32, OUT = 65536, scale j = f16 bits j, q = 1 at input 0 only.
 {
   const IN = 32, OUT = 65536;
   const x = new Float32Array(IN).fill(0.25); x[0] = 1;
-  for (const bits of [4, 8]) {
+  for (const bits of /** @type {const} */ ([4, 8])) {
     const per = 32 / bits;
     const block = new Uint32Array((IN / per) * OUT + OUT / 2);
     for (let j = 0; j < OUT; j++) block[j] = 1; // word (0, j): value k = 0 is 1, the rest 0
@@ -200,6 +221,11 @@ let failures = 0;
 }
 
 // 2. Correctness against the JS reference, then timing.
+/**
+ * @typedef {{ kernel: string, shape: string, toolchain: string, ns: number, best: number, rounds: number[], spread: number,
+ *   macs: number, gmacs: number, gbs: number, bitExact: boolean, maxRel: number, copies: number, pair?: number }} Row
+ */
+/** @type {Row[]} */
 const rows = [];
 console.log(`mode: ${STREAM ? `stream (weights rotate over copies totalling >= ${STREAM_BYTES >> 20} MiB)` : 'hot (same block every call)'}; ` +
   `median of ${ROUNDS} rounds, each the median of ${BATCHES} batches of ~${BATCH_MS} ms; node ${process.version}`);
@@ -227,14 +253,15 @@ for (const [IN, OUT] of shapes) {
         for (let c = 0; c < copies; c++) fn(xp, wp + c * stride, yp, IN, OUT);
         const check = compare(readY(mod, yp, OUT), want);
         if (!check.ok) failures++;
-        const call = copies === 1 ? () => fn(xp, wp, yp, IN, OUT) : (i) => fn(xp, wp + (i % copies) * stride, yp, IN, OUT);
-        return { mod, check, call, rounds: [] };
+        const call = copies === 1 ? () => fn(xp, wp, yp, IN, OUT) : (/** @type {number} */ i) => fn(xp, wp + (i % copies) * stride, yp, IN, OUT);
+        return { mod, check, call, rounds: /** @type {number[]} */ ([]) };
       });
       for (let r = 0; r < ROUNDS; r++) {
         for (const run of r % 2 ? [...runs].reverse() : runs) run.rounds.push(time(run.call, r === 0 ? WARM_MS : 5));
       }
       for (const { mod, check, rounds } of runs) {
         const ns = median(rounds);
+        /** @type {Row} */
         const row = {
           kernel: `${k}_${v}`, shape: `${IN}x${OUT}`, toolchain: mod.name,
           ns: Math.round(ns), best: Math.round(Math.min(...rounds)), rounds: rounds.map(Math.round),

@@ -3,14 +3,21 @@
 import { readFileSync } from 'node:fs';
 const files = process.argv.slice(2);
 if (!files.length) { console.error('usage: node summarize.mjs RUN.json ...'); process.exit(2); }
+/**
+ * What bench.mjs --json writes (its rows in pairs: C, then AS).
+ * @typedef {{ kernel: string, shape: string, macs: number, rounds: number[], bitExact: boolean }} Row
+ * @typedef {{ stream: boolean, node: string, sizes: { c: number, as: number }, rows: Row[] }} Run
+ */
+/** @type {Run[]} */
 const runs = files.map((f) => JSON.parse(readFileSync(f, 'utf8')));
-const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
+const median = (/** @type {number[]} */ a) => [...a].sort((p, q) => p - q)[a.length >> 1];
+/** @type {Map<string, { kernel: string, shape: string, macs: number, c: number[], as: number[], pair: number[], exact: boolean }>} */
 const by = new Map();
 for (const run of runs) for (let i = 0; i < run.rows.length; i += 2) {
   const c = run.rows[i], a = run.rows[i + 1];
   const key = `${c.kernel} ${c.shape}`;
-  if (!by.has(key)) by.set(key, { kernel: c.kernel, shape: c.shape, macs: c.macs, c: [], as: [], pair: [], exact: true });
-  const e = by.get(key);
+  let e = by.get(key);
+  if (!e) by.set(key, (e = { kernel: c.kernel, shape: c.shape, macs: c.macs, c: [], as: [], pair: [], exact: true }));
   e.c.push(...c.rounds);
   e.as.push(...a.rounds);
   e.pair.push(...a.rounds.map((t, r) => t / c.rounds[r]));
