@@ -28,8 +28,11 @@ function systemBusyMs() {
   }
 }
 
+/** @param {string[]} argv */
 function parseArgs(argv) {
   const o = { dir: '/tmp/ort-peer', layers: '1,2', threads: 2, prefill: 32, decode: 64, reps: 3, 'prefill-reps': 5, check: false };
+  // Written by name below: a number where the default is one, else the string.
+  const fields = /** @type {Record<string, unknown>} */ (o);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const key = a.replace(/^--/, '');
@@ -37,7 +40,7 @@ function parseArgs(argv) {
     else if (key === 'help' || key === 'h') {
       console.log('usage: node bench.mjs [--dir D] [--layers 1,2] [--threads N] [--prefill 32] [--decode 64] [--reps 3] [--prefill-reps 5] [--check]');
       process.exit(0);
-    } else if (key in o) o[key] = typeof o[key] === 'number' ? Number(argv[++i]) : argv[++i];
+    } else if (key in o) fields[key] = typeof fields[key] === 'number' ? Number(argv[++i]) : argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
   return o;
@@ -45,50 +48,62 @@ function parseArgs(argv) {
 
 const opts = parseArgs(process.argv.slice(2));
 const C = 1024;
-const log = (...a) => console.error('[ort-peer]', ...a);
+const log = (/** @type {unknown[]} */ ...a) => console.error('[ort-peer]', ...a);
 
 ort.env.wasm.numThreads = opts.threads;
 ort.env.wasm.simd = true; // SIMD is the only build shipped in current releases; kept for older ones.
 ort.env.logLevel = 'warning';
 
+/** @param {ort.Tensor} logits float32 [1, S, V] */
 function argmaxLast(logits) {
   const [, s, v] = logits.dims;
-  const d = logits.data;
+  const d = /** @type {Float32Array} */ (logits.data);
   let best = 0;
   let bv = -Infinity;
   for (let i = (s - 1) * v, j = 0; j < v; i++, j++) if (d[i] > bv) { bv = d[i]; best = j; }
   return best;
 }
 
+/** @param {number[]} ids */
 function idsTensor(ids) {
   return new ort.Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]);
 }
 
+/** @param {number} layers */
 function emptyPast(layers) {
   return new ort.Tensor('float32', new Float32Array(0), [layers, 0, C]);
 }
 
+/** @param {ort.InferenceSession} session @param {number[]} ids @param {ort.Tensor} past */
 async function step(session, ids, past) {
   const out = await session.run({ input_ids: idsTensor(ids), past_x: past });
   return { logits: out.logits, present: out.present_x };
 }
 
-// Prefill `prompt`, then `n` greedy decode steps. Returns timings and tokens.
+/**
+ * Prefill `prompt`, then `n` greedy decode steps. Returns timings and tokens.
+ * @param {ort.InferenceSession} session @param {number} layers @param {number[]} prompt @param {number} n @param {number} [prefillReps]
+ */
 async function generate(session, layers, prompt, n, prefillReps = 1) {
   const cpu0 = process.cpuUsage();
   const sys0 = systemBusyMs();
   const t0 = performance.now();
+  /** @type {number[]} */
   const prefillTimes = [];
-  let logits, present;
+  /** @type {ort.Tensor | undefined} */
+  let logits;
+  /** @type {ort.Tensor | undefined} */
+  let present;
   for (let i = 0; i < prefillReps; i++) {
     const ts = performance.now();
     ({ logits, present } = await step(session, prompt, emptyPast(layers)));
     prefillTimes.push(performance.now() - ts);
   }
+  if (!logits || !present) throw new Error(`--prefill-reps must be at least 1, got ${prefillReps}`);
   const t1 = performance.now();
   const cpu1 = process.cpuUsage(cpu0);
   const tokens = [];
-  const lastHead = (l) => Array.from(l.data.subarray((l.dims[1] - 1) * l.dims[2], (l.dims[1] - 1) * l.dims[2] + 8));
+  const lastHead = (/** @type {ort.Tensor} */ l) => Array.from(/** @type {Float32Array} */ (l.data).subarray((l.dims[1] - 1) * l.dims[2], (l.dims[1] - 1) * l.dims[2] + 8));
   const firstHead = lastHead(logits);
   for (let i = 0; i < n; i++) {
     const tok = argmaxLast(logits);
@@ -98,7 +113,7 @@ async function generate(session, layers, prompt, n, prefillReps = 1) {
   const t2 = performance.now();
   const cpu2 = process.cpuUsage(cpu0);
   const sys2 = systemBusyMs();
-  const cpuMs = (u) => (u.user + u.system) / 1000;
+  const cpuMs = (/** @type {NodeJS.CpuUsage} */ u) => (u.user + u.system) / 1000;
   return {
     prefillMs: median(prefillTimes),
     decodeMs: t2 - t1,
@@ -110,13 +125,19 @@ async function generate(session, layers, prompt, n, prefillReps = 1) {
     lastHead: lastHead(logits),
     presentDims: present.dims,
     // cores' worth of CPU used by other processes (and steal) during this run
-    otherLoad: sys0 === null ? null : Math.max(0, (sys2 - sys0 - cpuMs(cpu2)) / (t2 - t0)),
+    otherLoad: sys0 === null || sys2 === null ? null : Math.max(0, (sys2 - sys0 - cpuMs(cpu2)) / (t2 - t0)),
   };
 }
 
+/**
+ * export.py's PyTorch reference for a model.
+ * @typedef {{ prompt: number[], greedy_tokens: number[], prefill_last_logits_head: number[], final_last_logits_head: number[] }} Reference
+ */
+/** @param {string} refPath @param {Awaited<ReturnType<typeof generate>>} r */
 function checkAgainstRef(refPath, r) {
+  /** @type {Reference} */
   const ref = JSON.parse(fs.readFileSync(refPath, 'utf8'));
-  const maxDiff = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
+  const maxDiff = (/** @type {number[]} */ a, /** @type {number[]} */ b) => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
   const d1 = maxDiff(r.firstHead, ref.prefill_last_logits_head);
   const d2 = maxDiff(r.lastHead, ref.final_last_logits_head);
   const tokOk = JSON.stringify(r.tokens) === JSON.stringify(ref.greedy_tokens);
@@ -126,12 +147,13 @@ function checkAgainstRef(refPath, r) {
   return ok;
 }
 
+/** @param {number[]} xs */
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)];
 }
 
-// Deterministic pseudo-random prompt.
+/** Deterministic pseudo-random prompt. @param {number} n */
 function makePrompt(n, seed = 12345) {
   let x = seed;
   const out = [];
@@ -157,6 +179,7 @@ for (const layers of String(opts.layers).split(',').map(Number)) {
 
   let checkOk = null;
   if (opts.check) {
+    /** @type {Reference} */
     const ref = JSON.parse(fs.readFileSync(file.replace(/\.onnx$/, '.ref.json'), 'utf8'));
     checkOk = checkAgainstRef(file.replace(/\.onnx$/, '.ref.json'), await generate(session, layers, ref.prompt, ref.greedy_tokens.length));
     allOk &&= checkOk;
@@ -165,6 +188,7 @@ for (const layers of String(opts.layers).split(',').map(Number)) {
   // Warm-up: full-size prefill + a few decode steps.
   await generate(session, layers, makePrompt(opts.prefill, 999), 4);
 
+  /** @type {Awaited<ReturnType<typeof generate>>[]} */
   const runs = [];
   for (let r = 0; r < opts.reps; r++) {
     const res = await generate(session, layers, makePrompt(opts.prefill), opts.decode, opts['prefill-reps']);
@@ -175,7 +199,7 @@ for (const layers of String(opts.layers).split(',').map(Number)) {
   }
   const prefillMs = median(runs.map((r) => r.prefillMs));
   const decodeMs = median(runs.map((r) => r.decodeMs));
-  const sum = (k) => runs.reduce((a, r) => a + r[k], 0);
+  const sum = (/** @type {'prefillCpuMs' | 'prefillWallMs' | 'decodeCpuMs' | 'decodeMs'} */ k) => runs.reduce((a, r) => a + r[k], 0);
   console.log(JSON.stringify({
     layers,
     threads: ort.env.wasm.numThreads,
@@ -193,7 +217,7 @@ for (const layers of String(opts.layers).split(',').map(Number)) {
     cpu_per_wall_decode: +(sum('decodeCpuMs') / sum('decodeMs')).toFixed(2),
     load_ms: +loadMs.toFixed(0),
     // CPU cores' worth taken by other processes while timing (max over reps); >~0.1 means contended.
-    other_load: runs[0].otherLoad === null ? null : +Math.max(...runs.map((r) => r.otherLoad)).toFixed(2),
+    other_load: runs[0].otherLoad === null ? null : +Math.max(...runs.map((r) => r.otherLoad ?? 0)).toFixed(2),
     check: checkOk,
   }));
   await session.release();

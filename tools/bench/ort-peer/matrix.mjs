@@ -14,11 +14,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// Numbers by default; what the command line gives stays a string (used through Number/String).
+/**
+ * @type {{ rounds: number | string, layers: string, threads: string, reps: number | string, dir: string, prefill: number | string,
+ *   decode: number | string, 'max-other': number | string, tries: number | string, 'wait-s': number | string }}
+ */
 const o = { rounds: 3, layers: '1,2', threads: '1,2', reps: 3, dir: '/tmp/ort-peer', prefill: 32, decode: 64,
   'max-other': 0.15, tries: 6, 'wait-s': 120 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
-  const k = argv[i].replace(/^--/, '');
+  const k = /** @type {keyof typeof o} */ (argv[i].replace(/^--/, ''));
   if (!(k in o)) throw new Error(`unknown argument ${argv[i]}`);
   o[k] = argv[++i];
 }
@@ -30,7 +35,7 @@ function busyMs() {
     return null;
   }
 }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
 // Wait until the rest of the machine is (nearly) idle for a 1 s window.
 async function waitIdle() {
   const t0 = Date.now();
@@ -38,15 +43,24 @@ async function waitIdle() {
     const b0 = busyMs();
     if (b0 === null) return null;
     await sleep(1000);
-    const load = (busyMs() - b0) / 1000;
+    const b1 = busyMs();
+    if (b1 === null) return null;
+    const load = (b1 - b0) / 1000;
     if (load < Number(o['max-other']) || Date.now() - t0 > Number(o['wait-s']) * 1000) return load;
   }
 }
 const here = path.dirname(fileURLToPath(import.meta.url));
+/**
+ * What bench.mjs prints for a model (the fields used here), and whether the run was contended.
+ * @typedef {{ layers: number, threads: number, prefill_tokens_per_s: number, decode_tokens_per_s: number, ms_per_decode_token: number,
+ *   ort_version?: string, cpu_per_wall_prefill: number, cpu_per_wall_decode: number, other_load: number | null, contended?: boolean }} BenchOutput
+ */
+/** @type {Map<string, BenchOutput[]>} */
 const results = new Map();
 for (let r = 0; r < Number(o.rounds); r++) {
   for (const layers of o.layers.split(',')) {
     for (const threads of o.threads.split(',')) {
+      /** @type {BenchOutput} */
       let j;
       for (let attempt = 1; ; attempt++) {
         const idle = await waitIdle();
@@ -54,7 +68,7 @@ for (let r = 0; r < Number(o.rounds); r++) {
           '--threads', threads, '--reps', String(o.reps), '--prefill', String(o.prefill), '--decode', String(o.decode)],
         { encoding: 'utf8' });
         if (p.status !== 0) throw new Error(`bench.mjs failed (layers ${layers}, threads ${threads}):\n${p.stderr}`);
-        j = JSON.parse(p.stdout.trim().split('\n').pop());
+        j = JSON.parse(/** @type {string} */ (p.stdout.trim().split('\n').pop()));
         const contended = j.other_load !== null && j.other_load > Number(o['max-other']);
         console.error(`[matrix] round ${r} layers ${layers} threads ${threads} try ${attempt}: prefill ${j.prefill_tokens_per_s} tok/s, ` +
           `decode ${j.decode_tokens_per_s} tok/s, cpu/wall decode ${j.cpu_per_wall_decode}, other load ${j.other_load} ` +
@@ -63,15 +77,16 @@ for (let r = 0; r < Number(o.rounds); r++) {
         if (!contended || attempt >= Number(o.tries)) break;
       }
       const key = `${layers}/${threads}`;
-      if (!results.has(key)) results.set(key, []);
-      results.get(key).push(j);
+      let runs = results.get(key);
+      if (!runs) results.set(key, (runs = []));
+      runs.push(j);
     }
   }
 }
-const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
+const med = (/** @type {number[]} */ xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
 const rows = [];
 for (const runs of results.values()) {
-  const f = (k) => med(runs.map((x) => x[k]));
+  const f = (/** @type {'prefill_tokens_per_s' | 'decode_tokens_per_s' | 'ms_per_decode_token' | 'cpu_per_wall_prefill' | 'cpu_per_wall_decode'} */ k) => med(runs.map((x) => x[k]));
   const row = {
     layers: runs[0].layers,
     threads: runs[0].threads,
