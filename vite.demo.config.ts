@@ -45,7 +45,8 @@ export default defineConfig({
       manifest: {
         name: 'molm-web: MoLM on this device',
         short_name: 'molm-web',
-        description: 'A MoLM mixture-of-experts language model on this device (its GPU through WebGPU, or its processor through WebAssembly): private, offline.',
+        description:
+          'A MoLM mixture-of-experts language model on this device (its GPU through WebGPU, or its processor through WebAssembly): private, offline.',
         theme_color: '#1d4ed8',
         background_color: '#ffffff',
         display: 'standalone',

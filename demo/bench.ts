@@ -44,9 +44,12 @@ async function load(url: string, maxContext: number): Promise<BenchModel & { des
 }
 
 async function run(): Promise<BenchResult[]> {
-  const contexts = $<HTMLInputElement>('bench-contexts').value.split(',').map((s) => Number(s.trim()));
+  const contexts = $<HTMLInputElement>('bench-contexts')
+    .value.split(',')
+    .map((s) => Number(s.trim()));
   const newTokens = Number($<HTMLInputElement>('bench-new').value);
-  if (contexts.some((c) => !Number.isInteger(c) || c < 1) || !(newTokens >= 2)) throw new Error('Contexts must be positive integers and new tokens at least 2.');
+  if (contexts.some((c) => !Number.isInteger(c) || c < 1) || !(newTokens >= 2))
+    throw new Error('Contexts must be positive integers and new tokens at least 2.');
   say('Loading the model…');
   const model = await load($<HTMLInputElement>('bench-model').value, Math.max(...contexts) + newTokens);
   const results: BenchResult[] = [];

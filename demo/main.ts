@@ -325,7 +325,8 @@ if (backendRadio) backendRadio.checked = true;
  * It asks for an adapter once, on load; no device.
  */
 const webGpuProbe = chooseBackend('auto', browserGpu).catch(() => null);
-const GET_WEBGPU = 'For GPU speed use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.';
+const GET_WEBGPU =
+  'For GPU speed use a current Chrome or Edge, Safari 26+, or Firefox 141+ on Windows; on Linux, Chrome needs chrome://flags/#enable-unsafe-webgpu.';
 
 /** The note under the header: what the chosen engine will meet in this browser. */
 async function showWebGpuNote(): Promise<void> {

@@ -70,8 +70,11 @@ export function parameterCount(c: ModelConfig): number {
   const kv = hasKvProjections(c) ? 2 * (c.attHidden * C + c.attHidden) : 0;
   const layer =
     4 * C + // two LayerNorms
-    router(c.nAttExperts) + 2 * c.nAttExperts * C * c.attHidden + kv +
-    router(c.nMlpExperts) + 2 * c.nMlpExperts * C * c.ffdHidden;
+    router(c.nAttExperts) +
+    2 * c.nAttExperts * C * c.attHidden +
+    kv +
+    router(c.nMlpExperts) +
+    2 * c.nMlpExperts * C * c.ffdHidden;
   return 2 * c.vocabSize * C + c.nLayer * layer + 2 * C;
 }
 
@@ -89,9 +92,7 @@ function tokenId(json: Json, key: string, vocab: number): number {
 function expectString(json: Json, key: string, allowed: string[], fallback: string): void {
   const v = json[key] ?? fallback;
   if (typeof v !== 'string' || !allowed.includes(v)) {
-    throw new ModelFormatError(
-      `config.json: field "${key}" is ${describeValue(v)}; molm-web supports ${allowed.map((a) => JSON.stringify(a)).join(' or ')}.`,
-    );
+    throw new ModelFormatError(`config.json: field "${key}" is ${describeValue(v)}; molm-web supports ${allowed.map((a) => JSON.stringify(a)).join(' or ')}.`);
   }
 }
 
@@ -105,9 +106,7 @@ export function parseConfig(input: string | Json): ModelConfig {
     throw new ModelFormatError('config.json must hold a JSON object.');
   }
   if (json.model_type !== undefined && json.model_type !== 'moduleformer') {
-    throw new ModelFormatError(
-      `config.json: field "model_type" is ${describeValue(json.model_type)}; molm-web runs "moduleformer" (MoLM) models only.`,
-    );
+    throw new ModelFormatError(`config.json: field "model_type" is ${describeValue(json.model_type)}; molm-web runs "moduleformer" (MoLM) models only.`);
   }
   expectString(json, 'att_func', ['stickbreaking'], 'stickbreaking');
   expectString(json, 'gate_type', ['mlp'], 'mlp');
@@ -141,9 +140,7 @@ export function parseConfig(input: string | Json): ModelConfig {
   }
   c.layerNormEpsilon = eps;
   if (c.attHidden % c.nHead !== 0) {
-    throw new ModelFormatError(
-      `config.json: field "att_hidden" (${c.attHidden}) must be divisible by "n_head" (${c.nHead}).`,
-    );
+    throw new ModelFormatError(`config.json: field "att_hidden" (${c.attHidden}) must be divisible by "n_head" (${c.nHead}).`);
   }
   if (c.kAtt > c.nAttExperts) {
     throw new ModelFormatError(`config.json: field "k_att" (${c.kAtt}) exceeds "n_att_experts" (${c.nAttExperts}).`);

@@ -1,7 +1,7 @@
 import type { ModelConfig } from './config.ts';
 import { f32ToBf16, f32ToF16 } from './checkpoint/dtype.ts';
 import type { DType, TensorInfo, TensorSource } from './checkpoint/types.ts';
-import { DeviceLimitError, ModelFormatError } from './errors.ts';
+import { ModelFormatError } from './errors.ts';
 import { type StorageType, storageBytes, storageOfDtype } from './storage-types.ts';
 import { decodeTensor } from './quant/decode.ts';
 import { canQuantize, isQuantType, matrixStorage, quantize, quantizedBytes } from './quant/layout.ts';
@@ -144,4 +144,3 @@ export interface WeightProgress {
  * demand (loadExpert); the slots start out holding experts 0 … slots − 1.
  */
 export type ExpertSlots = ReadonlyMap<string, number>;
-

@@ -44,7 +44,11 @@ export interface MolmRun {
  */
 export function molmProcess(args: string[], o: { onStart?: (p: ChildProcess) => void; bundle?: boolean } = {}): Promise<MolmRun> {
   const entry = o.bundle
-    ? ['--input-type=module', '-e', `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist/cli.mjs')).href)}); process.exitCode = await main(${JSON.stringify(args)});`]
+    ? [
+        '--input-type=module',
+        '-e',
+        `const { main } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist/cli.mjs')).href)}); process.exitCode = await main(${JSON.stringify(args)});`,
+      ]
     : [join(ROOT, 'bin/molm.mjs'), ...args];
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, entry, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

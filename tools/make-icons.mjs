@@ -15,7 +15,7 @@ try {
     const page = await browser.newPage({ viewport: { width: size, height: size } });
     const inner = Math.round(size * (1 - 2 * pad));
     await page.setContent(
-      `<body style="margin:0;background:${pad ? "#1d4ed8" : "transparent"};display:grid;place-items:center;height:${size}px">` +
+      `<body style="margin:0;background:${pad ? '#1d4ed8' : 'transparent'};display:grid;place-items:center;height:${size}px">` +
         `<img style="width:${inner}px;height:${inner}px" src="data:image/svg+xml;base64,${Buffer.from(svg).toString('base64')}"></body>`,
     );
     await page.screenshot({ path: new URL(`../public/icons/${name}`, import.meta.url).pathname, omitBackground: pad === 0 });

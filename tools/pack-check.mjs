@@ -113,11 +113,21 @@ console.log(JSON.stringify(out));
 `,
   );
   const goldenIds = JSON.stringify({ input: golden.input_ids, output: golden.greedy_new_tokens });
-  const node = JSON.parse(/** @type {string} */ (run(process.execPath, ['node-check.mjs', MODEL, goldenIds, JSON.stringify(SETTINGS)], app).trim().split('\n').at(-1)));
+  const node = JSON.parse(
+    /** @type {string} */ (
+      run(process.execPath, ['node-check.mjs', MODEL, goldenIds, JSON.stringify(SETTINGS)], app)
+        .trim()
+        .split('\n')
+        .at(-1)
+    ),
+  );
   check(node.resolved.endsWith('/node_modules/molm-web/dist/node.mjs'), `Node resolved molm-web to ${node.resolved}, not dist/node.mjs`);
   check(node.backend === 'wasm', `Node's engine is ${node.backend}, not wasm`);
   check(JSON.stringify(node.ids) === JSON.stringify(golden.input_ids), `the prompt encodes to ${node.ids}, not the golden ${golden.input_ids}`);
-  check(node.text === node.expected && node.text.length > 0, `Node generated ${JSON.stringify(node.text)}; the golden tokens are ${JSON.stringify(node.expected)}`);
+  check(
+    node.text === node.expected && node.text.length > 0,
+    `Node generated ${JSON.stringify(node.text)}; the golden tokens are ${JSON.stringify(node.expected)}`,
+  );
   log(`Node: ${JSON.stringify(node.prompt)} → ${JSON.stringify(node.text)} (the golden greedy tokens)`);
   const help = run(join(app, 'node_modules', '.bin', 'molm'), ['--help'], app);
   check(/generate/.test(help), 'molm --help does not list the commands');
@@ -149,9 +159,18 @@ console.log(backend);
 `,
   );
   const common = { target: 'ES2022', strict: true, noEmit: true, skipLibCheck: false, lib: ['ES2022', 'DOM', 'DOM.Iterable'], types: [] };
-  writeFileSync(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { ...common, module: 'ESNext', moduleResolution: 'Bundler' }, files: ['src/browser-types.ts'] }));
+  writeFileSync(
+    join(app, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { ...common, module: 'ESNext', moduleResolution: 'Bundler' }, files: ['src/browser-types.ts'] }),
+  );
   // @types/node comes from the repository: the scratch project has no dev dependencies.
-  writeFileSync(join(app, 'tsconfig.node.json'), JSON.stringify({ compilerOptions: { ...common, module: 'NodeNext', moduleResolution: 'NodeNext', typeRoots: [join(root, 'node_modules', '@types')], types: ['node'] }, files: ['src/node-types.mts'] }));
+  writeFileSync(
+    join(app, 'tsconfig.node.json'),
+    JSON.stringify({
+      compilerOptions: { ...common, module: 'NodeNext', moduleResolution: 'NodeNext', typeRoots: [join(root, 'node_modules', '@types')], types: ['node'] },
+      files: ['src/node-types.mts'],
+    }),
+  );
   const tsc = repoRequire.resolve('typescript/bin/tsc');
   run(process.execPath, [tsc, '-p', 'tsconfig.json'], app);
   run(process.execPath, [tsc, '-p', 'tsconfig.node.json'], app);
@@ -203,15 +222,35 @@ window.runCheck = async (model, inputIds, settings) => {
 `;
   const esbuild = /** @type {typeof import('esbuild')} */ (await tool('esbuild'));
   const esOut = join(app, 'out-esbuild');
-  await esbuild.build({ entryPoints: [join(web, 'main.js')], bundle: true, format: 'esm', platform: 'browser', target: 'es2022', minify: true, outfile: join(esOut, 'main.js'), logLevel: 'error', absWorkingDir: app });
+  await esbuild.build({
+    entryPoints: [join(web, 'main.js')],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    outfile: join(esOut, 'main.js'),
+    logLevel: 'error',
+    absWorkingDir: app,
+  });
   writeFileSync(join(esOut, 'index.html'), page('./main.js'));
 
   writeFileSync(join(web, 'index.html'), page('./main.js'));
   const vite = /** @type {typeof import('vite')} */ (await tool('vite'));
-  await vite.build({ configFile: false, root: web, base: './', logLevel: 'error', publicDir: false, build: { outDir: join(app, 'out-vite'), emptyOutDir: true, target: 'es2022' } });
+  await vite.build({
+    configFile: false,
+    root: web,
+    base: './',
+    logLevel: 'error',
+    publicDir: false,
+    build: { outDir: join(app, 'out-vite'), emptyOutDir: true, target: 'es2022' },
+  });
   const viteOut = join(app, 'out-vite');
 
-  for (const [name, dir] of [['esbuild', esOut], ['Vite', viteOut]]) {
+  for (const [name, dir] of [
+    ['esbuild', esOut],
+    ['Vite', viteOut],
+  ]) {
     const js = listFiles(dir).filter((f) => f.endsWith('.js'));
     const text = js.map((f) => readFileSync(f, 'utf8')).join('\n');
     // What a bundle needs inside it: the worker's code, the WGSL kernels, the gzipped wasm.
@@ -233,12 +272,31 @@ window.runCheck = async (model, inputIds, settings) => {
   const modelsDir = join(app, 'dev-public');
   mkdirSync(modelsDir);
   symlinkSync(MODEL, join(modelsDir, 'model'));
-  devServer = await vite.createServer({ configFile: false, root: web, publicDir: modelsDir, logLevel: 'error', server: { host: '127.0.0.1', port: 0, headers: isolation, hmr: false } });
+  devServer = await vite.createServer({
+    configFile: false,
+    root: web,
+    publicDir: modelsDir,
+    logLevel: 'error',
+    server: { host: '127.0.0.1', port: 0, headers: isolation, hmr: false },
+  });
   await devServer.listen();
   // Listening (not in middleware mode) on a TCP port: the server's address is an AddressInfo.
-  const devUrl = `http://127.0.0.1:${/** @type {import('node:net').AddressInfo} */ (devServer.httpServer?.address()).port}`;
+  const address = devServer.httpServer?.address();
+  if (!address || typeof address === 'string') throw new Error('the Vite dev server is not listening on a TCP port');
+  const devUrl = `http://127.0.0.1:${address.port}`;
   const { chromium } = /** @type {typeof import('playwright-core')} */ (repoRequire('playwright-core'));
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
   const pages = [
     ['esbuild bundle', `${server.url}/esbuild/index.html`],
     ['Vite bundle', `${server.url}/vite/index.html`],
@@ -253,14 +311,25 @@ window.runCheck = async (model, inputIds, settings) => {
     tab.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') && problems.push(`console: ${m.text()}`));
     tab.on('response', (r) => r.status() >= 400 && !/\/(manifest\.json|favicon\.ico)$/.test(r.url()) && problems.push(`HTTP ${r.status()}: ${r.url()}`));
     await tab.goto(url);
-    await tab.waitForFunction(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window))).runCheck === 'function', null, { timeout: 30_000 }).catch(() => {});
-    check(problems.length === 0 && (await tab.evaluate(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window))).runCheck)) === 'function', `${name}: the page did not load: ${problems.join('; ')}`);
-    const out = await tab.evaluate(([ids, settings]) => /** @type {CheckPage} */ (/** @type {unknown} */ (window)).runCheck('/model/', ids, settings), /** @type {[number[], typeof SETTINGS]} */ ([golden.input_ids, SETTINGS]));
+    await tab
+      .waitForFunction(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window)).runCheck) === 'function', null, { timeout: 30_000 })
+      .catch(() => {});
+    check(
+      problems.length === 0 && (await tab.evaluate(() => typeof (/** @type {Partial<CheckPage>} */ (/** @type {unknown} */ (window)).runCheck))) === 'function',
+      `${name}: the page did not load: ${problems.join('; ')}`,
+    );
+    const out = await tab.evaluate(
+      ([ids, settings]) => /** @type {CheckPage} */ (/** @type {unknown} */ (window)).runCheck('/model/', ids, settings),
+      /** @type {[number[], typeof SETTINGS]} */ ([golden.input_ids, SETTINGS]),
+    );
     const workers = await tab.evaluate(() => /** @type {CheckPage} */ (/** @type {unknown} */ (window)).startedWorkers);
     const isolated = await tab.evaluate(() => crossOriginIsolated);
     await tab.close();
     check(problems.length === 0, `${name}: the page reported ${problems.join('; ')}`);
-    check(workers.length === 1 && workers[0].name === 'molm-engine' && workers[0].url.startsWith('blob:'), `${name}: the page started ${JSON.stringify(workers)}, not one engine worker from a Blob`);
+    check(
+      workers.length === 1 && workers[0].name === 'molm-engine' && workers[0].url.startsWith('blob:'),
+      `${name}: the page started ${JSON.stringify(workers)}, not one engine worker from a Blob`,
+    );
     check(out.backend === 'wasm', `${name}: the engine is ${out.backend}, not wasm`);
     check(out.text === node.text, `${name}: the page generated ${JSON.stringify(out.text)}, Node ${JSON.stringify(node.text)}`);
     check(out.widget, `${name}: molm-web/widget defined no <molm-chat>`);
@@ -294,9 +363,9 @@ function serve(mounts, extra) {
   const http = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     const prefix = Object.keys(mounts).find((p) => path.startsWith(p));
-    const file = prefix && normalize(join(mounts[prefix], path.slice(prefix.length)));
     const headers = { ...extra, 'Cache-Control': 'no-store' };
-    if (!file || !file.startsWith(mounts[prefix] + sep) || !existsSync(file) || !statSync(file).isFile()) {
+    const file = prefix === undefined ? '' : normalize(join(mounts[prefix], path.slice(prefix.length)));
+    if (prefix === undefined || !file.startsWith(mounts[prefix] + sep) || !existsSync(file) || !statSync(file).isFile()) {
       res.writeHead(404, headers).end();
       return;
     }

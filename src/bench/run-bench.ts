@@ -1,6 +1,6 @@
 import type { TokenModel } from '../token-model.ts';
 import { measureCopyBandwidth } from '../kernels/copy.ts';
-import { type GpuModel } from '../model/model.ts';
+import type { GpuModel } from '../model/model.ts';
 import { GREEDY } from '../token-model.ts';
 import { decodeReadBytes } from '../model/roofline.ts';
 import type { WasmModel } from '../wasm/model.ts';

@@ -25,7 +25,6 @@ const LAYOUTS = [
   { file: 'pytorch_model.bin.index.json', sharded: true },
 ] as const;
 
-
 /**
  * Opens a checkpoint folder: parses config.json, indexes the weights and checks that every tensor
  * the model needs is there with the right shape and a float dtype. No weights are read yet.
@@ -58,8 +57,7 @@ async function openWeights(files: FileSource): Promise<TensorFile> {
     }
   }
   throw new ModelFormatError(
-    `${files.location} holds no weights: looked for ${LAYOUTS.map((l) => l.file).join(', ')}. ` +
-      'Download the whole Hugging Face model folder.',
+    `${files.location} holds no weights: looked for ${LAYOUTS.map((l) => l.file).join(', ')}. ` + 'Download the whole Hugging Face model folder.',
   );
 }
 
@@ -99,7 +97,9 @@ async function openSharded(files: FileSource, indexName: string, index: Record<s
   const shardNames = new Set<string>();
   for (const [tensor, shard] of Object.entries(weightMap)) {
     if (tensor.length > LIMITS.tensorNameLength) {
-      throw new ModelFormatError(`${indexName}: a tensor name is ${tensor.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have; re-download it.`);
+      throw new ModelFormatError(
+        `${indexName}: a tensor name is ${tensor.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have; re-download it.`,
+      );
     }
     // Shard names come from the index file: only plain names next to it, never a path or a URL.
     shardNames.add(checkFileName(shard, `${indexName}: the shard of tensor "${tensor}"`, 're-download it'));
@@ -154,8 +154,7 @@ function validateTensors(config: ModelConfig, file: TensorFile): void {
     const unreadable = file.unreadable.get(name);
     if (unreadable !== undefined) {
       throw new ModelFormatError(
-        `${file.fileName}: tensor "${name}" is stored as ${unreadable}; molm-web needs float weights (F32, F16 or BF16). ` +
-          'Re-convert the checkpoint.',
+        `${file.fileName}: tensor "${name}" is stored as ${unreadable}; molm-web needs float weights (F32, F16 or BF16). ` + 'Re-convert the checkpoint.',
       );
     }
     if (!info) {
@@ -177,8 +176,7 @@ function validateTensors(config: ModelConfig, file: TensorFile): void {
   if (missing.length > 0) {
     const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? `, and ${missing.length - 5} more` : '');
     throw new ModelFormatError(
-      `${file.fileName} lacks ${missing.length} tensor(s) the model needs: ${shown}. ` +
-        'Is it a complete ModuleFormer checkpoint for this config.json?',
+      `${file.fileName} lacks ${missing.length} tensor(s) the model needs: ${shown}. ` + 'Is it a complete ModuleFormer checkpoint for this config.json?',
     );
   }
 }

@@ -11,7 +11,10 @@ export interface SafetensorsEntry {
  * Returns the bytes to write first (8-byte length + JSON, padded with spaces to 8 bytes so the
  * data stays aligned) and each tensor's byte offset within the file.
  */
-export function safetensorsHeader(entries: SafetensorsEntry[], metadata: Record<string, string> = {}): {
+export function safetensorsHeader(
+  entries: SafetensorsEntry[],
+  metadata: Record<string, string> = {},
+): {
   header: Uint8Array;
   offsets: number[];
   fileBytes: number;

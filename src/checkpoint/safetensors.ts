@@ -10,8 +10,21 @@ import { DTYPE_BYTES, type ByteSource, type DType, type TensorInfo } from './typ
 
 /** Element sizes of every dtype the safetensors format defines, so any file can be validated. */
 const SAFETENSORS_DTYPE_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1,
-  I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
 };
 
 function isReadableDType(dtype: string): dtype is DType {
@@ -36,7 +49,9 @@ export async function openSafetensors(source: ByteSource, fileName: string): Pro
     throw fail(`the header length field says ${headerLength} bytes, which no real safetensors header needs (the file is damaged or not a safetensors file)`);
   }
   if (8 + headerLength > source.size) {
-    throw fail(`the header length field says ${headerLength} bytes, past the end of the ${source.size}-byte file (the file is truncated or not a safetensors file)`);
+    throw fail(
+      `the header length field says ${headerLength} bytes, past the end of the ${source.size}-byte file (the file is truncated or not a safetensors file)`,
+    );
   }
   const header = parseJsonObject(await source.read(8, headerLength), {
     what: `${fileName}: the header`,
@@ -71,11 +86,7 @@ export async function openSafetensors(source: ByteSource, fileName: string): Pro
 }
 
 /** Validates every header entry against the data size and each other. */
-function locateTensors(
-  header: Record<string, unknown>,
-  dataBytes: number,
-  fail: (what: string) => ModelFormatError,
-): Map<string, Located> {
+function locateTensors(header: Record<string, unknown>, dataBytes: number, fail: (what: string) => ModelFormatError): Map<string, Located> {
   const located = new Map<string, Located>();
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
@@ -92,10 +103,7 @@ function locateTensors(
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw bad(`has shape ${describeValue(shape)}; a shape must be a list of non-negative integers`);
     }
-    if (
-      !Array.isArray(offsets) || offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
-    ) {
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw bad(`has data_offsets ${describeValue(offsets)}; they must be two non-negative integers [begin, end]`);
     }
     const [begin, end] = offsets as [number, number];
@@ -121,10 +129,7 @@ function checkNoOverlap(located: Map<string, Located>, fail: (what: string) => M
     const [prevName, prev] = byBegin[i - 1];
     const [name, t] = byBegin[i];
     if (t.begin < prev.end) {
-      throw fail(
-        `tensors "${prevName}" [${prev.begin}, ${prev.end}] and "${name}" [${t.begin}, ${t.end}] overlap; ` +
-          'each tensor must have its own bytes',
-      );
+      throw fail(`tensors "${prevName}" [${prev.begin}, ${prev.end}] and "${name}" [${t.begin}, ${t.end}] overlap; ` + 'each tensor must have its own bytes');
     }
   }
 }

@@ -64,7 +64,9 @@ export async function openTorchBin(source: ByteSource, fileName: string): Promis
       const t = located.get(name);
       if (!t) throw new ModelFormatError(`${fileName} has no tensor ${describeValue(name)}.`);
       if (t.record.dtype === null) {
-        throw new ModelFormatError(`${fileName}: tensor ${describeValue(name)} is stored as torch.${t.record.dtypeName}; molm-web reads float32, float16, bfloat16 and int8 only.`);
+        throw new ModelFormatError(
+          `${fileName}: tensor ${describeValue(name)} is stored as torch.${t.record.dtypeName}; molm-web reads float32, float16, bfloat16 and int8 only.`,
+        );
       }
       return readTensor(source, zip, t);
     },
@@ -93,8 +95,10 @@ function findDataPickle(zip: ZipArchive, fileName: string): ZipEntry {
   throw new ModelFormatError(
     candidates.length === 0
       ? `${fileName}: the archive has no <name>/data.pkl, so it is not a torch.save checkpoint; ${REDOWNLOAD}.`
-      : `${fileName}: the archive has ${candidates.length} data.pkl files (${candidates.slice(0, 3).map((c) => describeValue(c.name)).join(', ')}` +
-          `${candidates.length > 3 ? ', …' : ''}); a torch.save checkpoint has one. ${REDOWNLOAD[0].toUpperCase()}${REDOWNLOAD.slice(1)}.`,
+      : `${fileName}: the archive has ${candidates.length} data.pkl files (${candidates
+          .slice(0, 3)
+          .map((c) => describeValue(c.name))
+          .join(', ')}` + `${candidates.length > 3 ? ', …' : ''}); a torch.save checkpoint has one. ${REDOWNLOAD[0].toUpperCase()}${REDOWNLOAD.slice(1)}.`,
   );
 }
 

@@ -146,8 +146,20 @@ class TensorRef {
 const MARK = Symbol('mark');
 
 type PyValue =
-  | null | boolean | number | bigint | string | Uint8Array
-  | PyTuple | PyList | PyDict | PyGlobal | StorageType | DTypeValue | StorageRef | TensorRef;
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | PyTuple
+  | PyList
+  | PyDict
+  | PyGlobal
+  | StorageType
+  | DTypeValue
+  | StorageRef
+  | TensorRef;
 type StackItem = PyValue | typeof MARK;
 
 const CALLABLES = new Set([
@@ -259,8 +271,7 @@ function decodeLong(bytes: Uint8Array): number | bigint {
 
 /** Runs the restricted interpreter and returns the pickled object. */
 function unpickle(bytes: Uint8Array, fileName: string): PyValue {
-  const fail = (what: string) =>
-    new ModelFormatError(`${fileName}: ${what}; the state dict pickle is damaged. Re-download or re-convert the checkpoint.`);
+  const fail = (what: string) => new ModelFormatError(`${fileName}: ${what}; the state dict pickle is damaged. Re-download or re-convert the checkpoint.`);
   const excess = (what: string) =>
     new ModelFormatError(
       `${fileName}: ${what}, far more than torch.save writes for a state dict; refusing to load it. ` +
@@ -302,8 +313,7 @@ function unpickle(bytes: Uint8Array, fileName: string): PyValue {
   const long = (n: number) => {
     if (n > LIMITS.pickleLongBytes) {
       throw excess(
-        `the pickle holds a ${n}-byte integer at byte ${at} (sizes, strides and offsets fit in 8 bytes; ` +
-          `molm-web reads at most ${LIMITS.pickleLongBytes})`,
+        `the pickle holds a ${n}-byte integer at byte ${at} (sizes, strides and offsets fit in 8 bytes; ` + `molm-web reads at most ${LIMITS.pickleLongBytes})`,
       );
     }
     return decodeLong(r.take(n));
@@ -354,56 +364,161 @@ function unpickle(bytes: Uint8Array, fileName: string): PyValue {
     at = r.pos;
     const op = r.u8();
     switch (op) {
-      case 0x80: r.u8(); break; // PROTO
-      case 0x95: r.u64(); break; // FRAME: framing is only a hint for buffered readers
-      case 0x2e: return pop(); // STOP
-      case 0x28: marks.push(stack.length); push(MARK); break; // MARK
-      case 0x30: pop(); break; // POP
-      case 0x31: popToMark(); break; // POP_MARK
-      case 0x32: push(top()); break; // DUP
-      case 0x4e: push(null); break; // NONE
-      case 0x88: push(true); break; // NEWTRUE
-      case 0x89: push(false); break; // NEWFALSE
-      case 0x4a: push(r.i32()); break; // BININT
-      case 0x4b: push(r.u8()); break; // BININT1
-      case 0x4d: push(r.u16()); break; // BININT2
-      case 0x8a: push(long(r.u8())); break; // LONG1
-      case 0x8b: push(long(r.i32())); break; // LONG4
-      case 0x47: push(r.f64be()); break; // BINFLOAT
-      case 0x58: push(decodeUtf8(r.take(r.u32()), fail)); break; // BINUNICODE
-      case 0x8c: push(decodeUtf8(r.take(r.u8()), fail)); break; // SHORT_BINUNICODE
-      case 0x8d: push(decodeUtf8(r.take(r.u64()), fail)); break; // BINUNICODE8
-      case 0x54: push(latin1(r.take(r.i32()))); break; // BINSTRING (Python 2 str)
-      case 0x55: push(latin1(r.take(r.u8()))); break; // SHORT_BINSTRING
-      case 0x43: push(r.take(r.u8()).slice()); break; // SHORT_BINBYTES
-      case 0x42: push(r.take(r.u32()).slice()); break; // BINBYTES
-      case 0x8e: push(r.take(r.u64()).slice()); break; // BINBYTES8
-      case 0x7d: push(new PyDict()); break; // EMPTY_DICT
-      case 0x5d: push(new PyList([])); break; // EMPTY_LIST
-      case 0x29: push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: push(built(new PyTuple(popToMark()))); break; // TUPLE
-      case 0x85: push(built(new PyTuple([pop()]))); break; // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); push(built(new PyTuple([a, b]))); break; } // TUPLE2
-      case 0x87: { const c = pop(); const b = pop(); const a = pop(); push(built(new PyTuple([a, b, c]))); break; } // TUPLE3
-      case 0x6c: push(built(new PyList(popToMark()))); break; // LIST
-      case 0x64: { const d = new PyDict(); setItems(d, popToMark()); push(d); break; } // DICT
-      case 0x71: remember(r.u8(), top()); break; // BINPUT
-      case 0x72: remember(r.u32(), top()); break; // LONG_BINPUT
-      case 0x94: remember(memo.size, top()); break; // MEMOIZE
-      case 0x68: push(get(r.u8())); break; // BINGET
-      case 0x6a: push(get(r.u32())); break; // LONG_BINGET
-      case 0x63: { const module = r.line(MAX_GLOBAL_NAME); const name = r.line(MAX_GLOBAL_NAME); push(resolveGlobal(module, name, fileName)); break; } // GLOBAL
-      case 0x93: { // STACK_GLOBAL
+      case 0x80:
+        r.u8();
+        break; // PROTO
+      case 0x95:
+        r.u64();
+        break; // FRAME: framing is only a hint for buffered readers
+      case 0x2e:
+        return pop(); // STOP
+      case 0x28:
+        marks.push(stack.length);
+        push(MARK);
+        break; // MARK
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popToMark();
+        break; // POP_MARK
+      case 0x32:
+        push(top());
+        break; // DUP
+      case 0x4e:
+        push(null);
+        break; // NONE
+      case 0x88:
+        push(true);
+        break; // NEWTRUE
+      case 0x89:
+        push(false);
+        break; // NEWFALSE
+      case 0x4a:
+        push(r.i32());
+        break; // BININT
+      case 0x4b:
+        push(r.u8());
+        break; // BININT1
+      case 0x4d:
+        push(r.u16());
+        break; // BININT2
+      case 0x8a:
+        push(long(r.u8()));
+        break; // LONG1
+      case 0x8b:
+        push(long(r.i32()));
+        break; // LONG4
+      case 0x47:
+        push(r.f64be());
+        break; // BINFLOAT
+      case 0x58:
+        push(decodeUtf8(r.take(r.u32()), fail));
+        break; // BINUNICODE
+      case 0x8c:
+        push(decodeUtf8(r.take(r.u8()), fail));
+        break; // SHORT_BINUNICODE
+      case 0x8d:
+        push(decodeUtf8(r.take(r.u64()), fail));
+        break; // BINUNICODE8
+      case 0x54:
+        push(latin1(r.take(r.i32())));
+        break; // BINSTRING (Python 2 str)
+      case 0x55:
+        push(latin1(r.take(r.u8())));
+        break; // SHORT_BINSTRING
+      case 0x43:
+        push(r.take(r.u8()).slice());
+        break; // SHORT_BINBYTES
+      case 0x42:
+        push(r.take(r.u32()).slice());
+        break; // BINBYTES
+      case 0x8e:
+        push(r.take(r.u64()).slice());
+        break; // BINBYTES8
+      case 0x7d:
+        push(new PyDict());
+        break; // EMPTY_DICT
+      case 0x5d:
+        push(new PyList([]));
+        break; // EMPTY_LIST
+      case 0x29:
+        push(new PyTuple([]));
+        break; // EMPTY_TUPLE
+      case 0x74:
+        push(built(new PyTuple(popToMark())));
+        break; // TUPLE
+      case 0x85:
+        push(built(new PyTuple([pop()])));
+        break; // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        push(built(new PyTuple([a, b])));
+        break;
+      } // TUPLE2
+      case 0x87: {
+        const c = pop();
+        const b = pop();
+        const a = pop();
+        push(built(new PyTuple([a, b, c])));
+        break;
+      } // TUPLE3
+      case 0x6c:
+        push(built(new PyList(popToMark())));
+        break; // LIST
+      case 0x64: {
+        const d = new PyDict();
+        setItems(d, popToMark());
+        push(d);
+        break;
+      } // DICT
+      case 0x71:
+        remember(r.u8(), top());
+        break; // BINPUT
+      case 0x72:
+        remember(r.u32(), top());
+        break; // LONG_BINPUT
+      case 0x94:
+        remember(memo.size, top());
+        break; // MEMOIZE
+      case 0x68:
+        push(get(r.u8()));
+        break; // BINGET
+      case 0x6a:
+        push(get(r.u32()));
+        break; // LONG_BINGET
+      case 0x63: {
+        const module = r.line(MAX_GLOBAL_NAME);
+        const name = r.line(MAX_GLOBAL_NAME);
+        push(resolveGlobal(module, name, fileName));
+        break;
+      } // GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') throw fail('STACK_GLOBAL without two strings');
         push(resolveGlobal(module, name, fileName));
         break;
       }
-      case 0x51: push(persistentLoad(pop(), fail)); break; // BINPERSID
-      case 0x52: { const args = pop(); const callable = pop(); push(call(callable, args, fileName, fail)); break; } // REDUCE
-      case 0x81: { const args = pop(); const cls = pop(); push(call(cls, args, fileName, fail)); break; } // NEWOBJ
-      case 0x62: { // BUILD
+      case 0x51:
+        push(persistentLoad(pop(), fail));
+        break; // BINPERSID
+      case 0x52: {
+        const args = pop();
+        const callable = pop();
+        push(call(callable, args, fileName, fail));
+        break;
+      } // REDUCE
+      case 0x81: {
+        const args = pop();
+        const cls = pop();
+        push(call(cls, args, fileName, fail));
+        break;
+      } // NEWOBJ
+      case 0x62: {
+        // BUILD
         const state = pop();
         const target = top();
         // An nn.Module state dict carries `_metadata` (per-module versions) as instance state;
@@ -413,10 +528,27 @@ function unpickle(bytes: Uint8Array, fileName: string): PyValue {
         }
         break;
       }
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const items = popToMark(); setItems(top(), items); break; } // SETITEMS
-      case 0x61: { const v = pop(); appendItems(top(), [v]); break; } // APPEND
-      case 0x65: { const items = popToMark(); appendItems(top(), items); break; } // APPENDS
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItems(top(), [k, v]);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const items = popToMark();
+        setItems(top(), items);
+        break;
+      } // SETITEMS
+      case 0x61: {
+        const v = pop();
+        appendItems(top(), [v]);
+        break;
+      } // APPEND
+      case 0x65: {
+        const items = popToMark();
+        appendItems(top(), items);
+        break;
+      } // APPENDS
       default:
         throw new ModelFormatError(
           `${fileName}: the pickle uses opcode 0x${op.toString(16).padStart(2, '0')} at byte ${at}, which torch.save does not ` +

@@ -57,8 +57,7 @@ export async function openZip(source: ByteSource, fileName: string): Promise<Zip
   // Checked before anything is allocated or looped over: the counts come from the file.
   const tooLarge = (what: string) =>
     new ModelFormatError(
-      `${fileName}: ${what}, far more than a torch.save checkpoint has; refusing to open it (re-download the checkpoint, ` +
-        'or convert it to safetensors).',
+      `${fileName}: ${what}, far more than a torch.save checkpoint has; refusing to open it (re-download the checkpoint, ` + 'or convert it to safetensors).',
     );
   if (dir.count > LIMITS.zipEntries) throw tooLarge(`the zip claims ${dir.count} entries (molm-web opens at most ${LIMITS.zipEntries})`);
   if (dir.size > LIMITS.zipCentralDirectoryBytes) {
@@ -110,11 +109,7 @@ export async function openZip(source: ByteSource, fileName: string): Promise<Zip
   };
 }
 
-async function findCentralDirectory(
-  source: ByteSource,
-  fileName: string,
-  fail: (what: string) => ModelFormatError,
-): Promise<Directory> {
+async function findCentralDirectory(source: ByteSource, fileName: string, fail: (what: string) => ModelFormatError): Promise<Directory> {
   const size = source.size;
   const tailLength = Math.min(size, EOCD_BYTES + MAX_COMMENT + ZIP64_LOCATOR_BYTES);
   const tailStart = size - tailLength;
@@ -144,7 +139,12 @@ async function findCentralDirectory(
 
   const locator = eocd - ZIP64_LOCATOR_BYTES;
   if (locator >= 0 && view.getUint32(locator, true) === ZIP64_LOCATOR_SIG) {
-    dir = await readZip64End(source, fileName, readU64(view, locator + 8, () => `${fileName}: ZIP64 locator`), fail);
+    dir = await readZip64End(
+      source,
+      fileName,
+      readU64(view, locator + 8, () => `${fileName}: ZIP64 locator`),
+      fail,
+    );
   } else if (saturated) {
     throw fail('the zip end record points to ZIP64 data, but the ZIP64 locator is missing');
   } else if (disk !== 0 || cdDisk !== 0) {
@@ -153,12 +153,7 @@ async function findCentralDirectory(
   return dir;
 }
 
-async function readZip64End(
-  source: ByteSource,
-  fileName: string,
-  at: number,
-  fail: (what: string) => ModelFormatError,
-): Promise<Directory> {
+async function readZip64End(source: ByteSource, fileName: string, at: number, fail: (what: string) => ModelFormatError): Promise<Directory> {
   if (at + ZIP64_EOCD_BYTES > source.size) {
     throw fail(`the ZIP64 end record offset ${at} is past the end of the ${source.size}-byte file`);
   }
@@ -171,11 +166,7 @@ async function readZip64End(
   return { count: readU64(view, 32, what), size: readU64(view, 40, what), offset: readU64(view, 48, what), end: at };
 }
 
-function parseCentralDirectory(
-  bytes: Uint8Array,
-  dir: Directory,
-  fail: (what: string) => ModelFormatError,
-): Map<string, ZipEntry> {
+function parseCentralDirectory(bytes: Uint8Array, dir: Directory, fail: (what: string) => ModelFormatError): Map<string, ZipEntry> {
   const view = dataView(bytes);
   const decoder = new TextDecoder();
   const entries = new Map<string, ZipEntry>();

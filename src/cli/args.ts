@@ -59,7 +59,7 @@ export function oneOf<T extends string>(values: readonly T[], arg = values.join(
     type: 'string',
     arg,
     allowed: `one of ${values.join(', ')}`,
-    parse: (x) => (values as readonly string[]).includes(x.toLowerCase()) ? x.toLowerCase() : undefined,
+    parse: (x) => ((values as readonly string[]).includes(x.toLowerCase()) ? x.toLowerCase() : undefined),
   };
 }
 
@@ -155,7 +155,7 @@ function parseOptions(specs: Readonly<Record<string, Spec>>): NonNullable<ParseA
  * naming the option and what it takes.
  */
 export function parseCommandLine(argv: readonly string[], specs: Readonly<Record<string, Spec>>): { args: Args; positionals: string[] } {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: joinNegativeNumbers(argv, specs), options: parseOptions(specs), allowPositionals: true, strict: true });
   } catch (e) {

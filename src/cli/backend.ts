@@ -2,7 +2,7 @@ import { nodeFileSource } from '../checkpoint/node-files.ts';
 import type { ModelConfig } from '../config.ts';
 import { LocalEngine } from '../engine/engine.ts';
 import { referenceTokenModel } from '../reference/token-model.ts';
-import { type TokenModel } from '../token-model.ts';
+import type { TokenModel } from '../token-model.ts';
 import { MolmTokenizer } from '../engine/tokenizer.ts';
 import { readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import { ModelFormatError, UsageError } from '../errors.ts';
@@ -47,7 +47,12 @@ async function openWasm(dir: string, o: OpenOptions): Promise<CliModel> {
 }
 
 async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {
-  const model = await loadGpuModel(nodeFileSource(dir), { gpu: await nodeGpu(), maxContext: o.maxContext, prefillChunk: o.prefillChunk, expertBudget: o.expertBudget });
+  const model = await loadGpuModel(nodeFileSource(dir), {
+    gpu: await nodeGpu(),
+    maxContext: o.maxContext,
+    prefillChunk: o.prefillChunk,
+    expertBudget: o.expertBudget,
+  });
   return Object.assign(model, { description: model.ctx.description, gpu: model, close: () => model.destroy() });
 }
 

@@ -72,7 +72,7 @@ export async function runConvert(o: ConvertCommandOptions): Promise<string> {
     throw new UsageError('--out must be a different folder from --model (the converted model is written next to nothing else).');
   }
   const progress = progressReporter(o.stream);
-  let manifest;
+  let manifest: Awaited<ReturnType<typeof convertModel>>;
   try {
     manifest = await convertModel({
       source: nodeFileSource(o.modelDir),
@@ -85,6 +85,8 @@ export async function runConvert(o: ConvertCommandOptions): Promise<string> {
     progress.done();
   }
   const total = manifest.shards.reduce((a, s) => a + s.bytes, 0);
-  return `${manifest.tensors.length} tensors, ${manifest.shards.length} shard(s), ${mib(total)} MiB (${dtype}) written to ${resolve(o.outDir)}` +
-    (manifest.tokenizer ? ' with tokenizer.json' : '');
+  return (
+    `${manifest.tensors.length} tensors, ${manifest.shards.length} shard(s), ${mib(total)} MiB (${dtype}) written to ${resolve(o.outDir)}` +
+    (manifest.tokenizer ? ' with tokenizer.json' : '')
+  );
 }

@@ -12,7 +12,15 @@ import { openModel, openTokenizer, type OpenOptions } from './backend.ts';
 
 // `molm profile` and `molm prune`: which experts a corpus uses, and a model with only those.
 
-export async function runProfile(o: { modelDir: string; textFile: string; out: string; window?: number; maxTokens?: number; open: OpenOptions; quiet?: boolean }): Promise<ExpertUsage> {
+export async function runProfile(o: {
+  modelDir: string;
+  textFile: string;
+  out: string;
+  window?: number;
+  maxTokens?: number;
+  open: OpenOptions;
+  quiet?: boolean;
+}): Promise<ExpertUsage> {
   const text = await readFile(o.textFile, 'utf8');
   const tokenizer = await openTokenizer(o.modelDir);
   let ids = tokenizer.encode(text);

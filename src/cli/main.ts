@@ -8,7 +8,7 @@ import { evaluatePerplexity } from './eval.ts';
 import { runConvert } from './convert.ts';
 import { runProfile, runPrune } from './experts.ts';
 import { synthesize } from './synth.ts';
-import { Args, MAX_TOKENS, OptionError, decimal, findCommand, flag, oneOf, parseCommandLine, path, text, wholeNumber, type Spec } from './args.ts';
+import { type Args, MAX_TOKENS, OptionError, decimal, findCommand, flag, oneOf, parseCommandLine, path, text, wholeNumber, type Spec } from './args.ts';
 
 /** Token ids: the vocabulary may have at most 2^20 entries (src/limits.ts). */
 const MAX_TOKEN_ID = (1 << 20) - 1;
@@ -175,7 +175,21 @@ const generate: Command = {
               [--top-p P] [--repetition-penalty R] [--seed S]] [--json]
       token ids in, token ids out, one a line: 32 new tokens unless --max-new-tokens; greedy unless
       --temperature is given.`,
-  options: ['model', 'prompt', 'ids', 'max-new-tokens', 'greedy', 'temperature', 'top-k', 'top-p', 'repetition-penalty', 'seed', 'stop', 'json', ...DEVICE_OPTIONS],
+  options: [
+    'model',
+    'prompt',
+    'ids',
+    'max-new-tokens',
+    'greedy',
+    'temperature',
+    'top-k',
+    'top-p',
+    'repetition-penalty',
+    'seed',
+    'stop',
+    'json',
+    ...DEVICE_OPTIONS,
+  ],
   prepare(a) {
     a.exclusive(['prompt', 'ids'], true);
     noGreedyConflict(a);
@@ -202,7 +216,17 @@ const generate: Command = {
             const stream = engine.generate(prompt, options);
             for await (const piece of stream) if (!json) process.stdout.write(piece);
             const r = await stream.result;
-            process.stdout.write(json ? JSON.stringify({ prompt, text: r.text, finish_reason: r.finishReason, usage: r.usage, ...(r.usage.expertCache && { expert_cache_hit_rate: r.usage.expertCache.hitRate }) }) + '\n' : '\n');
+            process.stdout.write(
+              json
+                ? JSON.stringify({
+                    prompt,
+                    text: r.text,
+                    finish_reason: r.finishReason,
+                    usage: r.usage,
+                    ...(r.usage.expertCache && { expert_cache_hit_rate: r.usage.expertCache.hitRate }),
+                  }) + '\n'
+                : '\n',
+            );
           } finally {
             await engine.dispose();
           }
@@ -217,7 +241,13 @@ const generate: Command = {
     const ids = a.required<number[]>('ids');
     const n = a.get('max-new-tokens', 32);
     const sampling: SamplingOptions = a.has('temperature')
-      ? { temperature: a.required('temperature'), topK: a.get('top-k', 0), topP: a.get('top-p', 1), seed: a.get('seed', 0), repetitionPenalty: a.get('repetition-penalty', 1) }
+      ? {
+          temperature: a.required('temperature'),
+          topK: a.get('top-k', 0),
+          topP: a.get('top-p', 1),
+          seed: a.get('seed', 0),
+          repetitionPenalty: a.get('repetition-penalty', 1),
+        }
       : GREEDY;
     const open = openOptions(a, { maxContext: Math.max(ids.length + n, 1) });
     return {
@@ -363,7 +393,13 @@ const bench: Command = {
         const model = await openModel(dir, open);
         try {
           const r = await runBench(model, { promptTokens, newTokens, kernels: a.flag('kernels') });
-          process.stdout.write(json ? JSON.stringify(r) + '\n' : Object.entries(r).map(([k, x]) => `${k}: ${x}`).join('\n') + '\n');
+          process.stdout.write(
+            json
+              ? JSON.stringify(r) + '\n'
+              : Object.entries(r)
+                  .map(([k, x]) => `${k}: ${x}`)
+                  .join('\n') + '\n',
+          );
         } finally {
           model.close();
         }
@@ -418,7 +454,9 @@ const COMMANDS: Record<string, Command> = { logits, generate, eval: evalCommand,
 
 const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn), WebAssembly or the CPU reference.
 
-${Object.values(COMMANDS).map((c) => '  ' + c.synopsis).join('\n')}
+${Object.values(COMMANDS)
+  .map((c) => '  ' + c.synopsis)
+  .join('\n')}
 
   Commands that run a model (logits, generate, eval, profile, bench):
 ${DEVICE_USAGE}
@@ -443,12 +481,22 @@ function commandUsage(name: string, c: Command): string {
   return `usage:\n  ${c.synopsis}\n\noptions:\n${lines.join('\n')}\n${device}${dir}\n${COMMON_USAGE}`;
 }
 
-const KNOWN_ERRORS = new Set(['MolmError', 'ModelFormatError', 'DeviceLimitError', 'DeviceLostError', 'ComputeThreadError', 'ContextLengthError', 'QuotaError', 'AbortError', 'UsageError']);
+const KNOWN_ERRORS = new Set([
+  'MolmError',
+  'ModelFormatError',
+  'DeviceLimitError',
+  'DeviceLostError',
+  'ComputeThreadError',
+  'ContextLengthError',
+  'QuotaError',
+  'AbortError',
+  'UsageError',
+]);
 
 /** The files a command names, there before anything is opened; a missing one is an input error (exit 1). */
 async function checkInputs(inputs: Inputs): Promise<void> {
   const check = async (option: string, p: string, folder: boolean) => {
-    let s;
+    let s: Awaited<ReturnType<typeof stat>>;
     try {
       s = await stat(p);
     } catch (e) {
@@ -456,7 +504,8 @@ async function checkInputs(inputs: Inputs): Promise<void> {
       const what = folder ? 'the folder that holds the model (config.json or manifest.json, with its weights)' : 'an existing file';
       throw new MolmError(`--${option} ${p} does not exist: give ${what}.`);
     }
-    if (folder && !s.isDirectory()) throw new MolmError(`--${option} ${p} is not a folder: give the folder that holds the model's config.json or manifest.json.`);
+    if (folder && !s.isDirectory())
+      throw new MolmError(`--${option} ${p} is not a folder: give the folder that holds the model's config.json or manifest.json.`);
     if (!folder && !s.isFile()) throw new MolmError(`--${option} ${p} is not a file.`);
   };
   for (const [option, p] of Object.entries(inputs.folders ?? {})) if (p !== undefined) await check(option, p, true);
@@ -488,7 +537,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const { args, positionals } = parseCommandLine(argv, specsOf(command));
-    if (positionals.length > 1) throw new OptionError(`Unexpected argument "${positionals[1]}" (an option's value that starts with "-" is written --option=-…).`);
+    if (positionals.length > 1)
+      throw new OptionError(`Unexpected argument "${positionals[1]}" (an option's value that starts with "-" is written --option=-…).`);
     const inputs = command.prepare(args);
     await checkInputs(inputs);
     await inputs.run();

@@ -54,7 +54,7 @@ export async function synthesize(o: SynthOptions): Promise<void> {
           state ^= state << 13;
           state ^= state >>> 17;
           state ^= state << 5;
-          values[i] = ((state >>> 0) / 4294967296 * 2 - 1) * half;
+          values[i] = (((state >>> 0) / 4294967296) * 2 - 1) * half;
         }
       }
       let bytes: Uint8Array;
@@ -67,7 +67,7 @@ export async function synthesize(o: SynthOptions): Promise<void> {
       }
       await file.write(bytes);
       written += bytes.length;
-      o.log?.(`${name} [${shape}] ${(written / fileBytes * 100).toFixed(0)}%`);
+      o.log?.(`${name} [${shape}] ${((written / fileBytes) * 100).toFixed(0)}%`);
     }
   } finally {
     await file.close();

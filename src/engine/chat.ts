@@ -1,7 +1,16 @@
 import { Template } from '@huggingface/jinja';
 import { UsageError } from '../errors.ts';
-import { type ChatCompletion, type ChatCompletionChunk, type ChatCompletionRequest, type ChatCompletionsApi, type ChatMessage, type ChatUsage, type Engine, runToEnd } from './api.ts';
-import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace, Usage } from './generation.ts';
+import {
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionRequest,
+  type ChatCompletionsApi,
+  type ChatMessage,
+  type ChatUsage,
+  type Engine,
+  runToEnd,
+} from './api.ts';
+import type { FinishReason, GenerateOptions, GenerationResult, Usage } from './generation.ts';
 
 // engine.chat.completions.create in the shape of OpenAI's Chat Completions API (the shape
 // WebLLM and most client code speak), over engine.generate and a Jinja chat template.

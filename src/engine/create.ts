@@ -9,7 +9,7 @@ import type { TokenModel } from '../token-model.ts';
 import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine } from './engine.ts';
-import { type EngineOptions } from './api.ts';
+import type { EngineOptions } from './api.ts';
 import { isUrl } from './model-url.ts';
 import { MolmTokenizer } from './tokenizer.ts';
 
@@ -59,7 +59,6 @@ export interface Platform {
   /** A local folder's files; undefined where there are none (the browser). */
   folder?(path: string): FileSource;
 }
-
 
 /** Loads the model and its tokenizer and returns an engine on this thread. */
 export async function createLocalEngine(options: CreateEngineOptions, platform: Platform): Promise<LocalEngine> {

@@ -125,9 +125,15 @@ export function resolveOptions(o: GenerateOptions = {}): ResolvedOptions {
   check(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0, `repetitionPenalty must be a positive number, got ${repetitionPenalty}.`);
   check(Number.isInteger(seed), `seed must be an integer, got ${seed}.`);
   const stop = o.stop === undefined ? [] : typeof o.stop === 'string' ? [o.stop] : [...o.stop];
-  check(stop.every((s) => typeof s === 'string'), 'stop must be a string or an array of strings.');
+  check(
+    stop.every((s) => typeof s === 'string'),
+    'stop must be a string or an array of strings.',
+  );
   const contextOverflow = o.contextOverflow ?? d.contextOverflow;
-  check(contextOverflow === 'error' || contextOverflow === 'truncate-start', `contextOverflow must be 'error' or 'truncate-start', got ${String(contextOverflow)}.`);
+  check(
+    contextOverflow === 'error' || contextOverflow === 'truncate-start',
+    `contextOverflow must be 'error' or 'truncate-start', got ${String(contextOverflow)}.`,
+  );
   return {
     maxNewTokens,
     sampling: { temperature, topK, topP, repetitionPenalty, seed: seed >>> 0 },

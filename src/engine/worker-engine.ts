@@ -5,7 +5,7 @@ import type { CreateEngineOptions } from './create.ts';
 import { isUrl } from './model-url.ts';
 import { runToEnd, type Engine, type EngineBackend, type TextStream } from './api.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
-import { CHUNK_WINDOW, deserializeError, type FromWorker, type Replies, type RequestKind, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
+import { deserializeError, type FromWorker, type Replies, type RequestKind, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 /** The request of kind K, as the page sends it (the id is added by `call`). */
@@ -15,7 +15,8 @@ interface Pending<K extends RequestKind = RequestKind> {
   request: K;
   onChunk?: (text: string) => void;
   onProgress?: (p: GenerationProgress) => void;
-  resolve: (value: Replies[K]) => void;
+  // A method, so that a Pending of one kind is a Pending of any (its replies are matched by kind in receive).
+  resolve(value: Replies[K]): void;
   reject: (e: Error) => void;
 }
 
@@ -28,7 +29,7 @@ export class WorkerEngine implements Engine {
   readonly chat: Engine['chat'];
   private nextId = 1;
   /** Requests waiting for their reply; each entry's `resolve` takes its kind's reply. */
-  private readonly pending = new Map<number, Pending<any>>();
+  private readonly pending = new Map<number, Pending>();
 
   private constructor(
     private readonly worker: Worker,
@@ -96,9 +97,15 @@ export class WorkerEngine implements Engine {
     this.pending.clear();
   }
 
-  private call<K extends RequestKind>(message: Request<K> & { kind: K }, listeners: Pick<Pending, 'onChunk' | 'onProgress'> = {}): { id: number; done: Promise<Replies[K]> } {
+  private call<K extends RequestKind>(
+    message: Request<K> & { kind: K },
+    listeners: Pick<Pending, 'onChunk' | 'onProgress'> = {},
+  ): { id: number; done: Promise<Replies[K]> } {
     const id = this.nextId++;
-    const done = new Promise<Replies[K]>((resolve, reject) => this.pending.set(id, { request: message.kind, ...listeners, resolve, reject }));
+    const done = new Promise<Replies[K]>((resolve, reject) => {
+      const entry: Pending<K> = { request: message.kind, ...listeners, resolve, reject };
+      this.pending.set(id, entry);
+    });
     this.worker.postMessage({ ...message, id } as ToWorker);
     return { id, done };
   }

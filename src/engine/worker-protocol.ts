@@ -74,7 +74,8 @@ export function serializeError(e: unknown, depth = 0): SerializedError {
  */
 export function deserializeError(s: SerializedError): Error {
   const known = (errors as Record<string, unknown>)[s.name];
-  const Ctor = typeof known === 'function' && (known === errors.MolmError || known.prototype instanceof errors.MolmError) ? (known as typeof errors.MolmError) : Error;
+  const Ctor =
+    typeof known === 'function' && (known === errors.MolmError || known.prototype instanceof errors.MolmError) ? (known as typeof errors.MolmError) : Error;
   const e = s.cause ? new Ctor(s.message, { cause: deserializeError(s.cause) }) : new Ctor(s.message);
   if (Ctor === Error) e.name = s.name;
   if (s.stack) e.stack = s.stack;

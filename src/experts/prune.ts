@@ -21,8 +21,7 @@ export type PruneRule = { keep: number } | { mass: number };
  * layer keeps the same number. Never fewer than the router's k.
  */
 export function selectExperts(usage: ExpertUsage, rule: PruneRule): ExpertSelection {
-  const ranked = (u: KindUsage) =>
-    u.mass.map((m, e) => ({ e, m, n: u.count[e] })).sort((a, b) => b.m - a.m || b.n - a.n || a.e - b.e);
+  const ranked = (u: KindUsage) => u.mass.map((m, e) => ({ e, m, n: u.count[e] })).sort((a, b) => b.m - a.m || b.n - a.n || a.e - b.e);
   const countFor = (kind: 'attention' | 'mlp', k: number, experts: number): number => {
     if ('keep' in rule) {
       if (!Number.isInteger(rule.keep) || rule.keep < 1) throw new UsageError(`--keep must be a positive integer, got ${rule.keep}.`);
@@ -41,7 +40,13 @@ export function selectExperts(usage: ExpertUsage, rule: PruneRule): ExpertSelect
     }
     return Math.min(most, experts);
   };
-  const pick = (kind: 'attention' | 'mlp', n: number) => usage.layers.map((layer) => ranked(layer[kind]).slice(0, n).map((x) => x.e).sort((a, b) => a - b));
+  const pick = (kind: 'attention' | 'mlp', n: number) =>
+    usage.layers.map((layer) =>
+      ranked(layer[kind])
+        .slice(0, n)
+        .map((x) => x.e)
+        .sort((a, b) => a - b),
+    );
   return {
     attention: pick('attention', countFor('attention', usage.kAtt, usage.nAttExperts)),
     mlp: pick('mlp', countFor('mlp', usage.kMlp, usage.nMlpExperts)),
@@ -72,7 +77,12 @@ export function prunedTensors(source: TensorSource, c: ModelConfig, keep: Expert
   for (const [name, info] of source.tensors) {
     const rows = sliced.get(name);
     const shape = rows ? [rows.length, ...info.shape.slice(1)] : info.shape;
-    tensors.set(name, { name, dtype: decoded(info) ? 'F32' : info.dtype, shape, byteLength: decoded(info) ? shape.reduce((a, b) => a * b, 4) : info.byteLength });
+    tensors.set(name, {
+      name,
+      dtype: decoded(info) ? 'F32' : info.dtype,
+      shape,
+      byteLength: decoded(info) ? shape.reduce((a, b) => a * b, 4) : info.byteLength,
+    });
   }
   return {
     config: { n_att_experts: keep.attention[0].length, n_mlp_experts: keep.mlp[0].length },
@@ -87,7 +97,9 @@ export function prunedTensors(source: TensorSource, c: ModelConfig, keep: Expert
         if (!rows) return new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
         const per = info.shape.slice(1).reduce((a, b) => a * b, 1);
         const out = new Float32Array(rows.length * per);
-        rows.forEach((e, i) => out.set(all.subarray(e * per, (e + 1) * per), i * per));
+        rows.forEach((e, i) => {
+          out.set(all.subarray(e * per, (e + 1) * per), i * per);
+        });
         return new Uint8Array(out.buffer);
       },
       close: () => source.close(),

@@ -46,7 +46,8 @@ export function slotCounts(c: ModelConfig, plan: WeightPlan, budget: number | st
   let bytes: number;
   if (typeof budget === 'string' && /^\d+(\.\d+)?%$/.test(budget.trim())) bytes = (parseFloat(budget) / 100) * expertBytes;
   else bytes = Number(budget);
-  if (!Number.isFinite(bytes) || bytes <= 0) throw new UsageError(`The GPU memory budget must be a number of bytes or a share like '25%', got ${String(budget)}.`);
+  if (!Number.isFinite(bytes) || bytes <= 0)
+    throw new UsageError(`The GPU memory budget must be a number of bytes or a share like '25%', got ${String(budget)}.`);
   if (bytes >= expertBytes) return null;
   const perAtt = att / c.nAttExperts;
   const perMlp = mlp / c.nMlpExperts;

@@ -99,12 +99,17 @@ function emptyUsage(c: ModelConfig, window: number): ExpertUsage {
 export function parseExpertUsage(json: unknown, c: ModelConfig, source = 'usage.json'): ExpertUsage {
   const u = json as ExpertUsage;
   const bad = (what: string) => new ModelFormatError(`${source}: ${what}. Write it with \`molm profile\` on this model.`);
-  if (!u || u.format !== 'molm-expert-usage' || u.version !== 1) throw bad('not a molm-expert-usage file (version 1)');
+  if (u?.format !== 'molm-expert-usage' || u.version !== 1) throw bad('not a molm-expert-usage file (version 1)');
   if (u.nAttExperts !== c.nAttExperts || u.nMlpExperts !== c.nMlpExperts || !Array.isArray(u.layers) || u.layers.length !== c.nLayer) {
-    throw bad(`made for ${u.layers?.length} layers × ${u.nAttExperts} + ${u.nMlpExperts} experts, the model has ${c.nLayer} × ${c.nAttExperts} + ${c.nMlpExperts}`);
+    throw bad(
+      `made for ${u.layers?.length} layers × ${u.nAttExperts} + ${u.nMlpExperts} experts, the model has ${c.nLayer} × ${c.nAttExperts} + ${c.nMlpExperts}`,
+    );
   }
   for (const [l, layer] of u.layers.entries()) {
-    for (const [kind, n] of [['attention', c.nAttExperts], ['mlp', c.nMlpExperts]] as const) {
+    for (const [kind, n] of [
+      ['attention', c.nAttExperts],
+      ['mlp', c.nMlpExperts],
+    ] as const) {
       const k = layer[kind];
       if (!k || k.count?.length !== n || k.mass?.length !== n || ![...k.count, ...k.mass].every((v) => Number.isFinite(v) && v >= 0)) {
         throw bad(`layer ${l} ${kind}: count and mass must be ${n} non-negative numbers each`);

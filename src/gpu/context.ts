@@ -51,9 +51,7 @@ export class GpuContext {
     }
     const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
     if (!adapter) {
-      throw new DeviceLimitError(
-        'No WebGPU adapter was found. Check that hardware acceleration is on (chrome://gpu), or update the graphics driver.',
-      );
+      throw new DeviceLimitError('No WebGPU adapter was found. Check that hardware acceleration is on (chrome://gpu), or update the graphics driver.');
     }
     const limits = adapter.limits;
     const need = (name: keyof GPUSupportedLimits & string, value: number, what: string): number => {
@@ -70,24 +68,13 @@ export class GpuContext {
         need('maxStorageBufferBindingSize', req.maxBindingBytes, 'its largest weight tensor'),
         Math.min(limits.maxStorageBufferBindingSize, 128 << 20),
       ),
-      maxBufferSize: Math.max(
-        need('maxBufferSize', req.maxBufferBytes, 'its largest buffer'),
-        Math.min(limits.maxBufferSize, 256 << 20),
-      ),
+      maxBufferSize: Math.max(need('maxBufferSize', req.maxBufferBytes, 'its largest buffer'), Math.min(limits.maxBufferSize, 256 << 20)),
     };
     if (req.storageBuffersPerStage && req.storageBuffersPerStage > 8) {
-      requiredLimits.maxStorageBuffersPerShaderStage = need(
-        'maxStorageBuffersPerShaderStage',
-        req.storageBuffersPerStage,
-        'its widest kernel',
-      );
+      requiredLimits.maxStorageBuffersPerShaderStage = need('maxStorageBuffersPerShaderStage', req.storageBuffersPerStage, 'its widest kernel');
     }
     if (req.workgroupStorageBytes && req.workgroupStorageBytes > 16384) {
-      requiredLimits.maxComputeWorkgroupStorageSize = need(
-        'maxComputeWorkgroupStorageSize',
-        req.workgroupStorageBytes,
-        'its attention tiles',
-      );
+      requiredLimits.maxComputeWorkgroupStorageSize = need('maxComputeWorkgroupStorageSize', req.workgroupStorageBytes, 'its attention tiles');
     }
     const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
     let device: GPUDevice;

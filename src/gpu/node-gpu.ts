@@ -8,7 +8,11 @@ const ICD_DIRS = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/sh
 
 function systemVulkanDrivers(): string[] {
   return ICD_DIRS.flatMap((dir) =>
-    existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => `${dir}/${f}`) : [],
+    existsSync(dir)
+      ? readdirSync(dir)
+          .filter((f) => f.endsWith('.json'))
+          .map((f) => `${dir}/${f}`)
+      : [],
   );
 }
 
@@ -30,9 +34,7 @@ export async function nodeGpu(): Promise<GPU> {
   try {
     mod = await import('webgpu');
   } catch (e) {
-    throw new DeviceLimitError(
-      `The "webgpu" package (Dawn for Node) could not be loaded: ${(e as Error).message}. Run \`npm ci\`, or use --device cpu.`,
-    );
+    throw new DeviceLimitError(`The "webgpu" package (Dawn for Node) could not be loaded: ${(e as Error).message}. Run \`npm ci\`, or use --device cpu.`);
   }
   Object.assign(globalThis, mod.globals);
   cached = mod.create([]);

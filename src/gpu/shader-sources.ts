@@ -1,13 +1,8 @@
 // Every WGSL file under shaders/, inlined at build time by Vite (browser, worker, Node CLI
 // bundle and tests all go through Vite), keyed by its path relative to shaders/.
-const modules = import.meta.glob('../../shaders/**/*.wgsl', { query: '?raw', import: 'default', eager: true }) as Record<
-  string,
-  string
->;
+const modules = import.meta.glob('../../shaders/**/*.wgsl', { query: '?raw', import: 'default', eager: true }) as Record<string, string>;
 
-const sources = new Map<string, string>(
-  Object.entries(modules).map(([path, text]) => [path.replace(/^.*\/shaders\//, ''), text]),
-);
+const sources = new Map<string, string>(Object.entries(modules).map(([path, text]) => [path.replace(/^.*\/shaders\//, ''), text]));
 
 export function shaderSource(file: string): string {
   const text = sources.get(file);

@@ -125,7 +125,8 @@ function quantAccessors(name: string, type: QuantType, shape: readonly number[])
   };
   // Eight values from the word(s) at word index `w` (q4: one word; q8: words w, w + step).
   const eight = (w: string, step: string) =>
-    g.per === 8 ? `let word = ${name}[${w}];\n  let q = array<vec4f, 2>(${quad('word', 0)}, ${quad('word', 1)});`
+    g.per === 8
+      ? `let word = ${name}[${w}];\n  let q = array<vec4f, 2>(${quad('word', 0)}, ${quad('word', 1)});`
       : `let q = array<vec4f, 2>(${quad(`${name}[(${w})]`, 0)}, ${quad(`${name}[(${w}) + ${step}]`, 0)});`;
   // Value k of a word, sign-extended: shift it to the top, then arithmetic shift right.
   const common = `fn ${name}_q(word: u32, k: u32) -> f32 { return f32(bitcast<i32>(word << (${u(shift)} - ${u(g.bits)} * k)) >> ${u(shift)}); }

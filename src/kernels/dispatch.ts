@@ -16,12 +16,7 @@ export interface Dispatch {
 export type Binding = GPUBuffer | GPUBufferBinding;
 
 /** A bind group for group 0 of `pipeline`, binding i taking `resources[i]` (holes skipped). */
-export function bindGroup(
-  device: GPUDevice,
-  pipeline: GPUComputePipeline,
-  resources: Record<number, Binding>,
-  label: string,
-): GPUBindGroup {
+export function bindGroup(device: GPUDevice, pipeline: GPUComputePipeline, resources: Record<number, Binding>, label: string): GPUBindGroup {
   const entries: GPUBindGroupEntry[] = Object.entries(resources).map(([binding, r]) => ({
     binding: Number(binding),
     resource: 'buffer' in r ? r : { buffer: r },

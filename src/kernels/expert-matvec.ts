@@ -38,7 +38,6 @@ export interface ExpertCombineBuffers {
   h: Binding; // [rows, out] f32 residual stream, added to in place
 }
 
-
 /** Workgroup shape: COLS invocations along output-column pairs × SPLIT along `in` (src/kernels/tuning.ts). */
 function tile(gpu: GpuContext, inDim: number, outDim: number, groupsPerRow: number): { COLS: number; SPLIT: number } {
   return tuningOf(gpu).expertMatvecTile(inDim, outDim, groupsPerRow);
@@ -137,12 +136,7 @@ export async function expertCombine(
   return {
     label,
     pipeline,
-    bindGroup: bindGroup(
-      gpu.device,
-      pipeline,
-      { 0: b.step, 1: b.x, 2: b.weight, 3: b.ids, 4: b.gates, 5: b.h },
-      label,
-    ),
+    bindGroup: bindGroup(gpu.device, pipeline, { 0: b.step, 1: b.x, 2: b.weight, 3: b.ids, 4: b.gates, 5: b.h }, label),
     grid: grid(Math.ceil(outDim / (2 * t.COLS)), 1, label),
   };
 }

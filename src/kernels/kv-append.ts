@@ -12,12 +12,7 @@ export interface KvAppendBuffers {
  * `cache` picks the cache's storage type (f32 by default; f16 needs an even width). Rows past
  * the end of the cache binding are dropped.
  */
-export async function kvAppend(
-  gpu: GpuContext,
-  shape: { width: number; cache?: 'f32' | 'f16' },
-  b: KvAppendBuffers,
-  label = 'kv_append',
-): Promise<Dispatch> {
+export async function kvAppend(gpu: GpuContext, shape: { width: number; cache?: 'f32' | 'f16' }, b: KvAppendBuffers, label = 'kv_append'): Promise<Dispatch> {
   const { width } = shape;
   const half = shape.cache === 'f16';
   if (!Number.isInteger(width) || width < 1 || (half && width % 2 !== 0)) {

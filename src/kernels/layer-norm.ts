@@ -11,12 +11,7 @@ export interface LayerNormBuffers {
 }
 
 /** LayerNorm of every token row (shaders/layer_norm.wgsl). */
-export async function layerNorm(
-  gpu: GpuContext,
-  shape: { width: number; eps: number },
-  b: LayerNormBuffers,
-  label = 'layer_norm',
-): Promise<Dispatch> {
+export async function layerNorm(gpu: GpuContext, shape: { width: number; eps: number }, b: LayerNormBuffers, label = 'layer_norm'): Promise<Dispatch> {
   const wg = tuningOf(gpu).layerNormWorkgroup;
   const pipeline = await gpu.pipelines.get('layer_norm.wgsl', {
     defines: { C: shape.width, WG: wg, EPS: { f32: shape.eps } },

@@ -25,13 +25,7 @@ const CHUNK = 16;
 const MAX_GROUPS = 65535;
 
 /** nn.Linear `y = x Wᵀ + b` over the step's token rows (shaders/linear.wgsl). */
-export async function linear(
-  gpu: GpuContext,
-  shape: LinearShape,
-  weightType: StorageType,
-  b: LinearBuffers,
-  label = 'linear',
-): Promise<Dispatch> {
+export async function linear(gpu: GpuContext, shape: LinearShape, weightType: StorageType, b: LinearBuffers, label = 'linear'): Promise<Dispatch> {
   const { inDim, outDim, hasBias } = shape;
   const lastRowOnly = shape.lastRowOnly ?? false;
   const tuning = tuningOf(gpu);

@@ -74,12 +74,7 @@ export async function routerTopK(
   return {
     label,
     pipeline,
-    bindGroup: bindGroup(
-      gpu.device,
-      pipeline,
-      { 0: b.step, 1: b.x, 2: b.w0, 3: b.b0, 4: b.w3, 5: b.ids, 6: b.gates, 7: b.probs },
-      label,
-    ),
+    bindGroup: bindGroup(gpu.device, pipeline, { 0: b.step, 1: b.x, 2: b.w0, 3: b.b0, 4: b.w3, 5: b.ids, 6: b.gates, 7: b.probs }, label),
     grid: (rows) => (serial ? [Math.ceil(rows / SERIAL_WG), 1, 1] : [rows, 1, 1]),
   };
 }

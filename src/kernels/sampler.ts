@@ -35,9 +35,7 @@ export class SamplerParams {
   write(o: SamplingOptions): void {
     const penalty = o.repetitionPenalty ?? 1;
     if (![o.temperature, o.topP].every(Number.isFinite) || !Number.isInteger(o.topK) || o.topK < 0 || !Number.isInteger(o.seed)) {
-      throw new Error(
-        `sampler: temperature and topP must be finite numbers, topK a non-negative integer and seed an integer (got ${JSON.stringify(o)})`,
-      );
+      throw new Error(`sampler: temperature and topP must be finite numbers, topK a non-negative integer and seed an integer (got ${JSON.stringify(o)})`);
     }
     if (!(penalty > 0) || !Number.isFinite(penalty)) throw new Error(`sampler: repetitionPenalty must be a positive number, got ${penalty}`);
     this.f32[0] = o.temperature;
@@ -70,12 +68,7 @@ export interface SamplerBuffers {
 }
 
 /** Samples one token id from a row of logits on the GPU (shaders/sample.wgsl): one workgroup. */
-export async function sampler(
-  gpu: GpuContext,
-  shape: { vocab: number },
-  b: SamplerBuffers,
-  label = 'sample',
-): Promise<Dispatch> {
+export async function sampler(gpu: GpuContext, shape: { vocab: number }, b: SamplerBuffers, label = 'sample'): Promise<Dispatch> {
   if (!Number.isInteger(shape.vocab) || shape.vocab < 1) throw new Error(`sampler: vocab ${shape.vocab} must be a positive integer`);
   const pipeline = await gpu.pipelines.get('sample.wgsl', { defines: { V: shape.vocab, WG: 256 } });
   return {

@@ -98,7 +98,9 @@ export class ExpertStreamer {
         for (const name of EXPERT_TENSORS[kind](layer)) this.loadedBytes += this.weights.loadExpert(this.device, name, expert, slot);
       }
       const slotIds = this.slotIds.subarray(0, k);
-      picks.forEach((e, i) => (slotIds[i] = residency.slotOf(e)));
+      picks.forEach((e, i) => {
+        slotIds[i] = residency.slotOf(e);
+      });
       this.device.queue.writeBuffer((kind === 'att' ? this.attSlotIds : this.mlpSlotIds)[layer], 0, slotIds);
     }
   }

@@ -3,7 +3,15 @@ import type { GpuContext } from '../gpu/context.ts';
 import type { Dispatch } from '../kernels/dispatch.ts';
 import { embedding } from '../kernels/embedding.ts';
 import { expertCombine, expertProject } from '../kernels/expert-matvec.ts';
-import { MAX_SORTED_EXPERTS, expertGroupedMatmul, expertSlotSum, expertSort, groupTileRows, groupsLayout, type GroupsLayout } from '../kernels/expert-grouped.ts';
+import {
+  MAX_SORTED_EXPERTS,
+  expertGroupedMatmul,
+  expertSlotSum,
+  expertSort,
+  groupTileRows,
+  groupsLayout,
+  type GroupsLayout,
+} from '../kernels/expert-grouped.ts';
 import { kvAppend } from '../kernels/kv-append.ts';
 import { layerNorm } from '../kernels/layer-norm.ts';
 import { linear } from '../kernels/linear.ts';
@@ -76,16 +84,22 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
 
   // The attention and MLP routers differ only in their weights and where their choices go.
   const router = (which: 'att' | 'mlp', w0: string, b0: string, w3: string, experts: number, k: number, l: number) =>
-    routerTopK(ctx, { width: C, gating: c.gatingSize, experts, k, manyRows: kind === 'prefill' }, { w0: st(w0), w3: st(w3) }, {
-      step,
-      x: a.x,
-      w0: w.get(w0),
-      b0: w.get(b0),
-      w3: w.get(w3),
-      ids: (which === 'att' ? a.attIds : a.mlpIds)[l],
-      gates: (which === 'att' ? a.attGates : a.mlpGates)[l],
-      probs: (which === 'att' ? a.attProbs : a.mlpProbs)[l],
-    }, `router.${which}.${l}`);
+    routerTopK(
+      ctx,
+      { width: C, gating: c.gatingSize, experts, k, manyRows: kind === 'prefill' },
+      { w0: st(w0), w3: st(w3) },
+      {
+        step,
+        x: a.x,
+        w0: w.get(w0),
+        b0: w.get(b0),
+        w3: w.get(w3),
+        ids: (which === 'att' ? a.attIds : a.mlpIds)[l],
+        gates: (which === 'att' ? a.attGates : a.mlpGates)[l],
+        probs: (which === 'att' ? a.attProbs : a.mlpProbs)[l],
+      },
+      `router.${which}.${l}`,
+    );
 
   // The expert projections of one router's choices: grouped by expert in prefill (a sort, then
   // one matmul per projection, gate-weighted slot outputs summed into h), per slot in decode.
@@ -98,15 +112,47 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     return {
       sort: (): Promise<Dispatch>[] => (g ? [expertSort(ctx, g, { step, ids, groups: a.expertGroups! }, `sort.${which}.${l}`)] : []),
       // y[r, s] = act(x[r] @ W[e(r, s)])
-      project: (inDim: number, outDim: number, activation: 'none' | 'gelu_tanh', tensor: string, x: GPUBuffer, y: GPUBuffer, label: string): Promise<Dispatch>[] =>
+      project: (
+        inDim: number,
+        outDim: number,
+        activation: 'none' | 'gelu_tanh',
+        tensor: string,
+        x: GPUBuffer,
+        y: GPUBuffer,
+        label: string,
+      ): Promise<Dispatch>[] =>
         g
-          ? [expertGroupedMatmul(ctx, g, { inDim, outDim, perSlotInput: false, activation, gated: false }, st(tensor), { x, weight: w.get(tensor), groups: a.expertGroups!, y }, label)]
-          : [expertProject(ctx, { inDim, outDim, experts: E, k, perSlotInput: false, activation }, st(tensor), { step, x, weight: w.get(tensor), ids, y }, label)],
+          ? [
+              expertGroupedMatmul(
+                ctx,
+                g,
+                { inDim, outDim, perSlotInput: false, activation, gated: false },
+                st(tensor),
+                { x, weight: w.get(tensor), groups: a.expertGroups!, y },
+                label,
+              ),
+            ]
+          : [
+              expertProject(
+                ctx,
+                { inDim, outDim, experts: E, k, perSlotInput: false, activation },
+                st(tensor),
+                { step, x, weight: w.get(tensor), ids, y },
+                label,
+              ),
+            ],
       // h[r] += Σ_s gate(r, s) · (x[r, s] @ W[e(r, s)])
       combine: (inDim: number, tensor: string, x: GPUBuffer, label: string, sumLabel: string): Promise<Dispatch>[] =>
         g
           ? [
-              expertGroupedMatmul(ctx, g, { inDim, outDim: C, perSlotInput: true, activation: 'none', gated: true }, st(tensor), { x, weight: w.get(tensor), groups: a.expertGroups!, gates, y: a.slotOut! }, label),
+              expertGroupedMatmul(
+                ctx,
+                g,
+                { inDim, outDim: C, perSlotInput: true, activation: 'none', gated: true },
+                st(tensor),
+                { x, weight: w.get(tensor), groups: a.expertGroups!, gates, y: a.slotOut! },
+                label,
+              ),
               expertSlotSum(ctx, { width: C, k }, { step, y: a.slotOut!, h: a.h }, sumLabel),
             ]
           : [expertCombine(ctx, { inDim, outDim: C, experts: E, k }, st(tensor), { step, x, weight: w.get(tensor), ids, gates, h: a.h }, label)],
@@ -154,15 +200,28 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
     d.push(layerNorm(ctx, { width: C, eps }, { step, x: a.h, weight: w.get(LN_F_WEIGHT), bias: w.get(LN_F_BIAS), y: a.x }, 'ln_f'));
     const all = head === 'all';
     d.push(
-      linear(ctx, { inDim: C, outDim: c.vocabSize, hasBias: false, lastRowOnly: !all }, st(LM_HEAD), {
-        step,
-        x: a.x,
-        weight: w.get(LM_HEAD),
-        y: all ? a.allLogits : a.lastLogits,
-      }, 'lm_head'),
+      linear(
+        ctx,
+        { inDim: C, outDim: c.vocabSize, hasBias: false, lastRowOnly: !all },
+        st(LM_HEAD),
+        {
+          step,
+          x: a.x,
+          weight: w.get(LM_HEAD),
+          y: all ? a.allLogits : a.lastLogits,
+        },
+        'lm_head',
+      ),
     );
     if (!all) {
-      d.push(sampler(ctx, { vocab: c.vocabSize }, { step, logits: a.lastLogits, params: r.samplerParams.buffer, out: a.nextId, seen: r.samplerParams.seen }, 'sample'));
+      d.push(
+        sampler(
+          ctx,
+          { vocab: c.vocabSize },
+          { step, logits: a.lastLogits, params: r.samplerParams.buffer, out: a.nextId, seen: r.samplerParams.seen },
+          'sample',
+        ),
+      );
     }
   }
   return (await Promise.all(d)).flat();

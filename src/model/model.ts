@@ -15,7 +15,7 @@ import { KvCache } from './kv-cache.ts';
 import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from './expert-streamer.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
 import { RoutingRecorder } from './routing-trace.ts';
-import { type RoutingRecord } from '../token-model.ts';
+import type { RoutingRecord } from '../token-model.ts';
 import { GpuWeights } from './weights.ts';
 import { planWeights, type WeightPlan, type WeightProgress } from '../weight-plan.ts';
 
@@ -412,7 +412,11 @@ export class GpuModel {
    * timestamps where the device has them, else the wall clock). Runs on the current context,
    * whose contents it overwrites: call reset() after.
    */
-  async kernelTimes(kind: 'prefill' | 'decode', rows: number, head: StepHead = 'sample'): Promise<{ label: string; ms: number; source: 'timestamp' | 'wall' }[]> {
+  async kernelTimes(
+    kind: 'prefill' | 'decode',
+    rows: number,
+    head: StepHead = 'sample',
+  ): Promise<{ label: string; ms: number; source: 'timestamp' | 'wall' }[]> {
     if (this.streamer) throw new UsageError('Kernel times are measured without a GPU memory budget.');
     const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head);
     const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);

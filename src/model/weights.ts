@@ -1,5 +1,5 @@
 import { DeviceLimitError, ModelFormatError } from '../errors.ts';
-import { align4, createStorage, writeBytes } from '../gpu/buffers.ts';
+import { createStorage, writeBytes } from '../gpu/buffers.ts';
 import type { GpuContext } from '../gpu/context.ts';
 import type { TensorSource } from '../checkpoint/types.ts';
 import type { StorageType } from '../storage-types.ts';
@@ -16,11 +16,13 @@ function slottedTensors(plan: WeightPlan, slots: ExpertSlots | undefined): Map<s
   const out = new Map<string, SlottedTensor>();
   for (const [name, n] of slots ?? []) {
     const e = plan.entries.find((x) => x.name === name);
-    if (!e || e.shape.length !== 3) throw new Error(`${name} is not a stacked expert tensor`);
+    if (e?.shape.length !== 3) throw new Error(`${name} is not a stacked expert tensor`);
     const experts = e.shape[0];
     const perExpert = e.bytes / experts;
     if (!Number.isInteger(perExpert) || perExpert % 4 !== 0) {
-      throw new DeviceLimitError(`${name}: an expert takes ${perExpert} bytes, not a multiple of 4, so experts cannot be streamed one at a time. Run without a GPU memory budget.`);
+      throw new DeviceLimitError(
+        `${name}: an expert takes ${perExpert} bytes, not a multiple of 4, so experts cannot be streamed one at a time. Run without a GPU memory budget.`,
+      );
     }
     if (!Number.isInteger(n) || n < 1 || n > experts) throw new Error(`${name}: ${n} slots for ${experts} experts`);
     out.set(name, { perExpert, slots: n, host: new Uint8Array(e.bytes) });
@@ -158,7 +160,8 @@ export class GpuWeights {
     if (!w) return;
     for (const [name, size] of w.sizes) {
       const got = w.written.get(name)!;
-      if (got !== size) throw new ModelFormatError(`Tensor "${name}" received ${got} of its ${size} bytes from the shards: the manifest's pieces do not cover it.`);
+      if (got !== size)
+        throw new ModelFormatError(`Tensor "${name}" received ${got} of its ${size} bytes from the shards: the manifest's pieces do not cover it.`);
     }
     this.writing = null;
   }

@@ -70,11 +70,7 @@ export function isQuantType(type: string): type is QuantType {
 
 /** Whether a tensor of this shape can be stored as q8 / q4: 2-D or 3-D with IN = shape[1] a multiple of 32. */
 export function canQuantize(shape: readonly number[]): boolean {
-  return (
-    (shape.length === 2 || shape.length === 3) &&
-    shape.every((d) => Number.isInteger(d) && d >= 1) &&
-    shape[1] % GROUP === 0
-  );
+  return (shape.length === 2 || shape.length === 3) && shape.every((d) => Number.isInteger(d) && d >= 1) && shape[1] % GROUP === 0;
 }
 
 /**

@@ -44,13 +44,7 @@ export function expertProject(
 }
 
 /** Gate-weighted sum over the k slots: out[r] = Σ_s gates[r*k + s] · y[r, s]. Returns [rows, outDim]. */
-export function expertCombine(
-  y: Float64Array,
-  gates: ArrayLike<number>,
-  rows: number,
-  k: number,
-  outDim: number,
-): Float64Array {
+export function expertCombine(y: Float64Array, gates: ArrayLike<number>, rows: number, k: number, outDim: number): Float64Array {
   const out = new Float64Array(rows * outDim);
   for (let r = 0; r < rows; r++) {
     for (let s = 0; s < k; s++) {

@@ -3,14 +3,7 @@
  * variance (divide by width), eps inside the square root, then the affine weight and bias.
  * Two passes (mean, then squared deviations) so that a large common offset does not cancel.
  */
-export function layerNorm(
-  x: Float64Array,
-  rows: number,
-  width: number,
-  weight: ArrayLike<number>,
-  bias: ArrayLike<number>,
-  eps: number,
-): Float64Array {
+export function layerNorm(x: Float64Array, rows: number, width: number, weight: ArrayLike<number>, bias: ArrayLike<number>, eps: number): Float64Array {
   const out = new Float64Array(rows * width);
   for (let r = 0; r < rows; r++) {
     const base = r * width;

@@ -2,14 +2,7 @@
  * nn.Linear on x [rows, inDim]: y = x · Wᵀ + b with W stored [outDim, inDim] as torch stores it,
  * so each output is a dot product of two contiguous rows. Returns [rows, outDim].
  */
-export function linear(
-  x: Float64Array,
-  rows: number,
-  inDim: number,
-  outDim: number,
-  weight: ArrayLike<number>,
-  bias: ArrayLike<number> | null,
-): Float64Array {
+export function linear(x: Float64Array, rows: number, inDim: number, outDim: number, weight: ArrayLike<number>, bias: ArrayLike<number> | null): Float64Array {
   const out = new Float64Array(rows * outDim);
   for (let r = 0; r < rows; r++) {
     const xBase = r * inDim;

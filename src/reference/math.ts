@@ -3,7 +3,7 @@
 
 const TWO_OVER_SQRT_PI = 1.1283791670955126; // 2/√π
 const ONE_OVER_SQRT_PI = 0.5641895835477563; // 1/√π
-const SQRT_HALF = 0.7071067811865476; // 1/√2
+const SQRT_HALF = Math.SQRT1_2;
 const SQRT_TWO_OVER_PI = 0.7978845608028654; // √(2/π)
 
 // Below this |x| the series is used, above it the continued fraction: at 3 both need well under

@@ -1,5 +1,5 @@
 import { ContextLengthError, UsageError } from '../errors.ts';
-import { type RoutingRecord, type SamplingOptions, type TokenModel, emptyRoutingRecord } from '../token-model.ts';
+import { type TokenModel, emptyRoutingRecord } from '../token-model.ts';
 import type { ReferenceModel } from './model.ts';
 import { applyRepetitionPenalty, sample, uniformFromSeed } from './sampler.ts';
 

@@ -161,7 +161,12 @@ function quantizeRows(bytes: Uint8Array, dtype: DType, shape: readonly number[],
  */
 export function tensorEncoder(bytes: Uint8Array, dtype: DType, shape: readonly number[], storage: StorageType): TensorEncoder {
   if (isQuantType(storage)) return quantEncoder(bytes, dtype, shape, storage);
-  return floatEncoder(bytes, dtype, shape.reduce((a, b) => a * b, 1), storage);
+  return floatEncoder(
+    bytes,
+    dtype,
+    shape.reduce((a, b) => a * b, 1),
+    storage,
+  );
 }
 
 /** The whole storage bytes of a tensor: exactly `storageBytes(shape, storage)` bytes. */

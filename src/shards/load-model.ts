@@ -104,7 +104,9 @@ async function fetchManifest(url: string, prior: ModelRecord | undefined, get: t
     throw new MolmError(`Could not fetch ${url} (${(e as Error).message}); check the address and the network.`, { cause: e });
   }
   if (res.status === 404 || res.status === 410) {
-    throw new ModelFormatError(`There is no manifest at ${url} (HTTP ${res.status}): give the URL of a converted model's manifest.json (\`molm convert\`) or of its folder.`);
+    throw new ModelFormatError(
+      `There is no manifest at ${url} (HTTP ${res.status}): give the URL of a converted model's manifest.json (\`molm convert\`) or of its folder.`,
+    );
   }
   if (!res.ok) {
     if (prior?.complete && res.status >= 500) return prior.manifest;
@@ -185,7 +187,9 @@ export async function streamShards<M>(url: string, options: ShardLoadOptions, co
 
   // What is cached; each distinct shard (by sha256) counts once.
   const firstIndex = new Map<string, number>();
-  shards.forEach((s, i) => firstIndex.has(s.sha256) || firstIndex.set(s.sha256, i));
+  shards.forEach((s, i) => {
+    firstIndex.has(s.sha256) || firstIndex.set(s.sha256, i);
+  });
   const missing: number[] = [];
   let cachedBytes = 0;
   let partialBytes = 0;
@@ -246,7 +250,16 @@ export async function streamShards<M>(url: string, options: ShardLoadOptions, co
         await sink.flush?.();
         uploadedShards.add(i);
         uploaded += shards[i].bytes;
-        emit({ type: 'upload', shard: shards[i].file, index: i, source, loaded: shards[i].bytes, total: shards[i].bytes, overallLoaded: uploaded, overallTotal: totalBytes });
+        emit({
+          type: 'upload',
+          shard: shards[i].file,
+          index: i,
+          source,
+          loaded: shards[i].bytes,
+          total: shards[i].bytes,
+          overallLoaded: uploaded,
+          overallTotal: totalBytes,
+        });
       }
     };
 
@@ -347,4 +360,3 @@ async function finishRecord(store: ShardStore, record: ModelRecord): Promise<voi
     // The model is loaded; a record that could not be updated only costs a re-check next time.
   }
 }
-

@@ -91,13 +91,16 @@ export async function readFolderTokenizer(files: FileSource, manifest?: Manifest
   const where = `${files.location}/${entry.file}`;
   const source = await files.open(entry.file);
   if (source === null) {
-    if (manifest) throw new ModelFormatError(`${files.location} lacks ${entry.file}, which ${MANIFEST_FILE} lists; re-download the model (or re-run \`molm convert\`).`);
+    if (manifest)
+      throw new ModelFormatError(`${files.location} lacks ${entry.file}, which ${MANIFEST_FILE} lists; re-download the model (or re-run \`molm convert\`).`);
     return null;
   }
   let bytes: Uint8Array;
   try {
     if (source.size > LIMITS.tokenizerBytes) {
-      throw new ModelFormatError(`${where} is ${source.size} bytes, more than the ${LIMITS.tokenizerBytes} a tokenizer.json may have; use the model's own tokenizer.json.`);
+      throw new ModelFormatError(
+        `${where} is ${source.size} bytes, more than the ${LIMITS.tokenizerBytes} a tokenizer.json may have; use the model's own tokenizer.json.`,
+      );
     }
     if (manifest && source.size !== entry.bytes) throw damaged(where, `${source.size} bytes where ${MANIFEST_FILE} says ${entry.bytes}`);
     bytes = await source.read(0, source.size);

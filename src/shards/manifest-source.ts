@@ -84,7 +84,8 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
   const used: { shard: number; offset: number; end: number; tensor: string }[] = [];
   for (const [i, t] of (m.tensors as unknown[]).entries()) {
     if (!isObject(t) || typeof t.name !== 'string') return fail(`tensor ${i} has no name`);
-    if (t.name.length > LIMITS.tensorNameLength) fail(`tensor ${i}'s name is ${t.name.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have`);
+    if (t.name.length > LIMITS.tensorNameLength)
+      fail(`tensor ${i}'s name is ${t.name.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have`);
     const name = t.name;
     if (tensors.has(name)) fail(`tensor "${name}" is listed twice`);
     const storage = t.storage as StorageType;
@@ -167,7 +168,9 @@ function checkFile(entry: unknown, what: string, maxBytes: number, fail: (what: 
   if (!isObject(entry)) return fail(`${what} must be an object { file, bytes, sha256 }, got ${describeValue(entry)}`);
   const { file, bytes, sha256 } = entry;
   if (!isSafeFileName(file)) {
-    fail(`${what}: "file" is ${describeValue(file)}; a file next to the manifest is named by ${NAME_RULE} (not first), at most ${LIMITS.fileNameLength} characters`);
+    fail(
+      `${what}: "file" is ${describeValue(file)}; a file next to the manifest is named by ${NAME_RULE} (not first), at most ${LIMITS.fileNameLength} characters`,
+    );
   }
   if (!isCount(bytes) || bytes > maxBytes) fail(`${what} (${file}): "bytes" must be an integer from 0 to ${maxBytes}, got ${describeValue(bytes)}`);
   if (!isSha256(sha256)) fail(`${what} (${file}): "sha256" must be 64 lower-case hex digits`);
@@ -225,7 +228,9 @@ export async function openManifest(files: FileSource, options: OpenManifestOptio
     const size = source.size;
     await source.close?.();
     if (size !== s.bytes) {
-      throw new ModelFormatError(`${files.location}/${s.file} is ${size} bytes, but ${MANIFEST_FILE} says ${s.bytes}: it is incomplete or from another conversion; ${REDOWNLOAD}.`);
+      throw new ModelFormatError(
+        `${files.location}/${s.file} is ${size} bytes, but ${MANIFEST_FILE} says ${s.bytes}: it is incomplete or from another conversion; ${REDOWNLOAD}.`,
+      );
     }
   }
   return { manifest, config, tensors: new ShardTensors(files, manifest, options.verify ?? true) };

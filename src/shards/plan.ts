@@ -15,7 +15,6 @@ export const DEFAULT_SHARD_BYTES = 32 * 1024 * 1024;
 /** Where a piece is cut is 4-byte aligned: GPU writeBuffer offsets and sizes must be. */
 const ALIGN = 4;
 
-
 /** The storage types the converter can be asked for (matrices; vectors are always f32). */
 export const CONVERT_DTYPES = ['f32', 'f16', 'bf16', 'q8', 'q4'] as const satisfies readonly StorageType[];
 export type ConvertDtype = (typeof CONVERT_DTYPES)[number];

@@ -19,12 +19,7 @@ const idleScratch: ArrayBuffer[] = [];
  * copied as they come. `onBytes(end)` follows every chunk; a failed read rejects with the
  * stream's error after the bytes before it were copied and reported.
  */
-export async function readStreamInto(
-  stream: ReadableStream<Uint8Array>,
-  target: Uint8Array,
-  at: number,
-  onBytes?: (end: number) => void,
-): Promise<number> {
+export async function readStreamInto(stream: ReadableStream<Uint8Array>, target: Uint8Array, at: number, onBytes?: (end: number) => void): Promise<number> {
   let end = at;
   let overflow = false;
   const take = (chunk: Uint8Array) => {

@@ -70,7 +70,7 @@ export interface ShardStore {
 /** Whether an error is the browser's "storage is full" (IndexedDB, Cache API, OPFS). */
 export function isQuotaExceeded(e: unknown): boolean {
   const name = (e as { name?: unknown } | null)?.name;
-  return name === 'QuotaExceededError' || (e instanceof QuotaError);
+  return name === 'QuotaExceededError' || e instanceof QuotaError;
 }
 
 /** A store write that ran out of room, as the error callers can act on. */
@@ -157,8 +157,7 @@ export function idbShardStore(options: IdbShardStoreOptions = {}): ShardStore {
   const shards: UseStore = createStore(`${name}-shards`, 'shards');
   const models: UseStore = createStore(`${name}-models`, 'models');
   const writeBytes = blobWriter();
-  const keyExists = (key: string) =>
-    shards('readonly', (s) => promisifyRequest(s.getKey(key))).then((k) => k !== undefined);
+  const keyExists = (key: string) => shards('readonly', (s) => promisifyRequest(s.getKey(key))).then((k) => k !== undefined);
   return {
     persistent: true,
     has: keyExists,

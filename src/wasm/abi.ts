@@ -16,12 +16,39 @@ export interface KernelExports {
   layer_norm(out: Ptr, x: Ptr, rows: number, width: number, weight: Ptr, bias: Ptr, eps: number): void;
   linear(y: Ptr, x: Ptr, rows: number, inDim: number, outDim: number, w: Ptr, storage: number, bias: Ptr, scratch: Ptr): void;
   router(
-    ids: Ptr, gates: Ptr, x: Ptr, rows: number, width: number, w0: Ptr, st0: number, b0: Ptr, w3: Ptr, st3: number,
-    gating: number, experts: number, k: number, hidden: Ptr, logits: Ptr, scratch: Ptr,
+    ids: Ptr,
+    gates: Ptr,
+    x: Ptr,
+    rows: number,
+    width: number,
+    w0: Ptr,
+    st0: number,
+    b0: Ptr,
+    w3: Ptr,
+    st3: number,
+    gating: number,
+    experts: number,
+    k: number,
+    hidden: Ptr,
+    logits: Ptr,
+    scratch: Ptr,
   ): void;
   expert_project(
-    y: Ptr, x: Ptr, rows: number, k: number, xPerSlot: number, inDim: number, outDim: number, w: Ptr, storage: number,
-    experts: number, ids: Ptr, act: number, tasks: Ptr, counts: Ptr, partial: Ptr,
+    y: Ptr,
+    x: Ptr,
+    rows: number,
+    k: number,
+    xPerSlot: number,
+    inDim: number,
+    outDim: number,
+    w: Ptr,
+    storage: number,
+    experts: number,
+    ids: Ptr,
+    act: number,
+    tasks: Ptr,
+    counts: Ptr,
+    partial: Ptr,
   ): void;
   expert_partial_floats(k: number, maxIn: number, maxOut: number): number;
   expert_combine(h: Ptr, y: Ptr, gates: Ptr, rows: number, k: number, width: number): void;

@@ -72,7 +72,10 @@ class Regions {
   readonly values: number[] = [];
 
   constructor(c: ModelConfig, layout: MemoryLayout, rows: number, maxContext: number, taskBytes: number, partialFloats: number, weightBytes: number) {
-    const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, V = c.vocabSize;
+    const C = c.nEmbd,
+      A = c.attHidden,
+      F = c.ffdHidden,
+      V = c.vocabSize;
     const k = Math.max(c.kAtt, c.kMlp);
     const f = (n: number) => layout.take(n * F32);
     this.ids = layout.take(rows * 4);
@@ -205,7 +208,9 @@ export class WasmModel implements TokenModel {
     const limit = options.memoryLimit ?? WASM_MEMORY_LIMIT;
     // Fixed-size arrays in the kernels: router.c's probabilities, attention.c's slots.
     if (Math.max(config.nAttExperts, config.nMlpExperts) > 256 || config.kAtt > 8) {
-      throw new UsageError(`The wasm engine runs models with at most 256 experts per router and k_att ≤ 8; this one has ${Math.max(config.nAttExperts, config.nMlpExperts)} and ${config.kAtt}. Use backend 'webgpu'.`);
+      throw new UsageError(
+        `The wasm engine runs models with at most 256 experts per router and k_att ≤ 8; this one has ${Math.max(config.nAttExperts, config.nMlpExperts)} and ${config.kAtt}. Use backend 'webgpu'.`,
+      );
     }
     // Sizes the kernels report need an instance; these two are fixed by the C sources.
     const taskBytes = 4 * (2 + 2 * 4);
@@ -233,7 +238,12 @@ export class WasmModel implements TokenModel {
         );
       }
       // (One-row steps alone may make room for every expert: then all stay, in as many slots.)
-      slots = slotCounts(config, plan, minimumSlotBytes(config, plan) + room) ?? { att: config.nAttExperts, mlp: config.nMlpExperts, expertBytes: 0, slotBytes: 0 };
+      slots = slotCounts(config, plan, minimumSlotBytes(config, plan) + room) ?? {
+        att: config.nAttExperts,
+        mlp: config.nMlpExperts,
+        expertBytes: 0,
+        slotBytes: 0,
+      };
       laid = lay(slots);
     }
     const what = `This model (${(plan.totalBytes / 2 ** 20).toFixed(0)} MiB of weights, a ${maxContext}-token context)`;
@@ -417,10 +427,16 @@ export class WasmModel implements TokenModel {
    */
   private step(ids: readonly number[], head: Head): void {
     this.checkThreads();
-    const c = this.config, k = this.k, r = this.r, w = this.weights;
+    const c = this.config,
+      k = this.k,
+      r = this.r,
+      w = this.weights;
     const T = ids.length;
     const pos0 = this.ids.length;
-    const C = c.nEmbd, A = c.attHidden, F = c.ffdHidden, G = c.gatingSize;
+    const C = c.nEmbd,
+      A = c.attHidden,
+      F = c.ffdHidden,
+      G = c.gatingSize;
     for (let i = 0; i < T; i++) this.heapI32[r.ids / 4 + i] = ids[i];
     k.embedding(r.h, w.at(WTE), STORAGE_CODE[w.storage(WTE)], c.vocabSize, C, r.ids, T);
     const width = kvWidth(c);
@@ -464,9 +480,14 @@ export class WasmModel implements TokenModel {
   }
 
   private record(layer: number, pos0: number, T: number): void {
-    const c = this.config, t = this.trace!, buf = this.runtime.memory.buffer, L = c.nLayer;
-    const ai = new Int32Array(buf, this.r.attIds[layer], T * c.kAtt), ag = new Float32Array(buf, this.r.attGates[layer], T * c.kAtt);
-    const mi = new Int32Array(buf, this.r.mlpIds[layer], T * c.kMlp), mg = new Float32Array(buf, this.r.mlpGates[layer], T * c.kMlp);
+    const c = this.config,
+      t = this.trace!,
+      buf = this.runtime.memory.buffer,
+      L = c.nLayer;
+    const ai = new Int32Array(buf, this.r.attIds[layer], T * c.kAtt),
+      ag = new Float32Array(buf, this.r.attGates[layer], T * c.kAtt);
+    const mi = new Int32Array(buf, this.r.mlpIds[layer], T * c.kMlp),
+      mg = new Float32Array(buf, this.r.mlpGates[layer], T * c.kMlp);
     for (let i = 0; i < T; i++) {
       const p = pos0 + i;
       t.attExperts.set(ai.subarray(i * c.kAtt, (i + 1) * c.kAtt), (p * L + layer) * c.kAtt);
@@ -511,7 +532,9 @@ export class WasmModel implements TokenModel {
 
   /** Draws the next id from the last step's logits, by src/reference/sampler.ts's definition. */
   private sample(s: SamplingOptions, penalised: number): number {
-    const V = this.config.vocabSize, k = this.k, r = this.r;
+    const V = this.config.vocabSize,
+      k = this.k,
+      r = this.r;
     const penalty = s.repetitionPenalty ?? 1;
     if (penalty !== 1 && penalised > 0) k.apply_penalty(r.logits, r.seen, penalised, penalty);
     if (!(s.temperature > 0)) return k.argmax(r.logits, V);

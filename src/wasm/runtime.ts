@@ -64,7 +64,6 @@ async function kernelBytes(variant: 'mt' | 'st'): Promise<Uint8Array<ArrayBuffer
   return bytes;
 }
 
-
 async function coreCount(): Promise<number> {
   if (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) return navigator.hardwareConcurrency;
   if (isNode()) {
@@ -81,9 +80,10 @@ export async function wasmSupport(): Promise<WasmSupport> {
   const simd = WebAssembly.validate(await kernelBytes('st'));
   let threadsOff: string | undefined;
   if (typeof SharedArrayBuffer === 'undefined') {
-    threadsOff = typeof crossOriginIsolated !== 'undefined' && !crossOriginIsolated
-      ? 'the page is not cross-origin isolated (it needs COOP and COEP headers)'
-      : 'SharedArrayBuffer is not available';
+    threadsOff =
+      typeof crossOriginIsolated !== 'undefined' && !crossOriginIsolated
+        ? 'the page is not cross-origin isolated (it needs COOP and COEP headers)'
+        : 'SharedArrayBuffer is not available';
   } else if (!isNode() && typeof Worker === 'undefined') {
     threadsOff = 'workers are not available here';
   } else if (!WebAssembly.validate(await kernelBytes('mt'))) {

@@ -27,7 +27,11 @@ export class WasmWeights {
   private runtime: WasmRuntime | null = null;
   private written = new Map<string, number>();
 
-  constructor(readonly plan: WeightPlan, layout: MemoryLayout, slots?: ExpertSlots) {
+  constructor(
+    readonly plan: WeightPlan,
+    layout: MemoryLayout,
+    slots?: ExpertSlots,
+  ) {
     for (const e of plan.entries) {
       const n = slots?.get(e.name);
       if (n === undefined) {
@@ -36,7 +40,12 @@ export class WasmWeights {
       }
       const perExpert = e.bytes / e.shape[0];
       if (!Number.isInteger(perExpert)) throw new DeviceLimitError(`${e.name}: an expert takes ${perExpert} bytes, so experts cannot be kept in slots.`);
-      this.regions.set(e.name, { at: layout.take(perExpert * n), bytes: e.bytes, storage: e.storage, slotted: { perExpert, slots: n, host: new Uint8Array(0) } });
+      this.regions.set(e.name, {
+        at: layout.take(perExpert * n),
+        bytes: e.bytes,
+        storage: e.storage,
+        slotted: { perExpert, slots: n, host: new Uint8Array(0) },
+      });
     }
   }
 

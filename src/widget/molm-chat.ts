@@ -1,6 +1,6 @@
 import type { BackendChoice } from '../engine/backend.ts';
 import { usageFromChat } from '../engine/chat.ts';
-import { type ChatMessage, type ChatUsage } from '../engine/api.ts';
+import type { ChatMessage, ChatUsage } from '../engine/api.ts';
 import { describeEngine } from '../engine/describe-engine.ts';
 import type { Engine } from '../engine/api.ts';
 import type { GenerationResult } from '../engine/generation.ts';

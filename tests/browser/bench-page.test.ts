@@ -21,7 +21,15 @@ describe('benchmark page', () => {
     expect(error).toBeUndefined();
     expect(results!.map((r) => r.context)).toEqual([8, 24]);
     for (const r of results!) {
-      for (const key of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'gpu_bytes', 'dispatches_per_token', 'copy_bandwidth_bytes_per_s', 'roofline_ratio']) {
+      for (const key of [
+        'prefill_tokens_per_s',
+        'decode_tokens_per_s',
+        'ttft_ms',
+        'gpu_bytes',
+        'dispatches_per_token',
+        'copy_bandwidth_bytes_per_s',
+        'roofline_ratio',
+      ]) {
         expect(Number.isFinite(r[key]) && r[key] > 0, `${key} = ${r[key]}`).toBe(true);
       }
       expect(r.new_tokens).toBe(3);

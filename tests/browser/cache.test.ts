@@ -29,7 +29,12 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'molm-cache-test-'));
   // A: the tiny-molm golden in f32 (7 shards of at most 64 KiB); B: another model.
   manifests.a = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-molm')), outDir: join(dir, 'a'), dtype: 'f32', shardBytes: SHARD_BYTES });
-  manifests.b = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-generic-bf16')), outDir: join(dir, 'b'), dtype: 'bf16', shardBytes: SHARD_BYTES });
+  manifests.b = await convertModel({
+    source: nodeFileSource(join(GOLDEN, 'tiny-generic-bf16')),
+    outDir: join(dir, 'b'),
+    dtype: 'bf16',
+    shardBytes: SHARD_BYTES,
+  });
   // The same model under a second URL: same shards, same sha256.
   await cp(join(dir, 'a'), join(dir, 'a-copy'), { recursive: true });
   manifests['a-copy'] = manifests.a;
@@ -65,7 +70,10 @@ async function session(): Promise<Session> {
   await page.goto(`${env.base}/tests/browser/pages/cache.html`);
   await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
   const call = <T>(fn: string, ...args: unknown[]) =>
-    page.evaluate(([f, a]) => (window as unknown as { cachePage: Record<string, Function> }).cachePage[f as string](...(a as unknown[])), [fn, args] as const) as Promise<T>;
+    page.evaluate(([f, a]) => (window as unknown as { cachePage: Record<string, Function> }).cachePage[f as string](...(a as unknown[])), [
+      fn,
+      args,
+    ] as const) as Promise<T>;
   return {
     context,
     page,
@@ -172,7 +180,11 @@ describe('loadModel: downloads, caches and verifies shards (headless Chromium, I
     const from = Number(gets[1].range!.match(/^bytes=(\d+)-$/)![1]);
     expect(from).toBeGreaterThan(0);
     expect(from).toBeLessThanOrEqual(20_000);
-    expect(ofType(r.events, 'download').filter((d) => d.index === 2).map((d) => d.from)).toEqual([0, from]);
+    expect(
+      ofType(r.events, 'download')
+        .filter((d) => d.index === 2)
+        .map((d) => d.from),
+    ).toEqual([0, from]);
     expect((await s.call<{ partials: unknown[] }>('stored')).partials).toEqual([]);
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
@@ -191,7 +203,11 @@ describe('loadModel: downloads, caches and verifies shards (headless Chromium, I
     const gets = server.requests.filter((q) => q.path === path && q.method === 'GET');
     expect(gets.map((g) => g.status)).toEqual([200, 200]);
     expect(gets[1].range).toMatch(/^bytes=\d+-$/); // asked to resume, answered with the whole shard
-    expect(ofType(r.events, 'download').filter((d) => d.index === 1).map((d) => d.from)).toEqual([0, 0]);
+    expect(
+      ofType(r.events, 'download')
+        .filter((d) => d.index === 1)
+        .map((d) => d.from),
+    ).toEqual([0, 0]);
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
   }, 240_000);
@@ -342,7 +358,7 @@ describe('loadModel: downloads, caches and verifies shards (headless Chromium, I
     await s.context.close();
   }, 240_000);
 
-  it('a new version at the same URL: its shards are downloaded, the old version\'s dropped', async () => {
+  it("a new version at the same URL: its shards are downloaded, the old version's dropped", async () => {
     const s = await session();
     await rm(join(dir, 'v'), { recursive: true, force: true });
     await cp(join(dir, 'a'), join(dir, 'v'), { recursive: true });

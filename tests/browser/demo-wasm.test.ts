@@ -67,7 +67,9 @@ describe('demo page without WebGPU', () => {
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
     // Auto's engine, by name, before anything loads: the note says why not WebGPU, and that nothing is wrong.
     const banner = page.locator('#no-webgpu');
-    await expect.poll(() => banner.textContent()).toMatch(/^WebGPU found no graphics adapter here .*, so the model runs on the processor, with the CPU engine \(WebAssembly\)\./);
+    await expect
+      .poll(() => banner.textContent())
+      .toMatch(/^WebGPU found no graphics adapter here .*, so the model runs on the processor, with the CPU engine \(WebAssembly\)\./);
     expect(await banner.textContent()).not.toMatch(/cannot/);
 
     const shown = await sendMessage(page, PROMPT);

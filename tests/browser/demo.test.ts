@@ -39,9 +39,18 @@ describe('demo page', () => {
     const shown = await sendMessage(page, 'The jury said');
     const log = await statusLog(page);
     expect(await page.locator('#engine').textContent()).toMatch(/^Running on WebGPU: .*swiftshader/i);
-    expect(log.some((t) => /^Downloading 17\.\d MB/.test(t)), log.join('\n')).toBe(true);
-    expect(log.some((t) => /MB · [\d.]+ MB\/s · \d+ s left/.test(t)), 'the download line shows bytes, speed and time left').toBe(true);
-    expect(log.some((t) => /^Generating… \d+ tokens · first after \d+ ms · [\d.]+ tokens\/s/.test(t)), 'live tokens/s while streaming').toBe(true);
+    expect(
+      log.some((t) => /^Downloading 17\.\d MB/.test(t)),
+      log.join('\n'),
+    ).toBe(true);
+    expect(
+      log.some((t) => /MB · [\d.]+ MB\/s · \d+ s left/.test(t)),
+      'the download line shows bytes, speed and time left',
+    ).toBe(true);
+    expect(
+      log.some((t) => /^Generating… \d+ tokens · first after \d+ ms · [\d.]+ tokens\/s/.test(t)),
+      'live tokens/s while streaming',
+    ).toBe(true);
     expect(await page.locator('#status').textContent()).toMatch(/12 tokens \(length\).*swiftshader/i);
     expect(await page.locator('#download').isVisible(), 'the download bar goes away once the model is loaded').toBe(false);
 
@@ -65,7 +74,9 @@ describe('demo page', () => {
     // Eleven of the twelve new tokens were read back (the last one ends the reply unread).
     await maps.first().focus();
     await page.keyboard.press('ArrowRight');
-    expect(await page.locator('#routing-readout').textContent()).toMatch(/^Attention experts, token 2 of 11 “.+”, layer 0: chose \d \([01]\.\d{3}\), \d \([01]\.\d{3}\)/);
+    expect(await page.locator('#routing-readout').textContent()).toMatch(
+      /^Attention experts, token 2 of 11 “.+”, layer 0: chose \d \([01]\.\d{3}\), \d \([01]\.\d{3}\)/,
+    );
     const box = (await maps.nth(1).boundingBox())!;
     expect(box.width).toBeGreaterThan(64 + 11 * 6);
     // Painted cells: the map is not blank.
@@ -128,7 +139,8 @@ describe('demo page', () => {
       // A message of each kind, so their colours are measured too.
       await page.evaluate(() => {
         const list = document.getElementById('messages')!;
-        list.innerHTML = '<li class="message user"><span class="who">You</span><div class="text">Hi</div><div class="meta">1 token</div></li>' +
+        list.innerHTML =
+          '<li class="message user"><span class="who">You</span><div class="text">Hi</div><div class="meta">1 token</div></li>' +
           '<li class="message assistant"><span class="who">Model</span><div class="text">Hello</div><div class="meta">2 tokens</div></li>';
         document.getElementById('status')!.textContent = 'Ready.';
       });
@@ -181,7 +193,9 @@ describe('demo page', () => {
     });
     await page.goto(`${env.base}/demo/`);
     const banner = page.locator('#no-webgpu');
-    await expect.poll(() => banner.textContent()).toMatch(/^This browser has no WebGPU, so the model runs on the processor, with the CPU engine \(WebAssembly\)\. For GPU speed/);
+    await expect
+      .poll(() => banner.textContent())
+      .toMatch(/^This browser has no WebGPU, so the model runs on the processor, with the CPU engine \(WebAssembly\)\. For GPU speed/);
     expect(await banner.textContent()).not.toMatch(/cannot/);
     await page.getByLabel('New tokens').fill('8');
     await page.getByLabel('Temperature').fill('0');
@@ -192,11 +206,13 @@ describe('demo page', () => {
 
     // WebGPU asked for by name: the message says WebGPU is missing (not that the device is too small) and what to do.
     await page.getByLabel('WebGPU', { exact: true }).check();
-    await expect.poll(() => banner.textContent()).toMatch(/^This browser has no WebGPU, so WebGPU cannot run the model: choose “Auto” or “CPU \(WebAssembly\)”/);
+    await expect
+      .poll(() => banner.textContent())
+      .toMatch(/^This browser has no WebGPU, so WebGPU cannot run the model: choose “Auto” or “CPU \(WebAssembly\)”/);
     await page.getByRole('button', { name: 'Generate' }).click();
-    await expect.poll(() => page.locator('#status').textContent(), { timeout: 30_000 }).toMatch(
-      /^WebGPU is not available: This browser has no WebGPU .* Choose “Auto” or “CPU \(WebAssembly\)” under Engine/,
-    );
+    await expect
+      .poll(() => page.locator('#status').textContent(), { timeout: 30_000 })
+      .toMatch(/^WebGPU is not available: This browser has no WebGPU .* Choose “Auto” or “CPU \(WebAssembly\)” under Engine/);
     expect(await page.locator('#status').textContent()).not.toMatch(/cannot hold/);
     expect(problems).toEqual([]);
     await page.close();
@@ -213,9 +229,9 @@ describe('demo page', () => {
     await page.goto(`${env.base}/demo/?backend=webgpu`);
     expect(await page.getByLabel('WebGPU', { exact: true }).isChecked(), '?backend=webgpu chooses WebGPU').toBe(true);
     await page.getByRole('button', { name: 'Generate' }).click();
-    await expect.poll(() => page.locator('#status').textContent(), { timeout: 60_000 }).toMatch(
-      /^This device cannot hold this model: This GPU allows maxStorageBufferBindingSize = 1048576 bytes, but the model needs \d+ .*q4/,
-    );
+    await expect
+      .poll(() => page.locator('#status').textContent(), { timeout: 60_000 })
+      .toMatch(/^This device cannot hold this model: This GPU allows maxStorageBufferBindingSize = 1048576 bytes, but the model needs \d+ .*q4/);
     await page.screenshot({ path: 'test-results/demo-device-too-small.png' });
     await page.close();
   });

@@ -16,10 +16,11 @@ describe('the engine in headless Chromium (WebGPU on SwiftShader)', () => {
     const problems = watchPage(page);
     await page.goto(`${env.base}/tests/browser/pages/engine.html`);
     await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
-    const result = await page.evaluate(
-      ([url, ids, n]) => (window as unknown as { engineCheck: Function }).engineCheck(url, ids, n),
-      [`${env.base}/tests/fixtures/golden/${name}`, expected.input_ids, expected.greedy_new_tokens.length] as const,
-    );
+    const result = await page.evaluate(([url, ids, n]) => (window as unknown as { engineCheck: Function }).engineCheck(url, ids, n), [
+      `${env.base}/tests/fixtures/golden/${name}`,
+      expected.input_ids,
+      expected.greedy_new_tokens.length,
+    ] as const);
     expect(problems).toEqual([]);
     expect(result.adapter).toMatch(/swiftshader/i);
     let err = 0;

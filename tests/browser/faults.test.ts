@@ -44,7 +44,12 @@ beforeAll(async () => {
   // a: the tiny-molm golden in f32 (shards of at most 64 KiB); b: another model; brown: the
   // built-in model with its tokenizer, for the text engine.
   manifests.a = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-molm')), outDir: join(dir, 'a'), dtype: 'f32', shardBytes: SHARD_BYTES });
-  manifests.b = await convertModel({ source: nodeFileSource(join(GOLDEN, 'tiny-generic-bf16')), outDir: join(dir, 'b'), dtype: 'bf16', shardBytes: SHARD_BYTES });
+  manifests.b = await convertModel({
+    source: nodeFileSource(join(GOLDEN, 'tiny-generic-bf16')),
+    outDir: join(dir, 'b'),
+    dtype: 'bf16',
+    shardBytes: SHARD_BYTES,
+  });
   await cp(BUILT_IN_MODEL.dir, join(dir, 'brown'), { recursive: true });
   golden.a = await readGolden('tiny-molm');
   golden.b = await readGolden('tiny-generic-bf16');
@@ -116,7 +121,10 @@ async function openPage(context: BrowserContext): Promise<Session> {
   await page.goto(`${env.base}/tests/browser/pages/faults.html`);
   await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
   const call = <T>(fn: string, ...args: unknown[]) =>
-    page.evaluate(([f, a]) => (window as unknown as { faultsPage: Record<string, Function> }).faultsPage[f as string](...(a as unknown[])), [fn, args] as const) as Promise<T>;
+    page.evaluate(([f, a]) => (window as unknown as { faultsPage: Record<string, Function> }).faultsPage[f as string](...(a as unknown[])), [
+      fn,
+      args,
+    ] as const) as Promise<T>;
   return { context, page, problems, call, load: (name, r = {}) => call<FaultLoadResult>('load', { url: modelUrl(name), ...r }) };
 }
 
@@ -195,7 +203,11 @@ describe('faults in the browser: each ends in a clear error, and the next load h
       expect(gets.slice(0, -1).every((g) => g.cut) && !gets.at(-1)!.cut, what).toBe(true);
       expect(rangeFrom(gets.at(-1)!) + gets.at(-1)!.sent!, what).toBe(manifests.a.shards[i].bytes);
     }
-    expect(ofType(r.events, 'verify').map((v) => [v.index, v.source, v.ok]).sort((p, q) => (p[0] as number) - (q[0] as number))).toEqual(manifests.a.shards.map((_, i) => [i, 'network', true]));
+    expect(
+      ofType(r.events, 'verify')
+        .map((v) => [v.index, v.source, v.ok])
+        .sort((p, q) => (p[0] as number) - (q[0] as number)),
+    ).toEqual(manifests.a.shards.map((_, i) => [i, 'network', true]));
     expect((await s.call<{ partials: unknown[] }>('stored')).partials).toEqual([]);
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
@@ -221,15 +233,25 @@ describe('faults in the browser: each ends in a clear error, and the next load h
       for (const p of before.partials) {
         expect(gets.find((g) => g.path === shardPath('a', hashes.indexOf(p.sha256)))).toMatchObject({ range: `bytes=${p.bytes}-`, status: 206 });
       }
-      verified.push(...ofType(r.events, 'verify').filter((v) => v.source === 'network').map((v) => v.index));
+      verified.push(
+        ...ofType(r.events, 'verify')
+          .filter((v) => v.source === 'network')
+          .map((v) => v.index),
+      );
       if (!r.error) break;
       expect(r.error.name).toBe('MolmError');
-      expect(r.error.message).toMatch(/^Downloading shard shard-\d+\.bin failed 5 times \(last: .*the connection broke after \d+ of \d+ bytes.*\)\. Check the network and load the model again: the download resumes where it stopped\.$/);
+      expect(r.error.message).toMatch(
+        /^Downloading shard shard-\d+\.bin failed 5 times \(last: .*the connection broke after \d+ of \d+ bytes.*\)\. Check the network and load the model again: the download resumes where it stopped\.$/,
+      );
       const after = await s.call<{ partials: { sha256: string; bytes: number }[] }>('stored');
       const failed = manifests.a.shards.findIndex((x) => r.error!.message.includes(x.file));
       // The bytes the shard that ran out of retries had received (at least those its last
       // attempt started from) are kept.
-      const had = Math.max(...ofType(r.events, 'download').filter((d) => d.index === failed).map((d) => d.from));
+      const had = Math.max(
+        ...ofType(r.events, 'download')
+          .filter((d) => d.index === failed)
+          .map((d) => d.from),
+      );
       if (had > 0) {
         expect(after.partials.find((p) => p.sha256 === hashes[failed])?.bytes).toBeGreaterThanOrEqual(had);
         kept++;
@@ -265,7 +287,9 @@ describe('faults in the browser: each ends in a clear error, and the next load h
     server.reset();
     const r = await s.load('b', { concurrency: 1, fill: { beforePut: 1, quota: QUOTA, leave: 16_000 } });
     expect(r.error?.name).toBe('QuotaError');
-    expect(r.error?.message).toMatch(/^The browser's storage is full: shard shard-\d+\.bin \(\d+ bytes\) could not be stored\. Shards already cached are kept\. Free disk space, delete cached models \(deleteCachedModel, clearCache\), or load a smaller model\.$/);
+    expect(r.error?.message).toMatch(
+      /^The browser's storage is full: shard shard-\d+\.bin \(\d+ bytes\) could not be stored\. Shards already cached are kept\. Free disk space, delete cached models \(deleteCachedModel, clearCache\), or load a smaller model\.$/,
+    );
     const afterFailure = await s.call<{ shards: string[] }>('stored');
     for (const h of cached.shards) expect(afterFailure.shards).toContain(h);
     expect(afterFailure.shards.filter((h) => !cached.shards.includes(h))).toEqual([manifests.b.shards[0].sha256]);
@@ -283,7 +307,9 @@ describe('faults in the browser: each ends in a clear error, and the next load h
     const have = (await s.call<{ shards: string[] }>('stored')).shards;
     server.reset();
     expectGolden(await goldenLoad(s, 'b'), 'b');
-    manifests.b.shards.forEach((x, i) => expect(server.count(shardPath('b', i)), `shard ${i} of b`).toBe(have.includes(x.sha256) ? 0 : 1));
+    manifests.b.shards.forEach((x, i) => {
+      expect(server.count(shardPath('b', i)), `shard ${i} of b`).toBe(have.includes(x.sha256) ? 0 : 1);
+    });
     expect(await s.call('stored')).toEqual({ shards: [...cached.shards, ...manifests.b.shards.map((x) => x.sha256)].sort(), partials: [] });
     expect(unexpected(s.problems)).toEqual([]);
     await s.context.close();
@@ -294,53 +320,66 @@ describe('faults in the browser: each ends in a clear error, and the next load h
   it.each([
     ['worker', 'while decoding', 4],
     ['page', 'during the prefill', 1],
-  ] as const)('the GPU device lost mid-generation (engine in the %s, %s): DeviceLostError that says to create a new engine; a new engine in the same page matches the golden without downloading anything', async (where, _when, encoder) => {
-    const s = await session();
-    const brown = golden.brown;
-    const created = await s.call<{ backend: string; device: string; error?: unknown }>('createEngine', 'first', modelUrl('brown'), where === 'worker');
-    expect(created.error).toBeUndefined();
-    expect(created).toMatchObject({ backend: 'webgpu', device: expect.stringMatching(/swiftshader/i) });
-    const greedy = { maxNewTokens: brown.tokens.length, temperature: 0, repetitionPenalty: 1, stopAtEndOfText: false };
-    const want = await s.call<string>('decode', 'first', brown.tokens);
+  ] as const)(
+    'the GPU device lost mid-generation (engine in the %s, %s): DeviceLostError that says to create a new engine; a new engine in the same page matches the golden without downloading anything',
+    async (where, _when, encoder) => {
+      const s = await session();
+      const brown = golden.brown;
+      const created = await s.call<{ backend: string; device: string; error?: unknown }>('createEngine', 'first', modelUrl('brown'), where === 'worker');
+      expect(created.error).toBeUndefined();
+      expect(created).toMatchObject({ backend: 'webgpu', device: expect.stringMatching(/swiftshader/i) });
+      const greedy = { maxNewTokens: brown.tokens.length, temperature: 0, repetitionPenalty: 1, stopAtEndOfText: false };
+      const want = await s.call<string>('decode', 'first', brown.tokens);
 
-    // The engine's own GPUDevice is destroyed for real during the generation: armed in the
-    // realm that holds the device (the engine's worker, or the page), it fires at the chosen
-    // command encoder, while the step before is still on the GPU and being read back.
-    if (where === 'page') await s.page.evaluate(loseDeviceAfter, encoder);
-    else {
-      const worker = s.page.workers().find((w) => /worker/.test(w.url()));
-      expect(worker, 'the engine worker').toBeDefined();
-      await worker!.evaluate(loseDeviceAfter, encoder);
-    }
-    const lost = await s.call<{ encoded: number[]; tokens: number; text: string; error?: { name: string; message: string } }>('generate', 'first', brown.ids, greedy);
-    expect(lost.encoded).toEqual(brown.ids);
-    expect(lost.error?.name).toBe('DeviceLostError');
-    expect(lost.error?.message).toMatch(/^The GPU device was lost \(destroyed: .*\)\. Create a new engine to continue; cached weights are kept\.$/);
-    // It ended where the device went, and the text before it was right.
-    expect(lost.tokens).toBeLessThan(encoder);
-    expect(want.startsWith(lost.text)).toBe(true);
-    // The engine stays lost, and says so again; disposing it is fine.
-    const again = await s.call<{ error?: { name: string; message: string } }>('generate', 'first', brown.ids, greedy);
-    expect(again.error?.name).toBe('DeviceLostError');
-    expect(await s.call('dispose', 'first')).toEqual({});
+      // The engine's own GPUDevice is destroyed for real during the generation: armed in the
+      // realm that holds the device (the engine's worker, or the page), it fires at the chosen
+      // command encoder, while the step before is still on the GPU and being read back.
+      if (where === 'page') await s.page.evaluate(loseDeviceAfter, encoder);
+      else {
+        const worker = s.page.workers().find((w) => /worker/.test(w.url()));
+        expect(worker, 'the engine worker').toBeDefined();
+        await worker!.evaluate(loseDeviceAfter, encoder);
+      }
+      const lost = await s.call<{ encoded: number[]; tokens: number; text: string; error?: { name: string; message: string } }>(
+        'generate',
+        'first',
+        brown.ids,
+        greedy,
+      );
+      expect(lost.encoded).toEqual(brown.ids);
+      expect(lost.error?.name).toBe('DeviceLostError');
+      expect(lost.error?.message).toMatch(/^The GPU device was lost \(destroyed: .*\)\. Create a new engine to continue; cached weights are kept\.$/);
+      // It ended where the device went, and the text before it was right.
+      expect(lost.tokens).toBeLessThan(encoder);
+      expect(want.startsWith(lost.text)).toBe(true);
+      // The engine stays lost, and says so again; disposing it is fine.
+      const again = await s.call<{ error?: { name: string; message: string } }>('generate', 'first', brown.ids, greedy);
+      expect(again.error?.name).toBe('DeviceLostError');
+      expect(await s.call('dispose', 'first')).toEqual({});
 
-    server.reset();
-    expect((await s.call<{ error?: unknown }>('createEngine', 'second', modelUrl('brown'), where === 'worker')).error).toBeUndefined();
-    const fresh = await s.call<{ encoded: number[]; text: string; completionTokens: number; error?: unknown }>('generate', 'second', brown.ids, greedy);
-    expect(fresh.error).toBeUndefined();
-    expect(fresh).toMatchObject({ text: want, completionTokens: brown.tokens.length });
-    // The weights and the tokenizer came from the cache.
-    expect(server.count()).toBe(0);
-    expect(server.count('/brown/tokenizer.json')).toBe(0);
-    expect(await s.call('dispose', 'second')).toEqual({});
-    expect(unexpected(s.problems)).toEqual([]);
-    await s.context.close();
-  }, 240_000);
+      server.reset();
+      expect((await s.call<{ error?: unknown }>('createEngine', 'second', modelUrl('brown'), where === 'worker')).error).toBeUndefined();
+      const fresh = await s.call<{ encoded: number[]; text: string; completionTokens: number; error?: unknown }>('generate', 'second', brown.ids, greedy);
+      expect(fresh.error).toBeUndefined();
+      expect(fresh).toMatchObject({ text: want, completionTokens: brown.tokens.length });
+      // The weights and the tokenizer came from the cache.
+      expect(server.count()).toBe(0);
+      expect(server.count('/brown/tokenizer.json')).toBe(0);
+      expect(await s.call('dispose', 'second')).toEqual({});
+      expect(unexpected(s.problems)).toEqual([]);
+      await s.context.close();
+    },
+    240_000,
+  );
 
-  it('the tab closed mid-download, and while a shard is being written: the next page\'s load heals, fetching only the missing shards, and matches the golden', async () => {
+  it("the tab closed mid-download, and while a shard is being written: the next page's load heals, fetching only the missing shards, and matches the golden", async () => {
     const context = await env.browser.newContext();
     const hashes = manifests.a.shards.map((x) => x.sha256);
-    const fetchedSince = (from: number) => server.requests.slice(from).filter((q) => q.method === 'GET' && q.path.endsWith('.bin')).map((q) => q.path);
+    const fetchedSince = (from: number) =>
+      server.requests
+        .slice(from)
+        .filter((q) => q.method === 'GET' && q.path.endsWith('.bin'))
+        .map((q) => q.path);
 
     // 1. A slow download; the tab is closed the moment a downloaded shard is in the GPU (its
     //    write into IndexedDB starts then), while the other download slot is mid-shard.
@@ -381,9 +420,16 @@ describe('faults in the browser: each ends in a clear error, and the next load h
     const r = await goldenLoad(s, 'a');
     expectGolden(r);
     // The shards that were stored are used, each checked and sound (none half written); only the others are fetched, once.
-    hashes.forEach((h, i) => expect(server.count(shardPath('a', i)), `shard ${i}`).toBe(before.shards.includes(h) ? 0 : 1));
+    hashes.forEach((h, i) => {
+      expect(server.count(shardPath('a', i)), `shard ${i}`).toBe(before.shards.includes(h) ? 0 : 1);
+    });
     const verify = ofType(r.events, 'verify');
-    expect(verify.filter((v) => v.source === 'cache').map((v) => [hashes[v.index], v.ok]).sort()).toEqual(before.shards.map((h) => [h, true]).sort());
+    expect(
+      verify
+        .filter((v) => v.source === 'cache')
+        .map((v) => [hashes[v.index], v.ok])
+        .sort(),
+    ).toEqual(before.shards.map((h) => [h, true]).sort());
     expect(await s.call('stored')).toEqual({ shards: [...hashes].sort(), partials: [] });
     expect(await s.call<CachedModel[]>('list')).toEqual([expect.objectContaining({ url: modelUrl('a'), complete: true })]);
     expect(unexpected(s.problems)).toEqual([]);

@@ -5,7 +5,15 @@ import { ISOLATION_HEADERS } from '../../vite.demo.config.ts';
 
 // Debian's Chromium with SwiftShader's WebGPU (no GPU here), never a downloaded browser.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FLAGS = ['--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 /** What gives headless Chromium a WebGPU adapter without a GPU: SwiftShader's Vulkan. */
 const WEBGPU_FLAGS = [
   '--enable-unsafe-webgpu',

@@ -95,8 +95,7 @@ async function injected(page: Page): Promise<string[]> {
 }
 
 /** An element's text, and whether it holds nothing but text (no element came out of it). */
-const textOf = (page: Page, selector: string) =>
-  page.locator(selector).evaluate((el) => ({ text: el.textContent, elements: el.childElementCount }));
+const textOf = (page: Page, selector: string) => page.locator(selector).evaluate((el) => ({ text: el.textContent, elements: el.childElementCount }));
 
 describe('output is text', () => {
   it('the hostile strings are hostile: put in as HTML, they make elements and run their handler', async () => {
@@ -107,13 +106,15 @@ describe('output is text', () => {
       sink.innerHTML = html;
       document.body.append(sink);
     }, HOSTILE);
-    await expect.poll(() => injected(page)).toEqual([
-      '<img src="x" onerror="window.__pwned=1">',
-      '<b id="injected">x</b>',
-      '<a id="injected-link" href="javascript:window.__pwned=1">javascript:window.__pwned=1</a>',
-      '<script>window.__pwned=1</script>',
-      'window.__pwned is set',
-    ]);
+    await expect
+      .poll(() => injected(page))
+      .toEqual([
+        '<img src="x" onerror="window.__pwned=1">',
+        '<b id="injected">x</b>',
+        '<a id="injected-link" href="javascript:window.__pwned=1">javascript:window.__pwned=1</a>',
+        '<script>window.__pwned=1</script>',
+        'window.__pwned is set',
+      ]);
     await page.close();
   });
 
@@ -174,7 +175,10 @@ describe('output is text', () => {
     await page.getByRole('textbox', { name: 'Message' }).fill('Hello');
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect.poll(() => page.locator('#status').textContent(), { timeout: 60_000 }).toContain(evil.url);
-    expect(await textOf(page, '#status')).toEqual({ text: expect.stringMatching(/^MolmError: http:.* answered HTTP 500 <img src=x onerror="window\.__pwned=1"><b id=injected>x<\/b>\.$/), elements: 0 });
+    expect(await textOf(page, '#status')).toEqual({
+      text: expect.stringMatching(/^MolmError: http:.* answered HTTP 500 <img src=x onerror="window\.__pwned=1"><b id=injected>x<\/b>\.$/),
+      elements: 0,
+    });
 
     expect(await injected(page)).toEqual([]);
     expect(problems.filter((p) => !p.startsWith(`HTTP 500: ${evil.url}`))).toEqual([]);

@@ -19,8 +19,7 @@ describe('createEngine in headless Chromium: the worker round trip', () => {
     await page.goto(`${env.base}/tests/browser/pages/text-engine.html`);
     await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
     const r = await page.evaluate(
-      ([url, prompt, greedy, sampled, backend]) =>
-        (window as unknown as { textEngineCheck: Function }).textEngineCheck(url, prompt, greedy, sampled, backend),
+      ([url, prompt, greedy, sampled, backend]) => (window as unknown as { textEngineCheck: Function }).textEngineCheck(url, prompt, greedy, sampled, backend),
       [`${env.base}/${BUILT_IN_MODEL.url}`, PROMPT, GREEDY, SAMPLED, backend] as const,
     );
     expect(problems).toEqual([]);
@@ -55,7 +54,7 @@ describe('createEngine in headless Chromium: the worker round trip', () => {
     // that piece, the window of CHUNK_WINDOW more and the one it was computing (48 were asked for).
     expect(r.slow.generatedWhilePaused).toBeGreaterThan(0);
     expect(r.slow.generatedWhilePaused).toBeLessThanOrEqual(1 + CHUNK_WINDOW + 2);
-    expect(r.slow.usage.completionTokens, "the generation went on past the window once the reader resumed").toBeGreaterThan(1 + CHUNK_WINDOW + 2);
+    expect(r.slow.usage.completionTokens, 'the generation went on past the window once the reader resumed').toBeGreaterThan(1 + CHUNK_WINDOW + 2);
     expect(r.slow.pieces.join('')).toBe(r.slow.text);
     // Errors cross the worker with their class and cause.
     expect(r.crossed).toMatchObject({ name: 'MolmError', isMolmError: true });

@@ -112,7 +112,10 @@ describe('<molm-chat> widget', () => {
     const events = () => tab.evaluate(() => (window as unknown as { events: Ev[] }).events);
     await expect.poll(async () => (await events()).filter((e) => e.type !== 'token').map((e) => e.type), { timeout: 120_000 }).toEqual(['done']);
     const all = await events();
-    const streamed = all.filter((e) => e.type === 'token').map((e) => e.detail.text).join('');
+    const streamed = all
+      .filter((e) => e.type === 'token')
+      .map((e) => e.detail.text)
+      .join('');
     const done = all.find((e) => e.type === 'done')!.detail;
     const reply = tab.locator('molm-chat li.assistant');
     expect(await reply.textContent()).toBe(streamed);
@@ -197,7 +200,9 @@ describe('<molm-chat> widget', () => {
     );
     const tab = await browser.newPage();
     await tab.goto(`${page.url}/module.html`);
-    await expect.poll(() => tab.evaluate(() => (window as unknown as { failure?: { name: string } }).failure?.name), { timeout: 60_000 }).toBe('ModelFormatError');
+    await expect
+      .poll(() => tab.evaluate(() => (window as unknown as { failure?: { name: string } }).failure?.name), { timeout: 60_000 })
+      .toBe('ModelFormatError');
     expect(await tab.evaluate(() => (window as unknown as { sameClass: boolean }).sameClass)).toBe(true);
     expect(await tab.locator('molm-chat .status').textContent()).toMatch(/no-such-model/);
     await tab.close();

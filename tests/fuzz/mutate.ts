@@ -46,25 +46,29 @@ export function mutateBytes(r: Random, input: Uint8Array): Uint8Array {
       case 2: // truncation
         out = out.slice(0, int(r, n + 1));
         break;
-      case 3: { // a range cut out
+      case 3: {
+        // a range cut out
         const a = position(r, n);
         const b = Math.min(n, a + 1 + int(r, 4096));
         out = concat(out.subarray(0, a), out.subarray(b));
         break;
       }
-      case 4: { // a range repeated
+      case 4: {
+        // a range repeated
         const a = position(r, n);
         const b = Math.min(n, a + 1 + int(r, 256));
         out = concat(out.subarray(0, b), out.subarray(a, b), out.subarray(b));
         break;
       }
-      case 5: { // a 32-bit field set to an edge value
+      case 5: {
+        // a 32-bit field set to an edge value
         if (n < 4) break;
         const at = Math.min(position(r, n), n - 4);
         new DataView(out.buffer, out.byteOffset, n).setUint32(at, pick(r, EDGE_U32), true);
         break;
       }
-      case 6: { // a 64-bit field set to a huge value
+      case 6: {
+        // a 64-bit field set to a huge value
         if (n < 8) break;
         const at = Math.min(position(r, n), n - 8);
         const view = new DataView(out.buffer, out.byteOffset, n);
@@ -72,7 +76,8 @@ export function mutateBytes(r: Random, input: Uint8Array): Uint8Array {
         view.setUint32(at + 4, pick(r, [0, 1, 0x1fffff, 0x200000, 0xffffffff]), true);
         break;
       }
-      default: { // random bytes inserted
+      default: {
+        // random bytes inserted
         const at = position(r, n);
         const extra = Uint8Array.from({ length: 1 + int(r, 64) }, () => int(r, 256));
         out = concat(out.subarray(0, at), extra, out.subarray(at));
@@ -94,25 +99,55 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 
 /** File names a hostile manifest or index.json would try (issue 14's class 6 and 7). */
 export const HOSTILE_NAMES = [
-  '../secret.bin', '..', '.', '', '/etc/passwd', 'C:\\Windows\\win.ini', 'a/b.bin', 'a\\b.bin',
-  'http:evil.example', 'https://evil.example/x.bin', '//evil.example/x', 'file:///etc/passwd', 'javascript:alert(1)',
-  'blob:x', 'data:,x', '%2e%2e', '.%2e', '%2e%2e%2fsecret', 'shard\u0000.bin', 'x'.repeat(300), 'ｓｈａｒｄ.bin', ' shard.bin',
+  '../secret.bin',
+  '..',
+  '.',
+  '',
+  '/etc/passwd',
+  'C:\\Windows\\win.ini',
+  'a/b.bin',
+  'a\\b.bin',
+  'http:evil.example',
+  'https://evil.example/x.bin',
+  '//evil.example/x',
+  'file:///etc/passwd',
+  'javascript:alert(1)',
+  'blob:x',
+  'data:,x',
+  '%2e%2e',
+  '.%2e',
+  '%2e%2e%2fsecret',
+  'shard\u0000.bin',
+  'x'.repeat(300),
+  'ｓｈａｒｄ.bin',
+  ' shard.bin',
 ];
 
 /** Values that a field of any type could be swapped for. */
 function hostileValue(r: Random, depth = 0): unknown {
   switch (int(r, 16)) {
-    case 0: return null;
-    case 1: return pick(r, [-1, 0, 0.5, 1e9, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e300, -0, Number.MAX_SAFE_INTEGER]);
-    case 2: return pick(r, HOSTILE_NAMES);
-    case 3: return true;
-    case 4: return [];
-    case 5: return {};
-    case 6: return depth < 2 ? [hostileValue(r, depth + 1), hostileValue(r, depth + 1)] : 0;
-    case 7: return 'x'.repeat(int(r, 100_000));
-    case 8: return Array.from({ length: int(r, 5000) }, () => int(r, 1000));
-    case 9: return { __proto__: 1, constructor: 2 };
-    default: return int(r, 3) === 0 ? -int(r, 1000) : int(r, 1 << int(r, 31));
+    case 0:
+      return null;
+    case 1:
+      return pick(r, [-1, 0, 0.5, 1e9, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e300, -0, Number.MAX_SAFE_INTEGER]);
+    case 2:
+      return pick(r, HOSTILE_NAMES);
+    case 3:
+      return true;
+    case 4:
+      return [];
+    case 5:
+      return {};
+    case 6:
+      return depth < 2 ? [hostileValue(r, depth + 1), hostileValue(r, depth + 1)] : 0;
+    case 7:
+      return 'x'.repeat(int(r, 100_000));
+    case 8:
+      return Array.from({ length: int(r, 5000) }, () => int(r, 1000));
+    case 9:
+      return { __proto__: 1, constructor: 2 };
+    default:
+      return int(r, 3) === 0 ? -int(r, 1000) : int(r, 1 << int(r, 31));
   }
 }
 
@@ -125,7 +160,10 @@ export function deepJson(depth: number, object: boolean): string {
 function paths(value: unknown, prefix: (string | number)[] = [], out: (string | number)[][] = [], limit = 20000): (string | number)[][] {
   if (out.length >= limit) return out;
   out.push(prefix);
-  if (Array.isArray(value)) value.forEach((v, i) => paths(v, [...prefix, i], out, limit));
+  if (Array.isArray(value))
+    value.forEach((v, i) => {
+      paths(v, [...prefix, i], out, limit);
+    });
   else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) paths(v, [...prefix, k], out, limit);
   return out;
 }

@@ -148,26 +148,42 @@ export function torchBin(tensors: PickledTensorSpec[], storageBytes: Record<stri
 export function hostilePickle(r: Random): Uint8Array {
   switch (int(r, 10)) {
     case 0: // a global that would run a command
-      return new Pickle().global(pick(r, ['os', 'posix', 'subprocess', 'builtins', '__builtin__']), pick(r, ['system', 'eval', 'exec', 'getattr', 'Popen'])).str('echo pwned').op(0x85, 0x52).bytes();
-    case 1: { // STACK_GLOBAL of builtins.eval
+      return new Pickle()
+        .global(pick(r, ['os', 'posix', 'subprocess', 'builtins', '__builtin__']), pick(r, ['system', 'eval', 'exec', 'getattr', 'Popen']))
+        .str('echo pwned')
+        .op(0x85, 0x52)
+        .bytes();
+    case 1: {
+      // STACK_GLOBAL of builtins.eval
       return new Pickle().str('builtins').str('eval').op(0x93).str('1+1').op(0x85, 0x52).bytes();
     }
-    case 2: { // one APPENDS with very many items
+    case 2: {
+      // one APPENDS with very many items
       const n = 50_000 + int(r, 200_000);
-      return new Pickle().op(0x5d, 0x28).raw(new Uint8Array(n * 2).map((_, i) => (i % 2 === 0 ? 0x4b : 0))).op(0x65).bytes();
+      return new Pickle()
+        .op(0x5d, 0x28)
+        .raw(new Uint8Array(n * 2).map((_, i) => (i % 2 === 0 ? 0x4b : 0)))
+        .op(0x65)
+        .bytes();
     }
-    case 3: { // a LONG4 of hundreds of KB
+    case 3: {
+      // a LONG4 of hundreds of KB
       const n = 1000 + int(r, 400_000);
       const head = new Uint8Array(5);
       head[0] = 0x8b;
       new DataView(head.buffer).setInt32(1, n, true);
       return new Pickle().raw(concat(head, new Uint8Array(n).fill(0x7f))).bytes();
     }
-    case 4: { // lists nested very deep
+    case 4: {
+      // lists nested very deep
       const n = 1000 + int(r, 200_000);
-      return new Pickle().raw(new Uint8Array(n).fill(0x5d)).raw(new Uint8Array(n - 1).fill(0x61)).bytes();
+      return new Pickle()
+        .raw(new Uint8Array(n).fill(0x5d))
+        .raw(new Uint8Array(n - 1).fill(0x61))
+        .bytes();
     }
-    case 5: { // very many MARKs
+    case 5: {
+      // very many MARKs
       const n = 1000 + int(r, 200_000);
       return new Pickle().raw(new Uint8Array(n).fill(0x28)).op(0x4e).bytes();
     }
@@ -188,19 +204,38 @@ function argBytes(p: Uint8Array, at: number): number {
   const op = p[at];
   const u32 = () => (at + 5 <= p.length ? view.getUint32(at + 1, true) : Infinity);
   switch (op) {
-    case 0x80: case 0x4b: case 0x71: case 0x68: return 1;
-    case 0x4d: return 2;
-    case 0x4a: case 0x72: case 0x6a: return 4;
-    case 0x95: case 0x47: return 8;
-    case 0x8a: case 0x8c: case 0x55: case 0x43: return at + 1 < p.length ? 1 + p[at + 1] : -1;
-    case 0x8b: case 0x58: case 0x54: case 0x42: return 4 + u32();
+    case 0x80:
+    case 0x4b:
+    case 0x71:
+    case 0x68:
+      return 1;
+    case 0x4d:
+      return 2;
+    case 0x4a:
+    case 0x72:
+    case 0x6a:
+      return 4;
+    case 0x95:
+    case 0x47:
+      return 8;
+    case 0x8a:
+    case 0x8c:
+    case 0x55:
+    case 0x43:
+      return at + 1 < p.length ? 1 + p[at + 1] : -1;
+    case 0x8b:
+    case 0x58:
+    case 0x54:
+    case 0x42:
+      return 4 + u32();
     case 0x63: {
       let nl = 0;
       let i = at + 1;
       for (; i < p.length && nl < 2; i++) if (p[i] === 0x0a) nl++;
       return nl === 2 ? i - at - 1 : -1;
     }
-    default: return 0;
+    default:
+      return 0;
   }
 }
 

@@ -24,20 +24,29 @@ beforeAll(async () => {
 afterAll(async () => {
   await fixtures?.cleanup();
   if (process.env.MOLM_FUZZ_INPUTS) {
-    const rows = results.map((r) => `| ${r.target} | ${r.inputs} | ${r.loaded} | ${Object.entries(r.refused).map(([k, v]) => `${k} ${v}`).join(', ')} | ${r.failures.length} | ${(r.ms / 1000).toFixed(1)} |`);
+    const rows = results.map(
+      (r) =>
+        `| ${r.target} | ${r.inputs} | ${r.loaded} | ${Object.entries(r.refused)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')} | ${r.failures.length} | ${(r.ms / 1000).toFixed(1)} |`,
+    );
     console.log(['| reader | inputs | loaded | refused | failures | seconds |', '|---|---|---|---|---|---|', ...rows].join('\n'));
   }
 });
 
 describe(`fuzz: ${INPUTS} inputs per reader, seed ${SEED}`, () => {
-  it.each(fuzzTargetNames())('%s', async (name) => {
-    const target = targets.find((t) => t.name === name)!;
-    // The undamaged input loads: the damage, not the harness, is what the refusals are about.
-    await target.run(target.seed(), []);
-    const result = await runCampaign(target, Math.max(5, Math.round(INPUTS / (target.cost ?? 1))), SEED, SAVE);
-    results.push(result);
-    expect(result.failures, JSON.stringify(result.failures.slice(0, 5), null, 1)).toEqual([]);
-  }, 3_600_000);
+  it.each(fuzzTargetNames())(
+    '%s',
+    async (name) => {
+      const target = targets.find((t) => t.name === name)!;
+      // The undamaged input loads: the damage, not the harness, is what the refusals are about.
+      await target.run(target.seed(), []);
+      const result = await runCampaign(target, Math.max(5, Math.round(INPUTS / (target.cost ?? 1))), SEED, SAVE);
+      results.push(result);
+      expect(result.failures, JSON.stringify(result.failures.slice(0, 5), null, 1)).toEqual([]);
+    },
+    3_600_000,
+  );
 });
 
 function fuzzTargetNames(): string[] {

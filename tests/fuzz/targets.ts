@@ -177,11 +177,20 @@ function randomGeometry(r: Random) {
     const cols = 1 + int(r, 8);
     const g = { shape: [rows, cols], stride: r() < 0.5 ? [cols, 1] : [1, rows], offset: 0, numel: rows * cols, bytes: 4 * rows * cols };
     switch (int(r, 5)) {
-      case 0: g.shape[int(r, 2)] = pick(r, [0, 2 ** 20, 2 ** 31 - 1]); break;
-      case 1: g.stride[int(r, 2)] = pick(r, [0, -1, 2 ** 20]); break;
-      case 2: g.offset = pick(r, [1, g.numel, 2 ** 31 - 1]); break;
-      case 3: g.numel = pick(r, [0, 1, 2 ** 31 - 1]); break;
-      default: g.bytes = pick(r, [0, 4, g.bytes - 4]);
+      case 0:
+        g.shape[int(r, 2)] = pick(r, [0, 2 ** 20, 2 ** 31 - 1]);
+        break;
+      case 1:
+        g.stride[int(r, 2)] = pick(r, [0, -1, 2 ** 20]);
+        break;
+      case 2:
+        g.offset = pick(r, [1, g.numel, 2 ** 31 - 1]);
+        break;
+      case 3:
+        g.numel = pick(r, [0, 1, 2 ** 31 - 1]);
+        break;
+      default:
+        g.bytes = pick(r, [0, 4, g.bytes - 4]);
     }
     return g;
   }
@@ -252,7 +261,16 @@ export function fuzzTargets(f: Fixtures): FuzzTarget[] {
       name: 'pytorch_model.bin bytes',
       seed: () => f.binFolder,
       input: (r) => {
-        const [folder, file] = r() < 0.7 ? [f.binFolder, 'pytorch_model.bin'] : [f.binSharded, pick(r, [...f.binSharded.keys()].filter((k) => k.endsWith('.bin')))];
+        const [folder, file] =
+          r() < 0.7
+            ? [f.binFolder, 'pytorch_model.bin']
+            : [
+                f.binSharded,
+                pick(
+                  r,
+                  [...f.binSharded.keys()].filter((k) => k.endsWith('.bin')),
+                ),
+              ];
         return replaced(folder, file, mutateBytes(r, folder.get(file)!));
       },
       run: (folder) => openFolderAndRead(filesOf(folder)),
@@ -301,7 +319,10 @@ export function fuzzTargets(f: Fixtures): FuzzTarget[] {
       name: 'shards and tokenizer.json of a converted model',
       seed: () => f.converted,
       input: (r) => {
-        const file = pick(r, [...f.converted.keys()].filter((k) => k !== 'manifest.json'));
+        const file = pick(
+          r,
+          [...f.converted.keys()].filter((k) => k !== 'manifest.json'),
+        );
         return replaced(f.converted, file, mutateBytes(r, f.converted.get(file)!));
       },
       run: async (folder) => {
@@ -325,13 +346,13 @@ export function fuzzTargets(f: Fixtures): FuzzTarget[] {
 
 /** The fixture's pytorch_model.bin folder with another data.pkl (its storages unchanged). */
 function binWithPickle(f: Fixtures, pickle: Uint8Array): Folder {
-  const bin = writeZip([{ name: 'archive/data.pkl', data: pickle }, { name: 'archive/byteorder', data: encoder.encode('little') }, ...storagesOf(f)]);
+  const bin = writeZip([{ name: 'archive/data.pkl', data: pickle }, { name: 'archive/byteorder', data: encoder.encode('little') }, ...storagesOf()]);
   return replaced(f.binFolder, 'pytorch_model.bin', bin);
 }
 
 let storages: { name: string; data: Uint8Array }[] | null = null;
 /** The storages of the fixture's pytorch_model.bin (kept as they are while its pickle is damaged). */
-function storagesOf(f: Fixtures): { name: string; data: Uint8Array }[] {
+function storagesOf(): { name: string; data: Uint8Array }[] {
   if (!storages) throw new Error('loadFixtures reads the storages first');
   return storages;
 }

@@ -16,7 +16,6 @@ function expected(name: string) {
   return { ...e, logits: new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) };
 }
 
-
 // Every checkpoint form holds the same tiny-molm weights (tools/fixtures/make_checkpoints.py).
 const FORMS = [
   ['safetensors', 'golden/tiny-molm', 'tiny-molm'],
@@ -43,7 +42,19 @@ describe('molm CLI on WebGPU', () => {
 
   it('runs the float64 reference with --device cpu', async () => {
     const e = expected('tiny-generic-bf16');
-    const g = await molm('generate', '--model', join(FIXTURES, 'golden/tiny-generic-bf16'), '--ids', e.input_ids.join(','), '--max-new-tokens', '8', '--greedy', '--json', '--device', 'cpu');
+    const g = await molm(
+      'generate',
+      '--model',
+      join(FIXTURES, 'golden/tiny-generic-bf16'),
+      '--ids',
+      e.input_ids.join(','),
+      '--max-new-tokens',
+      '8',
+      '--greedy',
+      '--json',
+      '--device',
+      'cpu',
+    );
     expect(g.code, g.stderr).toBe(0);
     expect(JSON.parse(g.stdout)).toEqual({ new_tokens: e.greedy_new_tokens });
   });
@@ -74,16 +85,37 @@ describe('molm CLI on WebGPU', () => {
     const c = JSON.parse((await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '200', '--new-tokens', '2', '--json')).stdout);
     expect(c.context).toBe(200);
     // Per-kernel times: GPU timestamps where the adapter has them (Dawn's SwiftShader does), else the wall clock.
-    const k = JSON.parse((await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '8', '--new-tokens', '2', '--kernels', '--json')).stdout);
+    const k = JSON.parse(
+      (await molm('bench', '--model', join(FIXTURES, 'golden/tiny-molm'), '--context', '8', '--new-tokens', '2', '--kernels', '--json')).stdout,
+    );
     expect(['timestamp', 'wall']).toContain(k.kernel_timing);
-    expect(Object.keys(k.decode_kernel_ms)).toEqual(expect.arrayContaining(['embedding', 'router.att', 'q_proj', 'attention.split', 'o_proj', 'mlp_up', 'mlp_down', 'lm_head', 'sample']));
+    expect(Object.keys(k.decode_kernel_ms)).toEqual(
+      expect.arrayContaining(['embedding', 'router.att', 'q_proj', 'attention.split', 'o_proj', 'mlp_up', 'mlp_down', 'lm_head', 'sample']),
+    );
     expect(Object.values(k.decode_kernel_ms as Record<string, number>).every((ms) => ms >= 0)).toBe(true);
   });
 
   it('synth writes a checkpoint the engine loads', async () => {
     const out = join(tmp, 'synth');
-    const r = await molm('synth', '--config', join(FIXTURES, 'configs/molm-350m-4b.json'), '--layers', '1', '--out', out,
-      '--set', 'n_embd=64', '--set', 'att_hidden=64', '--set', 'ffd_hidden=32', '--set', 'gating_size=8', '--set', 'vocab_size=500');
+    const r = await molm(
+      'synth',
+      '--config',
+      join(FIXTURES, 'configs/molm-350m-4b.json'),
+      '--layers',
+      '1',
+      '--out',
+      out,
+      '--set',
+      'n_embd=64',
+      '--set',
+      'att_hidden=64',
+      '--set',
+      'ffd_hidden=32',
+      '--set',
+      'gating_size=8',
+      '--set',
+      'vocab_size=500',
+    );
     expect(r.code, r.stderr).toBe(0);
     const g = await molm('generate', '--model', out, '--ids', '1,2,3', '--max-new-tokens', '3', '--json');
     expect(g.code, g.stderr).toBe(0);

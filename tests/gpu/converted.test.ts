@@ -22,7 +22,6 @@ function readF32(path: string): Float32Array {
   return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
 }
 
-
 async function convert(golden: string, dtype: string): Promise<string> {
   const out = join(tmp, `${golden}-${dtype}`);
   // Small shards, so that tensors are read across several shard files.

@@ -3,7 +3,7 @@ import { embedding } from '../../src/kernels/embedding.ts';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import type { StorageType } from '../../src/storage-types.ts';
 import { embedding as embeddingRef } from '../../src/reference/embedding.ts';
-import { gpuContext, output, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
+import { gpuContext, randomF32, readF32, rng, stepUniform, upload, weightData } from './harness.ts';
 
 describe('embedding kernel', () => {
   // A copy: every value must come back bit for bit (tolerance 0), the reference seeing the

@@ -74,15 +74,13 @@ describe('engine behaviour on WebGPU', () => {
   it('fails with a DeviceLimitError naming the limit when the adapter cannot hold a tensor', async () => {
     const attempt = GpuContext.create({ maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 }, { gpu: await nodeGpu() });
     await expect(attempt).rejects.toThrow(DeviceLimitError);
-    await expect(
-      GpuContext.create({ maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 }, { gpu: await nodeGpu() }),
-    ).rejects.toThrow(/maxStorageBufferBindingSize = \d+ bytes, but the model needs 1099511627776/);
+    await expect(GpuContext.create({ maxBindingBytes: 2 ** 40, maxBufferBytes: 2 ** 40 }, { gpu: await nodeGpu() })).rejects.toThrow(
+      /maxStorageBufferBindingSize = \d+ bytes, but the model needs 1099511627776/,
+    );
   });
 
   it('says what to do when there is no WebGPU at all', async () => {
     const noGpu = { requestAdapter: async () => null } as unknown as GPU;
-    await expect(GpuContext.create({ maxBindingBytes: 1024, maxBufferBytes: 1024 }, { gpu: noGpu })).rejects.toThrow(
-      /No WebGPU adapter was found/,
-    );
+    await expect(GpuContext.create({ maxBindingBytes: 1024, maxBufferBytes: 1024 }, { gpu: noGpu })).rejects.toThrow(/No WebGPU adapter was found/);
   });
 });

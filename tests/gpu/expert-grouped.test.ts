@@ -57,7 +57,7 @@ async function checkProject(type: StorageType, c: Case & { perSlotInput: boolean
   const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type, [c.experts, c.inDim, c.outDim]);
   const ids = randomIds(c.rows, c.k, c.experts, rand, c.bias);
   // The step carries fewer rows than the buffers hold, as a prompt's last chunk does.
-  const { ctx, g, groups, step } = await sortOnGpu(ids, c.rows, c.experts, c.k, c.rows + 7);
+  const { ctx, g, groups } = await sortOnGpu(ids, c.rows, c.experts, c.k, c.rows + 7);
   const y = upload(ctx, new Float32Array(c.rows * c.k * c.outDim).fill(NaN));
   const weight = upload(ctx, w.data);
   ctx.device.pushErrorScope('validation');
@@ -115,29 +115,30 @@ describe('expert_sort', () => {
   });
 });
 
-for (const profile of ['gpu', 'cpu'] as const) describe(`grouped expert matmuls, ${profile} kernel profile`, () => {
-  useKernelProfile(profile);
-  const types: StorageType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
-  types.forEach((type, t) => {
-    describe(`${type} weights`, () => {
-      // IN a multiple of 32 for q8 / q4. 33 columns: an odd OUT; 37 rows: tiles that do not fill.
-      it('project, 64 -> 33, E 5, k 2, shared input, 37 rows, skewed routing', () =>
-        checkProject(type, { rows: 37, inDim: 64, outDim: 33, experts: 5, k: 2, bias: 2, perSlotInput: false, activation: 'none' }, 10 + t));
-      it('project, 96 -> 40, E 6, k 3, per-slot input, tanh GELU, 21 rows', () =>
-        checkProject(type, { rows: 21, inDim: 96, outDim: 40, experts: 6, k: 3, bias: 0, perSlotInput: true, activation: 'gelu_tanh' }, 20 + t));
-      it('project, one row', () =>
-        checkProject(type, { rows: 1, inDim: 64, outDim: 40, experts: 5, k: 2, bias: 0, perSlotInput: false, activation: 'gelu_tanh' }, 30 + t));
-      it('combine, 64 -> 33, E 5, k 3, 29 rows, skewed routing', () =>
-        checkCombine(type, { rows: 29, inDim: 64, outDim: 33, experts: 5, k: 3, bias: 3 }, 40 + t));
-      it('combine, 96 -> 40, E 8, k 2, 40 rows', () => checkCombine(type, { rows: 40, inDim: 96, outDim: 40, experts: 8, k: 2, bias: 0 }, 50 + t));
+for (const profile of ['gpu', 'cpu'] as const)
+  describe(`grouped expert matmuls, ${profile} kernel profile`, () => {
+    useKernelProfile(profile);
+    const types: StorageType[] = ['f32', 'bf16', 'f16', 'q8', 'q4'];
+    types.forEach((type, t) => {
+      describe(`${type} weights`, () => {
+        // IN a multiple of 32 for q8 / q4. 33 columns: an odd OUT; 37 rows: tiles that do not fill.
+        it('project, 64 -> 33, E 5, k 2, shared input, 37 rows, skewed routing', () =>
+          checkProject(type, { rows: 37, inDim: 64, outDim: 33, experts: 5, k: 2, bias: 2, perSlotInput: false, activation: 'none' }, 10 + t));
+        it('project, 96 -> 40, E 6, k 3, per-slot input, tanh GELU, 21 rows', () =>
+          checkProject(type, { rows: 21, inDim: 96, outDim: 40, experts: 6, k: 3, bias: 0, perSlotInput: true, activation: 'gelu_tanh' }, 20 + t));
+        it('project, one row', () =>
+          checkProject(type, { rows: 1, inDim: 64, outDim: 40, experts: 5, k: 2, bias: 0, perSlotInput: false, activation: 'gelu_tanh' }, 30 + t));
+        it('combine, 64 -> 33, E 5, k 3, 29 rows, skewed routing', () =>
+          checkCombine(type, { rows: 29, inDim: 64, outDim: 33, experts: 5, k: 3, bias: 3 }, 40 + t));
+        it('combine, 96 -> 40, E 8, k 2, 40 rows', () => checkCombine(type, { rows: 40, inDim: 96, outDim: 40, experts: 8, k: 2, bias: 0 }, 50 + t));
+      });
+    });
+    it('MoLM attention widths, 1024 -> 1024, E 4, k 2, 24 rows, bf16: query and output projections', async () => {
+      const c = { rows: 24, inDim: 1024, outDim: 1024, experts: 4, k: 2, bias: 1 };
+      await checkProject('bf16', { ...c, perSlotInput: false, activation: 'none' }, 60);
+      await checkCombine('bf16', c, 61);
     });
   });
-  it('MoLM attention widths, 1024 -> 1024, E 4, k 2, 24 rows, bf16: query and output projections', async () => {
-    const c = { rows: 24, inDim: 1024, outDim: 1024, experts: 4, k: 2, bias: 1 };
-    await checkProject('bf16', { ...c, perSlotInput: false, activation: 'none' }, 60);
-    await checkCombine('bf16', c, 61);
-  });
-});
 
 /** The layout is the sort's and the matmuls' contract: a tile bound too small loses slots. */
 describe('groupsLayout', () => {

@@ -76,11 +76,7 @@ interface RandomCase {
   k: number;
 }
 
-async function checkProject(
-  type: StorageType,
-  c: RandomCase & { perSlotInput: boolean; activation: 'none' | 'gelu_tanh' },
-  seed: number,
-): Promise<void> {
+async function checkProject(type: StorageType, c: RandomCase & { perSlotInput: boolean; activation: 'none' | 'gelu_tanh' }, seed: number): Promise<void> {
   const ctx = await gpuContext();
   const rand = rng(seed);
   const scale = 1 / Math.sqrt(c.inDim);
@@ -175,7 +171,9 @@ async function checkMolmMlp(type: StorageType, seed: number): Promise<void> {
   } else {
     const w = weightData(randomF32(E * C * F, rand, 1 / Math.sqrt(C)), type);
     const selected = new Float32Array(k * C * F);
-    ids.forEach((e, s) => selected.set(w.rounded.subarray(e * C * F, (e + 1) * C * F), s * C * F));
+    ids.forEach((e, s) => {
+      selected.set(w.rounded.subarray(e * C * F, (e + 1) * C * F), s * C * F);
+    });
     const weight = upload(ctx, w.data);
     up = { weight, selected };
     down = { weight, selected };
@@ -205,89 +203,90 @@ const { hasSubgroups } = await gpuContext();
 // In the gpu profile SPLIT (lanes along IN per column pair) is 256 / COLS, at most IN rounded up
 // to a power of two: 2 at IN 2 (with subgroups: one run of 2 lanes, no barrier), 8 for the
 // closed-form shapes, 16 or 32 for the others (4 or 8 runs of 4 lanes per pair: one barrier).
-for (const shape of KERNEL_SHAPES) describe.skipIf(shape.subgroups && !hasSubgroups)(`expert_matvec kernels, ${kernelShapeName(shape)}`, () => {
-  useKernelProfile(shape.profile, shape.subgroups);
-  // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
-  // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
-  const quantTypes: StorageType[] = ['q8', 'q4'];
-  quantTypes.forEach((type, t) => {
-    describe(`${type} weights`, () => {
-      it('project, 64 -> 33 (odd out), E 5, k 2, shared input, 3 rows', () =>
-        checkProject(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 2, perSlotInput: false, activation: 'none' }, 300 + t));
-      it('project, 96 -> 40, E 5, k 3, per-slot input, tanh GELU, 3 rows', () =>
-        checkProject(type, { rows: 3, inDim: 96, outDim: 40, experts: 5, k: 3, perSlotInput: true, activation: 'gelu_tanh' }, 310 + t));
-      it('combine, 64 -> 33, E 5, k 3, 3 rows', () => checkCombine(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 3 }, 330 + t));
-      it('combine, 96 -> 40, E 5, k 2, 4 rows', () => checkCombine(type, { rows: 4, inDim: 96, outDim: 40, experts: 5, k: 2 }, 340 + t));
-      it('MoLM attention query projection 1024 -> 1024, E 16, k 2, one row', () =>
-        checkProject(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2, perSlotInput: false, activation: 'none' }, 350 + t));
-      it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
-        checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 360 + t));
-      it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 370 + t));
+for (const shape of KERNEL_SHAPES)
+  describe.skipIf(shape.subgroups && !hasSubgroups)(`expert_matvec kernels, ${kernelShapeName(shape)}`, () => {
+    useKernelProfile(shape.profile, shape.subgroups);
+    // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values, with the
+    // same tolerances. 64 -> 33 has an odd OUT (element path), 96 -> 40 an even one (pairs).
+    const quantTypes: StorageType[] = ['q8', 'q4'];
+    quantTypes.forEach((type, t) => {
+      describe(`${type} weights`, () => {
+        it('project, 64 -> 33 (odd out), E 5, k 2, shared input, 3 rows', () =>
+          checkProject(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 2, perSlotInput: false, activation: 'none' }, 300 + t));
+        it('project, 96 -> 40, E 5, k 3, per-slot input, tanh GELU, 3 rows', () =>
+          checkProject(type, { rows: 3, inDim: 96, outDim: 40, experts: 5, k: 3, perSlotInput: true, activation: 'gelu_tanh' }, 310 + t));
+        it('combine, 64 -> 33, E 5, k 3, 3 rows', () => checkCombine(type, { rows: 3, inDim: 64, outDim: 33, experts: 5, k: 3 }, 330 + t));
+        it('combine, 96 -> 40, E 5, k 2, 4 rows', () => checkCombine(type, { rows: 4, inDim: 96, outDim: 40, experts: 5, k: 2 }, 340 + t));
+        it('MoLM attention query projection 1024 -> 1024, E 16, k 2, one row', () =>
+          checkProject(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2, perSlotInput: false, activation: 'none' }, 350 + t));
+        it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
+          checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 360 + t));
+        it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 370 + t));
+      });
     });
-  });
 
-  const types: StorageType[] = ['f32', 'bf16', 'f16'];
-  types.forEach((type, t) => {
-    describe(`${type} weights`, () => {
-      it('project, odd shape 97 -> 33, E 5, k 2, shared input, 3 rows', () =>
-        checkProject(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 2, perSlotInput: false, activation: 'none' }, 100 + t));
-      it('project, odd shape 97 -> 33, E 5, k 3, per-slot input, tanh GELU, 3 rows', () =>
-        checkProject(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 3, perSlotInput: true, activation: 'gelu_tanh' }, 110 + t));
-      it('project, even shape 64 -> 32 (packed pairs), E 5, k 2, 4 rows', () =>
-        checkProject(type, { rows: 4, inDim: 64, outDim: 32, experts: 5, k: 2, perSlotInput: false, activation: 'gelu_tanh' }, 120 + t));
-      it('combine, odd shape 97 -> 33, E 5, k 3, 3 rows', () =>
-        checkCombine(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 3 }, 130 + t));
-      it('combine, even shape 64 -> 32, E 5, k 2, 4 rows', () =>
-        checkCombine(type, { rows: 4, inDim: 64, outDim: 32, experts: 5, k: 2 }, 140 + t));
-      it('MoLM attention query projection 1024 -> 1024, E 16, k 2, one row', () =>
-        checkProject(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2, perSlotInput: false, activation: 'none' }, 150 + t));
-      it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
-        checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 160 + t));
+    const types: StorageType[] = ['f32', 'bf16', 'f16'];
+    types.forEach((type, t) => {
+      describe(`${type} weights`, () => {
+        it('project, odd shape 97 -> 33, E 5, k 2, shared input, 3 rows', () =>
+          checkProject(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 2, perSlotInput: false, activation: 'none' }, 100 + t));
+        it('project, odd shape 97 -> 33, E 5, k 3, per-slot input, tanh GELU, 3 rows', () =>
+          checkProject(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 3, perSlotInput: true, activation: 'gelu_tanh' }, 110 + t));
+        it('project, even shape 64 -> 32 (packed pairs), E 5, k 2, 4 rows', () =>
+          checkProject(type, { rows: 4, inDim: 64, outDim: 32, experts: 5, k: 2, perSlotInput: false, activation: 'gelu_tanh' }, 120 + t));
+        it('combine, odd shape 97 -> 33, E 5, k 3, 3 rows', () => checkCombine(type, { rows: 3, inDim: 97, outDim: 33, experts: 5, k: 3 }, 130 + t));
+        it('combine, even shape 64 -> 32, E 5, k 2, 4 rows', () => checkCombine(type, { rows: 4, inDim: 64, outDim: 32, experts: 5, k: 2 }, 140 + t));
+        it('MoLM attention query projection 1024 -> 1024, E 16, k 2, one row', () =>
+          checkProject(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2, perSlotInput: false, activation: 'none' }, 150 + t));
+        it('MoLM attention output projection 1024 -> 1024, E 16, k 2, one row', () =>
+          checkCombine(type, { rows: 1, inDim: 1024, outDim: 1024, experts: 16, k: 2 }, 160 + t));
 
-      it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 170 + t));
+        it('MoLM MLP 1024 -> 2048 (GELU) and 2048 -> 1024, E 32, k 2, one row', () => checkMolmMlp(type, 170 + t));
 
-      for (const [inDim, outDim] of [
-        [6, 6],
-        [7, 5],
-      ]) {
-        it(`closed-form routing, ${inDim} -> ${outDim}: identity, double, zero, reversal, negated shift; id 7 clamps to expert 4`, async () => {
-          const ctx = await gpuContext();
-          const [E, k, rows] = [5, 2, 4];
-          const weight = upload(ctx, weightData(handExperts(inDim, outDim), type).data);
-          // Every expert appears, in both slots, on different rows; 7 is out of range.
-          const ids = Uint32Array.of(0, 1, 2, 3, 4, 0, 1, 7);
-          const x = Float32Array.from({ length: rows * k * inDim }, (_, i) => (i % 2 ? -1 : 1) * (i + 1));
+        for (const [inDim, outDim] of [
+          [6, 6],
+          [7, 5],
+        ]) {
+          it(`closed-form routing, ${inDim} -> ${outDim}: identity, double, zero, reversal, negated shift; id 7 clamps to expert 4`, async () => {
+            const ctx = await gpuContext();
+            const [E, k, rows] = [5, 2, 4];
+            const weight = upload(ctx, weightData(handExperts(inDim, outDim), type).data);
+            // Every expert appears, in both slots, on different rows; 7 is out of range.
+            const ids = Uint32Array.of(0, 1, 2, 3, 4, 0, 1, 7);
+            const x = Float32Array.from({ length: rows * k * inDim }, (_, i) => (i % 2 ? -1 : 1) * (i + 1));
 
-          const shared = await runProject(type, { inDim, outDim, experts: E, k, perSlotInput: false, activation: 'none' }, rows, x, weight, ids);
-          const perSlot = await runProject(type, { inDim, outDim, experts: E, k, perSlotInput: true, activation: 'none' }, rows, x, weight, ids);
-          const gates = Float32Array.of(0.25, 0.5, 0.5, 0.25, 0.25, 0.5, 0.5, 0.25);
-          const h0 = Float32Array.from({ length: rows * outDim }, (_, i) => 1000 + i);
-          const h = await runCombine(type, { inDim, outDim, experts: E, k }, rows, x, weight, ids, gates, h0);
-          weight.destroy();
+            const shared = await runProject(type, { inDim, outDim, experts: E, k, perSlotInput: false, activation: 'none' }, rows, x, weight, ids);
+            const perSlot = await runProject(type, { inDim, outDim, experts: E, k, perSlotInput: true, activation: 'none' }, rows, x, weight, ids);
+            const gates = Float32Array.of(0.25, 0.5, 0.5, 0.25, 0.25, 0.5, 0.5, 0.25);
+            const h0 = Float32Array.from({ length: rows * outDim }, (_, i) => 1000 + i);
+            const h = await runCombine(type, { inDim, outDim, experts: E, k }, rows, x, weight, ids, gates, h0);
+            weight.destroy();
 
-          const want = { shared: [] as number[], perSlot: [] as number[], h: [] as number[] };
-          for (let r = 0; r < rows; r++) {
-            const acc = Array.from(h0.subarray(r * outDim, (r + 1) * outDim));
-            for (let s = 0; s < k; s++) {
-              const e = ids[r * k + s];
-              want.shared.push(...handExpert(e, x, r * inDim, inDim, outDim));
-              const ys = handExpert(e, x, (r * k + s) * inDim, inDim, outDim);
-              want.perSlot.push(...ys);
-              ys.forEach((v, j) => (acc[j] += gates[r * k + s] * v));
+            const want = { shared: [] as number[], perSlot: [] as number[], h: [] as number[] };
+            for (let r = 0; r < rows; r++) {
+              const acc = Array.from(h0.subarray(r * outDim, (r + 1) * outDim));
+              for (let s = 0; s < k; s++) {
+                const e = ids[r * k + s];
+                want.shared.push(...handExpert(e, x, r * inDim, inDim, outDim));
+                const ys = handExpert(e, x, (r * k + s) * inDim, inDim, outDim);
+                want.perSlot.push(...ys);
+                ys.forEach((v, j) => {
+                  acc[j] += gates[r * k + s] * v;
+                });
+              }
+              want.h.push(...acc);
             }
-            want.h.push(...acc);
-          }
-          // Exact: tolerance 0 (compared by value, so -0 equals 0).
-          expectClose(shared, want.shared, 0, `${type} project, shared input`);
-          expectClose(perSlot, want.perSlot, 0, `${type} project, per-slot input`);
-          expectClose(h, want.h, 0, `${type} combine`);
-        });
-      }
+            // Exact: tolerance 0 (compared by value, so -0 equals 0).
+            expectClose(shared, want.shared, 0, `${type} project, shared input`);
+            expectClose(perSlot, want.perSlot, 0, `${type} project, per-slot input`);
+            expectClose(h, want.h, 0, `${type} combine`);
+          });
+        }
+      });
+    });
+
+    it('folds more than 65535 (row, slot) pairs or rows into grid z', async () => {
+      await checkProject('f16', { rows: 22_000, inDim: 2, outDim: 3, experts: 5, k: 3, perSlotInput: false, activation: 'none' }, 180);
+      await checkCombine('bf16', { rows: 66_000, inDim: 2, outDim: 3, experts: 5, k: 2 }, 181);
     });
   });
-
-  it('folds more than 65535 (row, slot) pairs or rows into grid z', async () => {
-    await checkProject('f16', { rows: 22_000, inDim: 2, outDim: 3, experts: 5, k: 3, perSlotInput: false, activation: 'none' }, 180);
-    await checkCombine('bf16', { rows: 66_000, inDim: 2, outDim: 3, experts: 5, k: 2 }, 181);
-  });
-});

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
-import { type GpuModel } from '../../src/model/model.ts';
+import type { GpuModel } from '../../src/model/model.ts';
 import { GREEDY } from '../../src/token-model.ts';
 import { BUILT_IN_MODEL, builtInTokenizer } from '../built-in-model.ts';
 import { molm } from '../molm-cli.ts';
@@ -70,7 +70,19 @@ describe('experts under a GPU memory budget (built-in model)', () => {
     // One real layer with random bf16 weights; a small vocabulary keeps the embedding and head
     // (not part of the layer) quick on a CPU adapter.
     const synth = join(tmp, 'molm-350m-4b-layer');
-    const r = await molm('synth', '--config', 'tests/fixtures/configs/molm-350m-4b.json', '--layers', '1', '--out', synth, '--set', 'vocab_size=2048', '--seed', '3');
+    const r = await molm(
+      'synth',
+      '--config',
+      'tests/fixtures/configs/molm-350m-4b.json',
+      '--layers',
+      '1',
+      '--out',
+      synth,
+      '--set',
+      'vocab_size=2048',
+      '--seed',
+      '3',
+    );
     expect(r.code, r.stderr).toBe(0);
     const ids = [5, 900, 17, 1200, 44, 3, 2000, 77];
     const run = async (model: GpuModel) => {

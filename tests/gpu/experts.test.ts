@@ -21,7 +21,8 @@ import { expectClose } from './harness.ts';
 const dir = BUILT_IN_MODEL.dir;
 const tmp = mkdtempSync(join(tmpdir(), 'molm-experts-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-const TEXT = 'The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence that any irregularities took place. The jury further said in term-end presentments that the City Executive Committee deserves praise.';
+const TEXT =
+  'The Fulton County Grand Jury said Friday an investigation of recent primary elections produced no evidence that any irregularities took place. The jury further said in term-end presentments that the City Executive Committee deserves praise.';
 
 describe('molm profile', () => {
   it('counts each expert’s picks and gate mass as the CPU reference’s routers do', async () => {
@@ -48,7 +49,10 @@ describe('molm profile', () => {
   });
 
   it('selectExperts: --keep takes the top N by gate mass; --mass the fewest holding the share, the same count in every layer', () => {
-    const layer = (mass: number[]) => ({ attention: { count: mass.map((m) => Math.round(m * 10)), mass }, mlp: { count: mass.map((m) => Math.round(m * 10)), mass } });
+    const layer = (mass: number[]) => ({
+      attention: { count: mass.map((m) => Math.round(m * 10)), mass },
+      mlp: { count: mass.map((m) => Math.round(m * 10)), mass },
+    });
     const usage: ExpertUsage = {
       format: 'molm-expert-usage',
       version: 1,
@@ -60,9 +64,15 @@ describe('molm profile', () => {
       kMlp: 1,
       layers: [layer([0.1, 5, 3, 1.9]), layer([9.5, 0, 0.2, 0.3])],
     };
-    expect(selectExperts(usage, { keep: 2 }).attention).toEqual([[1, 2], [0, 3]]);
+    expect(selectExperts(usage, { keep: 2 }).attention).toEqual([
+      [1, 2],
+      [0, 3],
+    ]);
     // 90 % of the mass: layer 0 needs experts 1, 2, 3 (5 + 3 + 1.9 of 10); layer 1 needs only 0.
-    expect(selectExperts(usage, { mass: 0.9 }).mlp).toEqual([[1, 2, 3], [0, 2, 3]]);
+    expect(selectExperts(usage, { mass: 0.9 }).mlp).toEqual([
+      [1, 2, 3],
+      [0, 2, 3],
+    ]);
     expect(() => selectExperts({ ...usage, kAtt: 2 }, { keep: 1 })).toThrow(/below the attention router's k/);
   });
 });
@@ -91,13 +101,20 @@ describe('molm prune', () => {
       expect(pruned.rawConfig.molm_kept_experts).toEqual(kept);
       for (let l = 0; l < original.config.nLayer; l++) {
         const n = layerTensorNames(l);
-        for (const [name, experts] of [[n.attGate3Weight, kept.attention[l]], [n.upExperts, kept.mlp[l]], [n.downExperts, kept.mlp[l]], [n.queryExperts, kept.attention[l]]] as const) {
+        for (const [name, experts] of [
+          [n.attGate3Weight, kept.attention[l]],
+          [n.upExperts, kept.mlp[l]],
+          [n.downExperts, kept.mlp[l]],
+          [n.queryExperts, kept.attention[l]],
+        ] as const) {
           const a = decodeTensor(await original.tensors.read(name), original.tensors.tensors.get(name)!);
           const b = decodeTensor(await pruned.tensors.read(name), pruned.tensors.tensors.get(name)!);
           const per = a.length / original.tensors.tensors.get(name)!.shape[0];
           expect(b.length).toBe(per * experts.length);
           // q8 re-encoded from its own decoded values is the same q8: the rows are bit-identical.
-          experts.forEach((e, i) => expect(b.subarray(i * per, (i + 1) * per), `${name} expert ${e}`).toEqual(a.subarray(e * per, (e + 1) * per)));
+          experts.forEach((e, i) => {
+            expect(b.subarray(i * per, (i + 1) * per), `${name} expert ${e}`).toEqual(a.subarray(e * per, (e + 1) * per));
+          });
         }
       }
     } finally {

@@ -71,39 +71,40 @@ describe('linear kernel', () => {
   // Lanes per row (gpu profile) follow IN: 4 up to 64 (a row within one subgroup of 4 or more),
   // 8 at 96 to 128, 16 at 200, 32 at 1024 (rows across several subgroups of 4: one barrier).
   const types: StorageType[] = ['f32', 'bf16', 'f16'];
-  for (const profile of KERNEL_SHAPES) types.forEach((type, t) => {
-    describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
-      it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
-        check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t, profile));
-      it('even shape 64 -> 33, 21 rows, no bias (packed path; chunks of 16 + 5: groups of 4, 4, 4, 4 | 4, 1)', () =>
-        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 21 + t, profile));
-      it('one row, 97 -> 7 with bias', () => check(type, { rows: 1, inDim: 97, outDim: 7, hasBias: true, lastRowOnly: false }, 31 + t, profile));
-      it('lastRowOnly reads row n_tokens - 1 and writes row 0', () =>
-        check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t, profile));
-      it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
-        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t, profile));
-      it('200 -> 37, 21 rows, bias (16 lanes per row; several reductions per workgroup)', () =>
-        check(type, { rows: 21, inDim: 200, outDim: 37, hasBias: true, lastRowOnly: false }, 71 + t, profile));
+  for (const profile of KERNEL_SHAPES)
+    types.forEach((type, t) => {
+      describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
+        it('odd shape 97 -> 33, 3 rows, bias (element path, a group of 3 token rows)', () =>
+          check(type, { rows: 3, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: false }, 11 + t, profile));
+        it('even shape 64 -> 33, 21 rows, no bias (packed path; chunks of 16 + 5: groups of 4, 4, 4, 4 | 4, 1)', () =>
+          check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 21 + t, profile));
+        it('one row, 97 -> 7 with bias', () => check(type, { rows: 1, inDim: 97, outDim: 7, hasBias: true, lastRowOnly: false }, 31 + t, profile));
+        it('lastRowOnly reads row n_tokens - 1 and writes row 0', () =>
+          check(type, { rows: 5, inDim: 97, outDim: 33, hasBias: true, lastRowOnly: true }, 41 + t, profile));
+        it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
+          check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 51 + t, profile));
+        it('200 -> 37, 21 rows, bias (16 lanes per row; several reductions per workgroup)', () =>
+          check(type, { rows: 21, inDim: 200, outDim: 37, hasBias: true, lastRowOnly: false }, 71 + t, profile));
+      });
     });
-  });
 
   // Quantised weights need IN % 32 == 0; the reference runs on the dequantised values.
   const quantTypes: StorageType[] = ['q8', 'q4'];
-  for (const profile of KERNEL_SHAPES) quantTypes.forEach((type, t) => {
-    describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
-      it('96 -> 40, 3 rows, bias (a group of 3 token rows)', () =>
-        check(type, { rows: 3, inDim: 96, outDim: 40, hasBias: true, lastRowOnly: false }, 211 + t, profile));
-      it('64 -> 33, 21 rows, no bias (chunks of 16 + 5)', () =>
-        check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 221 + t, profile));
-      it('one row, 32 -> 7 with bias', () => check(type, { rows: 1, inDim: 32, outDim: 7, hasBias: true, lastRowOnly: false }, 231 + t, profile));
-      it('lastRowOnly, 5 rows, 96 -> 33', () =>
-        check(type, { rows: 5, inDim: 96, outDim: 33, hasBias: true, lastRowOnly: true }, 241 + t, profile));
-      it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
-        check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 251 + t, profile));
-      it('128 -> 37, 21 rows (8 lanes per row; several reductions per workgroup)', () =>
-        check(type, { rows: 21, inDim: 128, outDim: 37, hasBias: false, lastRowOnly: false }, 261 + t, profile));
+  for (const profile of KERNEL_SHAPES)
+    quantTypes.forEach((type, t) => {
+      describe.skipIf(profile.subgroups && !hasSubgroups)(`${type} weights, ${kernelShapeName(profile)}`, () => {
+        it('96 -> 40, 3 rows, bias (a group of 3 token rows)', () =>
+          check(type, { rows: 3, inDim: 96, outDim: 40, hasBias: true, lastRowOnly: false }, 211 + t, profile));
+        it('64 -> 33, 21 rows, no bias (chunks of 16 + 5)', () =>
+          check(type, { rows: 21, inDim: 64, outDim: 33, hasBias: false, lastRowOnly: false }, 221 + t, profile));
+        it('one row, 32 -> 7 with bias', () => check(type, { rows: 1, inDim: 32, outDim: 7, hasBias: true, lastRowOnly: false }, 231 + t, profile));
+        it('lastRowOnly, 5 rows, 96 -> 33', () => check(type, { rows: 5, inDim: 96, outDim: 33, hasBias: true, lastRowOnly: true }, 241 + t, profile));
+        it('lm_head shape 1024 -> 50295, lastRowOnly, 2 rows', () =>
+          check(type, { rows: 2, inDim: 1024, outDim: 50295, hasBias: false, lastRowOnly: true }, 251 + t, profile));
+        it('128 -> 37, 21 rows (8 lanes per row; several reductions per workgroup)', () =>
+          check(type, { rows: 21, inDim: 128, outDim: 37, hasBias: false, lastRowOnly: false }, 261 + t, profile));
+      });
     });
-  });
 
   it('folds more than 65535 workgroups of output rows into grid z (3 -> 600000)', () =>
     check('bf16', { rows: 1, inDim: 3, outDim: 600_000, hasBias: true, lastRowOnly: false }, 61));

@@ -1,10 +1,7 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openCheckpoint } from '../../src/checkpoint/index.ts';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
-import { synthesize } from '../../src/cli/synth.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
 import { loadGpuModel } from '../../src/model/load.ts';
 import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
@@ -12,7 +9,11 @@ import { maxAbsDiff } from './harness.ts';
 import { GENERIC, MOLM_LIKE, synthRandomModel } from '../shared/random-models.ts';
 
 const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() =>
+  dirs.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 const synth = (config: object, dtype: 'F32' | 'BF16') => synthRandomModel(config, dtype, dirs);
 
 describe.each([

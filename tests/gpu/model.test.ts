@@ -45,7 +45,9 @@ describe.each(['tiny-molm', 'tiny-generic-bf16'])('whole model on WebGPU: %s', (
       const rows = [await model.prefillLogits(expected.input_ids.slice(0, 1))];
       for (const id of expected.input_ids.slice(1)) rows.push(await model.decodeLogits(id));
       const all = new Float32Array(T * V);
-      rows.forEach((r, i) => all.set(r, i * V));
+      rows.forEach((r, i) => {
+        all.set(r, i * V);
+      });
       expectClose(all, logits, LOGIT_TOL, 'decode logits');
     } finally {
       model.destroy();

@@ -19,7 +19,10 @@ function expectSameRouting(gpu: RoutingTrace, cpu: RoutingTrace): void {
   expect([gpu.tokens, gpu.layers, gpu.kAtt, gpu.kMlp, gpu.promptTokens]).toEqual([cpu.tokens, cpu.layers, cpu.kAtt, cpu.kMlp, cpu.promptTokens]);
   expect(Array.from(gpu.attExperts)).toEqual(Array.from(cpu.attExperts));
   expect(Array.from(gpu.mlpExperts)).toEqual(Array.from(cpu.mlpExperts));
-  for (const [a, b] of [[gpu.attGates, cpu.attGates], [gpu.mlpGates, cpu.mlpGates]] as const) {
+  for (const [a, b] of [
+    [gpu.attGates, cpu.attGates],
+    [gpu.mlpGates, cpu.mlpGates],
+  ] as const) {
     let worst = 0;
     for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
     expect(worst).toBeLessThan(GATE_TOL);

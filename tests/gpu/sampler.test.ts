@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { sampler, SamplerParams } from '../../src/kernels/sampler.ts';
-import { type SamplingOptions } from '../../src/token-model.ts';
+import type { SamplingOptions } from '../../src/token-model.ts';
 import { embedding } from '../../src/kernels/embedding.ts';
 import { runDispatches, type Dispatch } from '../../src/kernels/dispatch.ts';
 import { StepUniform } from '../../src/kernels/step.ts';

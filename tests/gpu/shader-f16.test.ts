@@ -51,7 +51,12 @@ describe(`shader-f16 weights (${ctx.hasShaderF16 ? 'native on this device' : 'no
     const w = weightData(randomF32(OUT * IN, rand, 1 / Math.sqrt(IN)), 'f16');
     const got = await bothWays(async (c) => {
       const y = upload(c, new Float32Array(rows * OUT).fill(NaN));
-      const d = await linear(c, { inDim: IN, outDim: OUT, hasBias: false }, 'f16', { step: stepUniform(c, rows).buffer, x: upload(c, x), weight: upload(c, w.data), y });
+      const d = await linear(c, { inDim: IN, outDim: OUT, hasBias: false }, 'f16', {
+        step: stepUniform(c, rows).buffer,
+        x: upload(c, x),
+        weight: upload(c, w.data),
+        y,
+      });
       return { dispatches: [d], rows, out: y };
     });
     const expected = linearRef(Float64Array.from(x), rows, IN, OUT, w.rounded, null);
@@ -69,7 +74,13 @@ describe(`shader-f16 weights (${ctx.hasShaderF16 ? 'native on this device' : 'no
     const shape = { inDim: IN, outDim: OUT, perSlotInput: false, activation: 'none' as const };
     const matvec = await bothWays(async (c) => {
       const y = upload(c, new Float32Array(rows * k * OUT).fill(NaN));
-      const d = await expertProject(c, { ...shape, experts: E, k }, 'f16', { step: stepUniform(c, rows).buffer, x: upload(c, x), weight: upload(c, w.data), ids: upload(c, ids), y });
+      const d = await expertProject(c, { ...shape, experts: E, k }, 'f16', {
+        step: stepUniform(c, rows).buffer,
+        x: upload(c, x),
+        weight: upload(c, w.data),
+        ids: upload(c, ids),
+        y,
+      });
       return { dispatches: [d], rows, out: y };
     });
     expectClose(matvec, expected, tol, 'expert projection');

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { runDispatches } from '../../src/kernels/dispatch.ts';
 import { decodeSegments, stickBreakingDecode, stickBreakingPrefill } from '../../src/kernels/stickbreaking.ts';
 import { stickBreakingAttention } from '../../src/reference/attention.ts';
-import { gpuContext, maxAbsDiff, output, randomF32, readF32, rng, stepUniform, upload, useKernelProfile } from './harness.ts';
+import { gpuContext, maxAbsDiff, output, readF32, stepUniform, upload, useKernelProfile } from './harness.ts';
 import { attentionInputs, LARGE, NORMAL, SLOW, type Logits } from '../shared/attention-cases.ts';
 
 // Tolerance on max |GPU − float64 reference| / max |V|. Every weight is ≤ 1 and they sum to ≤ 1,

@@ -32,7 +32,11 @@ export function maxAbs(a: ArrayLike<number>): number {
 
 export function maxGateSum(gates: Float32Array, k: number): number {
   let m = 0;
-  for (let r = 0; r * k < gates.length; r++) m = Math.max(m, gates.slice(r * k, (r + 1) * k).reduce((a, b) => a + b, 0));
+  for (let r = 0; r * k < gates.length; r++)
+    m = Math.max(
+      m,
+      gates.slice(r * k, (r + 1) * k).reduce((a, b) => a + b, 0),
+    );
   return m;
 }
 

@@ -21,4 +21,3 @@ export function linearTolerance(x: Float32Array, rows: number, inDim: number, ma
   for (let i = 0; i < expected.length; i++) maxY = Math.max(maxY, Math.abs(expected[i]));
   return 4 * Math.sqrt(inDim) * U * l1 * maxW + 2 * U * maxY;
 }
-

@@ -23,7 +23,10 @@ export async function quantizedReference(dir: string, type: 'q8' | 'q4'): Promis
         weights.set(e.name, Float64Array.from(dequantize(quantize(values, e.shape, e.storage), e.shape, e.storage)));
         quantised++;
       } else if (e.storage === 'f16') {
-        weights.set(e.name, Float64Array.from(values, (v) => f16ToF32(f32ToF16(v))));
+        weights.set(
+          e.name,
+          Float64Array.from(values, (v) => f16ToF32(f32ToF16(v))),
+        );
       } else {
         expect(e.storage).toBe('f32');
       }
@@ -34,4 +37,3 @@ export async function quantizedReference(dir: string, type: 'q8' | 'q4'): Promis
     await tensors.close();
   }
 }
-

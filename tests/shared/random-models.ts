@@ -8,9 +8,24 @@ import { synthesize } from '../../src/cli/synth.ts';
 // init so logits spread over several units and a routing error shows.
 
 export const GENERIC = {
-  model_type: 'moduleformer', vocab_size: 301, n_embd: 40, n_layer: 3, n_head: 3, att_hidden: 36, ffd_hidden: 52,
-  gating_size: 12, n_att_experts: 5, k_att: 3, n_mlp_experts: 7, k_mlp: 2, layer_norm_epsilon: 1e-5,
-  initializer_range: 0.25, att_func: 'stickbreaking', gate_type: 'mlp', moe_type: 'moe', activation_function: 'gelu_new',
+  model_type: 'moduleformer',
+  vocab_size: 301,
+  n_embd: 40,
+  n_layer: 3,
+  n_head: 3,
+  att_hidden: 36,
+  ffd_hidden: 52,
+  gating_size: 12,
+  n_att_experts: 5,
+  k_att: 3,
+  n_mlp_experts: 7,
+  k_mlp: 2,
+  layer_norm_epsilon: 1e-5,
+  initializer_range: 0.25,
+  att_func: 'stickbreaking',
+  gate_type: 'mlp',
+  moe_type: 'moe',
+  activation_function: 'gelu_new',
 };
 export const MOLM_LIKE = { ...GENERIC, n_embd: 48, n_head: 1, att_hidden: 48, ffd_hidden: 64, n_att_experts: 4, k_att: 2, n_mlp_experts: 6, k_mlp: 2 };
 

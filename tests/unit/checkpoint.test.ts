@@ -284,15 +284,30 @@ describe('torch.save pickles', () => {
     const p = new PickleBuilder();
     p.op(0x80, 2).op(0x28); // PROTO 2, MARK (for DICT)
     p.unicode8('w').global('torch._utils', '_rebuild_tensor_v2').op(0x28).op(0x28);
-    p.unicode('storage').global('torch', 'HalfStorage').unicode('k').unicode('cpu').long1(2 ** 33).op(0x74).op(0x51);
-    p.long1(-1).op(0x30).binint(2 ** 32 - 4); // a pushed-and-popped negative long, then the storage offset
+    p.unicode('storage')
+      .global('torch', 'HalfStorage')
+      .unicode('k')
+      .unicode('cpu')
+      .long1(2 ** 33)
+      .op(0x74)
+      .op(0x51);
+    p.long1(-1)
+      .op(0x30)
+      .binint(2 ** 32 - 4); // a pushed-and-popped negative long, then the storage offset
     p.op(0x4b, 2).op(0x4b, 2).op(0x86).op(0x4b, 1).op(0x4b, 2).op(0x86).op(0x88).op(0x4e).op(0x74).op(0x52);
     p.unicode('other').binfloat(1.25).unicode('list').op(0x28).op(0x4e).op(0x88).op(0x6c).op(0x64).op(0x2e);
     const [t, ...rest] = readTorchStateDict(p.bytes(), 'hand.pkl');
     expect(rest).toEqual([]);
     expect(t).toEqual({
-      name: 'w', dtype: 'F16', dtypeName: 'float16', elementSize: 2, shape: [2, 2], stride: [1, 2],
-      storageKey: 'k', storageOffset: 2 ** 32 - 4, storageNumel: 2 ** 33,
+      name: 'w',
+      dtype: 'F16',
+      dtypeName: 'float16',
+      elementSize: 2,
+      shape: [2, 2],
+      stride: [1, 2],
+      storageKey: 'k',
+      storageOffset: 2 ** 32 - 4,
+      storageNumel: 2 ** 33,
     });
   });
 
@@ -396,7 +411,10 @@ describe('damaged safetensors', () => {
 
   it('a truncated file (offsets past the end of the data)', async () => {
     const bytes = good();
-    await expectOpenError(withSt(bytes.slice(0, bytes.length - 100)), /tensor "lm_head.weight" has data_offsets \[400256, 412672\] past the end of the data.*truncated/);
+    await expectOpenError(
+      withSt(bytes.slice(0, bytes.length - 100)),
+      /tensor "lm_head.weight" has data_offsets \[400256, 412672\] past the end of the data.*truncated/,
+    );
   });
 
   it('overlapping tensors', async () => {
@@ -515,19 +533,28 @@ describe('damaged shard indexes', () => {
   const index = () => JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8'));
 
   it('a missing shard', async () => {
-    await expectOpenError(folderWith(dir, { 'model-00002-of-00002.safetensors': null }), /lacks model-00002-of-00002.safetensors, a shard that model.safetensors.index.json lists/);
+    await expectOpenError(
+      folderWith(dir, { 'model-00002-of-00002.safetensors': null }),
+      /lacks model-00002-of-00002.safetensors, a shard that model.safetensors.index.json lists/,
+    );
   });
 
   it('a shard name that is a path', async () => {
     const idx = index();
     idx.weight_map['lm_head.weight'] = '../secrets/model.safetensors';
-    await expectOpenError(folderWith(dir, { 'model.safetensors.index.json': json(idx) }), /the shard of tensor "lm_head.weight": "..\/secrets\/model.safetensors" is not a file name molm-web will open/);
+    await expectOpenError(
+      folderWith(dir, { 'model.safetensors.index.json': json(idx) }),
+      /the shard of tensor "lm_head.weight": "..\/secrets\/model.safetensors" is not a file name molm-web will open/,
+    );
   });
 
   it('a tensor placed in the wrong shard, and no weight_map', async () => {
     const idx = index();
     idx.weight_map['lm_head.weight'] = 'model-00001-of-00002.safetensors';
-    await expectOpenError(folderWith(dir, { 'model.safetensors.index.json': json(idx) }), /places tensor "lm_head.weight" in model-00001-of-00002.safetensors, which does not hold it/);
+    await expectOpenError(
+      folderWith(dir, { 'model.safetensors.index.json': json(idx) }),
+      /places tensor "lm_head.weight" in model-00001-of-00002.safetensors, which does not hold it/,
+    );
     await expectOpenError(folderWith(dir, { 'model.safetensors.index.json': json({ metadata: {} }) }), /has no "weight_map" object/);
   });
 });
@@ -546,7 +573,9 @@ describe('file sources', () => {
   it('nodeFileSource: missing files, paths outside the folder, closed handles', async () => {
     const files = nodeFileSource(fixture('tiny-molm-bin'));
     expect(await files.open('nope.json')).toBeNull();
-    await expect(files.open('../tiny-molm-bin-views/config.json')).rejects.toThrow(/"..\/tiny-molm-bin-views\/config.json" is not a file name molm-web will open/);
+    await expect(files.open('../tiny-molm-bin-views/config.json')).rejects.toThrow(
+      /"..\/tiny-molm-bin-views\/config.json" is not a file name molm-web will open/,
+    );
     const f = (await files.open('config.json'))!;
     await expect(f.read(f.size - 1, 2)).rejects.toThrow(/cannot read 2 bytes/);
     await f.close!();

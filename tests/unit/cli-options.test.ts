@@ -36,7 +36,12 @@ function line(command: string, ...extra: string[]): string[] {
 
 // [command, option, bad value, what the message says the option takes]
 const BAD_VALUES: [string, string, string, RegExp][] = [
-  ...['abc', '-3', '1.5', '1e99', '', '0x10', ' 5', '1048577'].map((x): [string, string, string, RegExp] => ['generate', 'max-new-tokens', x, /a whole number from 0 to 1048576/]),
+  ...['abc', '-3', '1.5', '1e99', '', '0x10', ' 5', '1048577'].map((x): [string, string, string, RegExp] => [
+    'generate',
+    'max-new-tokens',
+    x,
+    /a whole number from 0 to 1048576/,
+  ]),
   ['generate --ids', 'max-new-tokens', '-1', /a whole number from 0 to/],
   ['generate', 'temperature', '-0.5', /a number from 0 up/],
   ['generate', 'temperature', 'hot', /a number from 0 up/],
@@ -140,7 +145,11 @@ describe('molm: every option is checked before anything is opened', () => {
   });
 
   it('refuses an unknown command, or none, with the general usage', async () => {
-    for (const [args, message] of [[['frobnicate'], /Unknown command "frobnicate"\. Commands: logits, generate/], [[], /Give a command/], [['--verbose'], /Give a command/]] as const) {
+    for (const [args, message] of [
+      [['frobnicate'], /Unknown command "frobnicate"\. Commands: logits, generate/],
+      [[], /Give a command/],
+      [['--verbose'], /Give a command/],
+    ] as const) {
       const r = await molm(...args);
       expect(r.code).toBe(2);
       expect(r.stderr.split('\n')[0]).toMatch(message);
@@ -153,7 +162,9 @@ describe('molm: inputs, help and exit codes', () => {
   it('says a model folder does not exist, or is not a folder (exit 1)', async () => {
     const missing = await molm(...line('generate'));
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toBe(`molm: --model ${NOPE} does not exist: give the folder that holds the model (config.json or manifest.json, with its weights).\n`);
+    expect(missing.stderr).toBe(
+      `molm: --model ${NOPE} does not exist: give the folder that holds the model (config.json or manifest.json, with its weights).\n`,
+    );
     const file = await molm('generate', '--model', join(BROWN, 'manifest.json'), '--prompt', 'hi');
     expect(file.code).toBe(1);
     expect(file.stderr).toMatch(/manifest\.json is not a folder/);
@@ -168,17 +179,20 @@ describe('molm: inputs, help and exit codes', () => {
     expect(r.stderr).toMatch(/does not exist/);
   });
 
-  it.each(['logits', 'generate', 'eval', 'profile', 'prune', 'bench', 'synth', 'convert'])('%s --help lists its options and the exit codes', async (command) => {
-    const r = await molm(command, '--help');
-    expect(r.code).toBe(0);
-    expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(new RegExp(`^usage:\n  molm ${command} `));
-    expect(r.stdout).toMatch(/\n {2}--verbose {2,}/);
-    expect(r.stdout).toMatch(/Exit codes: 0 done; 1 .*\n.*2 the command line is wrong/);
-    const all = await molm('--help');
-    expect(all.code).toBe(0);
-    expect(all.stdout).toContain(`  molm ${command} `);
-  });
+  it.each(['logits', 'generate', 'eval', 'profile', 'prune', 'bench', 'synth', 'convert'])(
+    '%s --help lists its options and the exit codes',
+    async (command) => {
+      const r = await molm(command, '--help');
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(new RegExp(`^usage:\n  molm ${command} `));
+      expect(r.stdout).toMatch(/\n {2}--verbose {2,}/);
+      expect(r.stdout).toMatch(/Exit codes: 0 done; 1 .*\n.*2 the command line is wrong/);
+      const all = await molm('--help');
+      expect(all.code).toBe(0);
+      expect(all.stdout).toContain(`  molm ${command} `);
+    },
+  );
 
   it('a model or input error exits 1, a usage error found after loading 2 without the usage text', async () => {
     const outOfVocab = await molm('logits', '--model', TINY, '--device', 'cpu', '--ids', '1,500', '--out', join(tmp, 'x.f32'));
@@ -194,7 +208,19 @@ describe('molm: inputs, help and exit codes', () => {
     expect(format.stderr).toMatch(/^molm: .*config\.json/);
     expect(format.stderr).not.toMatch(/\n\s+at /);
 
-    const long = await molm('generate', '--model', BROWN, '--device', 'wasm', '--threads', '1', '--max-context', '4', '--prompt', 'one two three four five six seven eight');
+    const long = await molm(
+      'generate',
+      '--model',
+      BROWN,
+      '--device',
+      'wasm',
+      '--threads',
+      '1',
+      '--max-context',
+      '4',
+      '--prompt',
+      'one two three four five six seven eight',
+    );
     expect(long.code).toBe(1);
     expect(long.stderr).toMatch(/^molm: The prompt has \d+ tokens/);
   });

@@ -17,12 +17,17 @@ describe('describeEngine', () => {
   });
 
   it('wasm on one thread keeps the whole reason, parentheses inside it included', () => {
-    const d = describeEngine({ backend: 'wasm', device: 'WebAssembly SIMD, 1 thread (the page is not cross-origin isolated (it needs COOP and COEP headers))' });
+    const d = describeEngine({
+      backend: 'wasm',
+      device: 'WebAssembly SIMD, 1 thread (the page is not cross-origin isolated (it needs COOP and COEP headers))',
+    });
     expect(d.threads).toBe(1);
     expect(d.threadsOff).toBe('the page is not cross-origin isolated (it needs COOP and COEP headers)');
     expect(d.label).toBe('WebAssembly SIMD, 1 thread');
     expect(d.short).toBe('WebAssembly, 1 thread');
-    expect(d.sentence).toBe('Running on the CPU: WebAssembly SIMD, 1 thread. One thread because the page is not cross-origin isolated (it needs COOP and COEP headers).');
+    expect(d.sentence).toBe(
+      'Running on the CPU: WebAssembly SIMD, 1 thread. One thread because the page is not cross-origin isolated (it needs COOP and COEP headers).',
+    );
   });
 
   it('one thread asked for says no reason', () => {

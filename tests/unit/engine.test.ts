@@ -214,7 +214,8 @@ describe('chat template', () => {
   });
 
   it('takes a caller’s template, and says what is wrong with bad input', () => {
-    const chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    const chatml =
+      '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}';
     expect(renderChat(messages.slice(1, 2), chatml)).toBe('<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
     expect(() => renderChat([], chatml)).toThrow(UsageError);
     expect(() => renderChat([{ role: 'robot' as 'user', content: 'x' }])).toThrow(/messages\[0\]/);

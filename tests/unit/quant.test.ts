@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { f16ToF32, f32ToF16 } from '../../src/checkpoint/dtype.ts';
@@ -8,15 +7,7 @@ import { ModelFormatError } from '../../src/errors.ts';
 import { preprocess, type Variant } from '../../src/gpu/wgsl.ts';
 import { planWeights } from '../../src/weight-plan.ts';
 import { decodeTensor } from '../../src/quant/decode.ts';
-import {
-  blockBytes,
-  canQuantize,
-  dequantize,
-  matrixStorage,
-  quantize,
-  quantizedBytes,
-  type QuantType,
-} from '../../src/quant/layout.ts';
+import { blockBytes, canQuantize, dequantize, matrixStorage, quantize, quantizedBytes, type QuantType } from '../../src/quant/layout.ts';
 import { loadReferenceWeights } from '../../src/reference/model.ts';
 import { quantizedSource } from '../quant-source.ts';
 
@@ -42,7 +33,9 @@ describe('q8 / q4 layout: hand-built examples', () => {
   it('q4 2-D [2, 32]: exact packed words, nibbles in order, scales two per word, ties away from zero', () => {
     const v = new Float32Array(64);
     // Row 0, scale 0.25 (max 1.75 = 7 · 0.25): q = 1..7, -7 in the first word.
-    [1, 2, 3, 4, 5, 6, 7, -7].forEach((q, k) => (v[k] = q * 0.25));
+    [1, 2, 3, 4, 5, 6, 7, -7].forEach((q, k) => {
+      v[k] = q * 0.25;
+    });
     // Row 1, scale 2 (max 14): q -7, 1, then 1/2 = 0.5 → 1 and -1/2 → -1 (ties away from zero),
     // 3/2 = 1.5 → 2, and q 7 as the last value of the row.
     v.set([-14, 2, 1, -1, 3], 32);
@@ -51,8 +44,14 @@ describe('q8 / q4 layout: hand-built examples', () => {
     expect(bytes.byteLength).toBe(36);
     expect(quantizedBytes([2, 32], 'q4')).toBe(36);
     expect(words(bytes)).toEqual([
-      0x97654321, 0, 0, 0, // row 0: words [1, 4]
-      0x0002f119, 0, 0, 0x70000000, // row 1
+      0x97654321,
+      0,
+      0,
+      0, // row 0: words [1, 4]
+      0x0002f119,
+      0,
+      0,
+      0x70000000, // row 1
       0x40003400, // scales: 0.25 (0x3400) in the low half, 2 (0x4000) in the high half
     ]);
     const back = dequantize(bytes, [2, 32], 'q4');
@@ -122,7 +121,11 @@ describe('q8 / q4 layout: hand-built examples', () => {
 
 describe('q8 / q4 round trip', () => {
   for (const type of ['q8', 'q4'] as const) {
-    for (const shape of [[5, 96], [3, 64, 7], [2, 32, 8]]) {
+    for (const shape of [
+      [5, 96],
+      [3, 64, 7],
+      [2, 32, 8],
+    ]) {
       it(`${type} [${shape}]: every element within half its group's scale`, () => {
         const r = rand(shape.reduce((a, b) => a * b + 1, 7));
         const n = shape.reduce((a, b) => a * b, 1);

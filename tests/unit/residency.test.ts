@@ -31,13 +31,18 @@ function naive(experts: number, slots: number, policy: EvictionPolicy, picks: nu
 
 function random(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
 
 describe('ExpertResidency', () => {
   it('LRU and LFU count the same hits and misses as a naive simulation, and keep every pick resident', () => {
     for (const policy of ['lru', 'lfu'] as const) {
-      for (const [experts, slots, k] of [[8, 2, 2], [8, 4, 2], [16, 5, 2], [32, 8, 4]]) {
+      for (const [experts, slots, k] of [
+        [8, 2, 2],
+        [8, 4, 2],
+        [16, 5, 2],
+        [32, 8, 4],
+      ]) {
         const rnd = random(experts * 31 + slots);
         // Skewed picks, as real routers make: low ids more often.
         const picks = Array.from({ length: 400 }, () => Array.from({ length: k }, () => Math.floor(experts * rnd() ** 2)));

@@ -50,9 +50,13 @@ describe('fetchShard', () => {
     const store = memoryShardStore();
     const seen: number[] = [];
     let verified = false;
-    await fetchShard(req('s0.bin'), { store, onProgress: (r) => seen.push(r), onVerified: () => {
-      verified = true;
-    } });
+    await fetchShard(req('s0.bin'), {
+      store,
+      onProgress: (r) => seen.push(r),
+      onVerified: () => {
+        verified = true;
+      },
+    });
     expect(Buffer.from((await store.get(sha(files['s0.bin'])))!).equals(files['s0.bin'])).toBe(true);
     expect(seen.at(-1)).toBe(files['s0.bin'].length);
     expect(seen.every((x, i) => i === 0 || x > seen[i - 1])).toBe(true);
@@ -127,7 +131,9 @@ describe('fetchShard', () => {
     server.switches.corrupt.add('/s2.bin');
     const err = await fetchShard(req('s2.bin'), { store }).catch((e) => e);
     expect(err).toBeInstanceOf(ModelFormatError);
-    expect(err.message).toMatch(/^Shard s2\.bin is corrupt on the server \(sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}\); the model host must re-upload it/);
+    expect(err.message).toMatch(
+      /^Shard s2\.bin is corrupt on the server \(sha256 [0-9a-f]{64}, the manifest says [0-9a-f]{64}\); the model host must re-upload it/,
+    );
     expect(await store.list()).toEqual([]);
     expect(await store.listPartials()).toEqual([]);
     expect(server.count('/s2.bin')).toBe(1);

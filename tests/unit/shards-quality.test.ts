@@ -91,8 +91,16 @@ describe.skipIf(!process.env.MOLM_QUALITY)('quality of each storage type (MOLM_Q
     let state = 11;
     const synthIds = Array.from({ length: 48 }, () => (state = (state * 1103515245 + 12345) >>> 0) % 1000);
     const models = [
-      { name: 'tiny-molm (golden)', dir: join(FIXTURES, 'golden/tiny-molm'), ids: JSON.parse(readFileSync(join(FIXTURES, 'golden/tiny-molm/expected.json'), 'utf8')).input_ids as number[] },
-      { name: 'tiny-generic-bf16 (golden)', dir: join(FIXTURES, 'golden/tiny-generic-bf16'), ids: JSON.parse(readFileSync(join(FIXTURES, 'golden/tiny-generic-bf16/expected.json'), 'utf8')).input_ids as number[] },
+      {
+        name: 'tiny-molm (golden)',
+        dir: join(FIXTURES, 'golden/tiny-molm'),
+        ids: JSON.parse(readFileSync(join(FIXTURES, 'golden/tiny-molm/expected.json'), 'utf8')).input_ids as number[],
+      },
+      {
+        name: 'tiny-generic-bf16 (golden)',
+        dir: join(FIXTURES, 'golden/tiny-generic-bf16'),
+        ids: JSON.parse(readFileSync(join(FIXTURES, 'golden/tiny-generic-bf16/expected.json'), 'utf8')).input_ids as number[],
+      },
       { name: 'synthetic: 350M config, 2 layers, C=256, F=512, 16/32 experts, vocab 1000, init 0.1', dir: synthDir, ids: synthIds },
     ];
     const rows: string[] = ['| model | storage | weight error (rel. RMS) | logits: max abs | mean abs | top-1 agreement |', '|---|---|---|---|---|---|'];
@@ -118,7 +126,10 @@ describe.skipIf(!process.env.MOLM_QUALITY)('quality of each storage type (MOLM_Q
 
 describe.skipIf(!process.env.MOLM_CONVERT_MEMORY)('converter memory (MOLM_CONVERT_MEMORY=1)', () => {
   it('peak memory is about one tensor, whatever the number of layers (and prints the table docs/format.md quotes)', async () => {
-    const rows: string[] = ['| layers | source (bf16) | dtype | output | largest output tensor | peak ArrayBuffers | peak RSS (whole vitest worker) |', '|---|---|---|---|---|---|---|'];
+    const rows: string[] = [
+      '| layers | source (bf16) | dtype | output | largest output tensor | peak ArrayBuffers | peak RSS (whole vitest worker) |',
+      '|---|---|---|---|---|---|---|',
+    ];
     const peaks = new Map<string, number>();
     for (const layers of [2, 4]) {
       const src = join(tmp, `mem-${layers}`);

@@ -110,7 +110,11 @@ describe('shard plan', () => {
 
   it('fills shards in order, 4-byte aligned, never past the limit', () => {
     const plan = planShards(
-      [{ name: 'a', shape: [13], storage: 'f32' }, { name: 'b', shape: [7, 9], storage: 'f16' }, { name: 'c', shape: [1000], storage: 'f32' }],
+      [
+        { name: 'a', shape: [13], storage: 'f32' },
+        { name: 'b', shape: [7, 9], storage: 'f16' },
+        { name: 'c', shape: [1000], storage: 'f32' },
+      ],
       100,
     );
     expect(plan.shardBytes.every((b) => b <= 100 && b % 4 === 0)).toBe(true);
@@ -122,7 +126,7 @@ describe('shard plan', () => {
       for (const p of t.pieces) {
         if (p.offset === 0 && expectOffset !== 0) [shard, expectOffset] = [shard + 1, 0];
         expect([p.shard, p.offset]).toEqual([shard, expectOffset]);
-        expect(p.offset % 4 + p.bytes % 4).toBe(0);
+        expect((p.offset % 4) + (p.bytes % 4)).toBe(0);
         expectOffset += p.bytes;
         if (expectOffset === 100) [shard, expectOffset] = [shard + 1, 0];
       }
@@ -141,7 +145,11 @@ describe('shard plan', () => {
       expect(p.bytes % 128).toBe(0);
       within += p.bytes;
     }
-    expect(t.pieces.map((p) => [p.shard, p.offset, p.bytes])).toEqual([[0, 12, 256], [1, 0, 256], [2, 0, 128]]);
+    expect(t.pieces.map((p) => [p.shard, p.offset, p.bytes])).toEqual([
+      [0, 12, 256],
+      [1, 0, 256],
+      [2, 0, 128],
+    ]);
     expect(plan.shardBytes).toEqual([268, 256, 128]);
   });
 
@@ -162,7 +170,11 @@ describe('shard plan', () => {
   it('quantises large matrices a slice at a time to the same bytes as quantize() of the whole', () => {
     let state = 7;
     const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-    for (const shape of [[999, 96], [1001, 64], [3, 64, 96]]) {
+    for (const shape of [
+      [999, 96],
+      [1001, 64],
+      [3, 64, 96],
+    ]) {
       const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rand() * 0.1);
       const bytes = new Uint8Array(values.buffer);
       for (const type of ['q8', 'q4'] as const) {
@@ -177,7 +189,10 @@ describe('shard plan', () => {
     const rand = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
     for (const shape of [[3, 64, 24], [37, 64], [5, 7, 9], [131]]) {
       const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rand());
-      for (const [dtype, bytes] of [['F32', new Uint8Array(values.buffer)], ['BF16', new Uint8Array(Uint16Array.from(values, f32ToBf16).buffer)]] as const) {
+      for (const [dtype, bytes] of [
+        ['F32', new Uint8Array(values.buffer)],
+        ['BF16', new Uint8Array(Uint16Array.from(values, f32ToBf16).buffer)],
+      ] as const) {
         for (const storage of ['f32', 'f16', 'bf16', 'q8', 'q4'] as const) {
           if ((storage === 'q8' || storage === 'q4') && (shape.length < 2 || shape[1] % 32 !== 0)) continue;
           const enc = tensorEncoder(bytes, dtype, shape, storage);
@@ -323,7 +338,6 @@ describe('molm convert round trips', () => {
   });
 });
 
-
 describe('molm convert (CLI)', () => {
   it('converts, reports progress on stderr and a summary on stdout', async () => {
     const out = join(tmp, 'cli-q4');
@@ -396,26 +410,58 @@ describe('manifest validation', () => {
     ['bad format', (m) => ((m as { format: string }).format = 'safetensors'), /not a molm-web model manifest.*molm convert/],
     ['older version', (m) => (m.version = 1), /"version" is 1; this molm-web reads version 2; re-run `molm convert`/],
     ['newer version', (m) => (m.version = 3), /update molm-web/],
-    ['missing tensor', (m) => m.tensors.splice(m.tensors.indexOf(tensor(m, 'lm_head.weight')), 1), /lacks 1 tensor\(s\) the model needs: "lm_head\.weight" \[97, 32\]; re-run `molm convert`/],
-    ['wrong shape of the same size', (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 64, 20]), /"transformer\.h\.0\.mlpf\.experts\.weight" has shape \[7, 64, 20\], but the config implies \[7, 32, 40\]/],
-    ['wrong shape', (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 32, 32]), /"transformer\.h\.0\.mlpf\.experts\.weight": \d+ bytes, but q8 \[7, 32, 32\] takes \d+/],
-    ['wrong shape, same bytes', (m) => (tensor(m, 'ln_f.weight').shape = [16, 2]), /"transformer\.ln_f\.weight" has shape \[16, 2\], but the config implies \[32\]/],
-    ['storage that does not match the byte count', (m) => (tensor(m, 'lm_head.weight').storage = 'q4'), /"lm_head\.weight": \d+ bytes, but q4 \[97, 32\] takes \d+/],
+    [
+      'missing tensor',
+      (m) => m.tensors.splice(m.tensors.indexOf(tensor(m, 'lm_head.weight')), 1),
+      /lacks 1 tensor\(s\) the model needs: "lm_head\.weight" \[97, 32\]; re-run `molm convert`/,
+    ],
+    [
+      'wrong shape of the same size',
+      (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 64, 20]),
+      /"transformer\.h\.0\.mlpf\.experts\.weight" has shape \[7, 64, 20\], but the config implies \[7, 32, 40\]/,
+    ],
+    [
+      'wrong shape',
+      (m) => (tensor(m, 'h.0.mlpf.experts.weight').shape = [7, 32, 32]),
+      /"transformer\.h\.0\.mlpf\.experts\.weight": \d+ bytes, but q8 \[7, 32, 32\] takes \d+/,
+    ],
+    [
+      'wrong shape, same bytes',
+      (m) => (tensor(m, 'ln_f.weight').shape = [16, 2]),
+      /"transformer\.ln_f\.weight" has shape \[16, 2\], but the config implies \[32\]/,
+    ],
+    [
+      'storage that does not match the byte count',
+      (m) => (tensor(m, 'lm_head.weight').storage = 'q4'),
+      /"lm_head\.weight": \d+ bytes, but q4 \[97, 32\] takes \d+/,
+    ],
     ['unknown storage type', (m) => ((tensor(m, 'lm_head.weight') as { storage: string }).storage = 'q2'), /storage "q2" is not one of/],
     ['storage a shape cannot have', (m) => (tensor(m, 'ln_f.bias').storage = 'q8'), /cannot be stored as q8/],
-    ['piece past the shard end', (m) => {
-      const t = tensor(m, 'ln_f.bias');
-      t.pieces = [{ ...t.pieces[0], offset: m.shards[t.pieces[0].shard].bytes - 64 }];
-    }, /runs past the end of shard-\d+\.bin/],
-    ['overlapping pieces', (m) => {
-      const a = tensor(m, 'ln_f.weight');
-      const b = tensor(m, 'ln_f.bias');
-      b.pieces = [{ ...a.pieces[0] }];
-    }, /"transformer\.ln_f\.weight" and "transformer\.ln_f\.bias" overlap in shard-\d+\.bin/],
+    [
+      'piece past the shard end',
+      (m) => {
+        const t = tensor(m, 'ln_f.bias');
+        t.pieces = [{ ...t.pieces[0], offset: m.shards[t.pieces[0].shard].bytes - 64 }];
+      },
+      /runs past the end of shard-\d+\.bin/,
+    ],
+    [
+      'overlapping pieces',
+      (m) => {
+        const a = tensor(m, 'ln_f.weight');
+        const b = tensor(m, 'ln_f.bias');
+        b.pieces = [{ ...a.pieces[0] }];
+      },
+      /"transformer\.ln_f\.weight" and "transformer\.ln_f\.bias" overlap in shard-\d+\.bin/,
+    ],
     ['pieces that do not add up', (m) => tensor(m, 'h.1.mlpf.experts.weight').pieces.pop(), /pieces hold \d+ bytes, but the tensor takes/],
     ['a piece in a shard not listed', (m) => m.shards.pop(), /lists \d+ shard\(s\)|lacks/],
     ['bad expertBytes', (m) => (tensor(m, 'h.0.mlpf.experts.weight').expertBytes = 12), /"expertBytes" is 12/],
-    ['shard name with a path', (m) => (m.shards[0].file = '../secret.bin'), /shard 0: "file" is "\.\.\/secret\.bin"; a file next to the manifest is named by one path segment/],
+    [
+      'shard name with a path',
+      (m) => (m.shards[0].file = '../secret.bin'),
+      /shard 0: "file" is "\.\.\/secret\.bin"; a file next to the manifest is named by one path segment/,
+    ],
     ['bad sha256', (m) => (m.shards[0].sha256 = 'abc'), /"sha256" must be 64 lower-case hex digits/],
     ['bad config', (m) => delete m.config.n_embd, /"config": config\.json: field "n_embd" is missing/],
   ];
@@ -439,7 +485,7 @@ describe('manifest validation', () => {
     );
   });
 
-  it('checks each shard\'s sha256 the first time it is read', async () => {
+  it("checks each shard's sha256 the first time it is read", async () => {
     const damaged = new Uint8Array(readFileSync(join(dir, 'shard-00001.bin')));
     damaged[100] ^= 1;
     const files = folderWith(dir, { 'shard-00001.bin': damaged });

@@ -88,9 +88,22 @@ interface TensorSpec {
 
 /** One `name: _rebuild_tensor_v2(storage, offset, shape, stride, False, OrderedDict())` item. */
 function tensorItem(p: Pickle, t: TensorSpec): Pickle {
-  p.str(t.name ?? 'w').global('torch._utils', '_rebuild_tensor_v2').op(0x28);
-  p.op(0x28).str('storage').global('torch', 'FloatStorage').str(t.key ?? '0').str('cpu').int(t.numel).op(0x74, 0x51); // BINPERSID
-  p.int(t.offset ?? 0).ints(t.shape).ints(t.stride).op(0x89).global('collections', 'OrderedDict').op(0x29, 0x52);
+  p.str(t.name ?? 'w')
+    .global('torch._utils', '_rebuild_tensor_v2')
+    .op(0x28);
+  p.op(0x28)
+    .str('storage')
+    .global('torch', 'FloatStorage')
+    .str(t.key ?? '0')
+    .str('cpu')
+    .int(t.numel)
+    .op(0x74, 0x51); // BINPERSID
+  p.int(t.offset ?? 0)
+    .ints(t.shape)
+    .ints(t.stride)
+    .op(0x89)
+    .global('collections', 'OrderedDict')
+    .op(0x29, 0x52);
   return p.op(0x74, 0x52); // TUPLE, REDUCE
 }
 
@@ -235,8 +248,7 @@ function expectFormatError(e: Error, message: RegExp) {
   expect(e.message.length).toBeLessThan(600);
 }
 
-const openBin = (zip: Zip | Uint8Array, source = memorySource(zip instanceof Uint8Array ? zip : zip.bytes)) =>
-  openTorchBin(source, 'pytorch_model.bin');
+const openBin = (zip: Zip | Uint8Array, source = memorySource(zip instanceof Uint8Array ? zip : zip.bytes)) => openTorchBin(source, 'pytorch_model.bin');
 const openError = async (zip: Zip | Uint8Array) => rejection(openBin(zip));
 const pickleError = (pickle: Uint8Array) => thrown(() => readTorchStateDict(pickle, 'data.pkl'));
 
@@ -262,31 +274,50 @@ describe('pickle limits', () => {
     const half = (LIMITS.pickleItems >> 1) + 1;
     const p = new Pickle().dictStart().str('big').op(0x5d);
     p.op(0x28).repeat([0x4e], half).op(0x65).op(0x28).repeat([0x4e], half).op(0x65);
-    expectFormatError(pickleError(p.dictEnd().bytes()), new RegExp(`^data.pkl: a list holds more than ${LIMITS.pickleItems} items at byte \\d+, ${EXCESS.source}`));
+    expectFormatError(
+      pickleError(p.dictEnd().bytes()),
+      new RegExp(`^data.pkl: a list holds more than ${LIMITS.pickleItems} items at byte \\d+, ${EXCESS.source}`),
+    );
   });
 
   it('refuses more values on the stack at once than LIMITS.pickleItems', () => {
-    const p = new Pickle().op(0x80, 2, 0x28).repeat([0x4e], LIMITS.pickleItems + 1).op(0x6c, 0x2e);
+    const p = new Pickle()
+      .op(0x80, 2, 0x28)
+      .repeat([0x4e], LIMITS.pickleItems + 1)
+      .op(0x6c, 0x2e);
     expectFormatError(pickleError(p.bytes()), new RegExp(`the pickle stack holds more than ${LIMITS.pickleItems} values at byte \\d+, ${EXCESS.source}`));
   });
 
   it('refuses a pickle that pushes more values than LIMITS.pickleValues', () => {
-    const p = new Pickle().op(0x80, 2).repeat([0x4e, 0x30], LIMITS.pickleValues + 1).op(0x4e, 0x2e); // (NONE, POP) × n
+    const p = new Pickle()
+      .op(0x80, 2)
+      .repeat([0x4e, 0x30], LIMITS.pickleValues + 1)
+      .op(0x4e, 0x2e); // (NONE, POP) × n
     expectFormatError(pickleError(p.bytes()), new RegExp(`the pickle pushes more than ${LIMITS.pickleValues} values, ${EXCESS.source}`));
   });
 
   it('refuses a memo of more entries than LIMITS.pickleMemo', () => {
     const p = new Pickle().op(0x80, 2, 0x4e);
-    p.repeat((i, out, at) => {
-      out.setUint8(at, 0x72); // LONG_BINPUT i
-      out.setUint32(at + 1, i, true);
-    }, LIMITS.pickleMemo + 1, 5);
-    expectFormatError(pickleError(p.op(0x2e).bytes()), new RegExp(`the pickle memo holds more than ${LIMITS.pickleMemo} entries at byte \\d+, ${EXCESS.source}`));
+    p.repeat(
+      (i, out, at) => {
+        out.setUint8(at, 0x72); // LONG_BINPUT i
+        out.setUint32(at + 1, i, true);
+      },
+      LIMITS.pickleMemo + 1,
+      5,
+    );
+    expectFormatError(
+      pickleError(p.op(0x2e).bytes()),
+      new RegExp(`the pickle memo holds more than ${LIMITS.pickleMemo} entries at byte \\d+, ${EXCESS.source}`),
+    );
   });
 
   it('refuses a LONG4 of 300 KB and a LONG1 past LIMITS.pickleLongBytes before decoding them', () => {
     const long4 = new Pickle().op(0x80, 2, 0x8b).u32(300_000).raw(new Uint8Array(300_000).fill(0x7f)).op(0x2e).bytes();
-    expectFormatError(pickleError(long4), new RegExp(`^data.pkl: the pickle holds a 300000-byte integer at byte 2 .*at most ${LIMITS.pickleLongBytes}\\), ${EXCESS.source}`));
+    expectFormatError(
+      pickleError(long4),
+      new RegExp(`^data.pkl: the pickle holds a 300000-byte integer at byte 2 .*at most ${LIMITS.pickleLongBytes}\\), ${EXCESS.source}`),
+    );
     const n = LIMITS.pickleLongBytes + 1;
     const long1 = new Pickle().op(0x80, 2, 0x8a, n).raw(new Uint8Array(n)).op(0x2e).bytes();
     expectFormatError(pickleError(long1), new RegExp(`a ${n}-byte integer at byte 2`));
@@ -306,8 +337,7 @@ describe('pickle limits', () => {
   });
 
   it('accepts a state dict nested exactly LIMITS.pickleDepth deep, and no deeper', () => {
-    const nested = (tuples: number) =>
-      new Pickle().dictStart().str('x').op(0x4e).repeat([0x85], tuples).dictEnd().bytes(); // the dict itself is one more level
+    const nested = (tuples: number) => new Pickle().dictStart().str('x').op(0x4e).repeat([0x85], tuples).dictEnd().bytes(); // the dict itself is one more level
     expect(readTorchStateDict(nested(LIMITS.pickleDepth - 1), 'data.pkl')).toEqual([]);
     expectFormatError(pickleError(nested(LIMITS.pickleDepth)), /nests lists, tuples or dicts more than 64 deep/);
   });
@@ -342,13 +372,17 @@ describe('pickle limits', () => {
 
   it('refuses a data.pkl larger than LIMITS.torchPickleBytes before reading it', async () => {
     const source = memorySource(torchZip(new Uint8Array(LIMITS.torchPickleBytes + 1)).bytes);
-    expectFormatError(await rejection(openBin(new Uint8Array(), source)), new RegExp(`"archive/data.pkl" is ${LIMITS.torchPickleBytes + 1} bytes, more than the ${LIMITS.torchPickleBytes} molm-web reads`));
+    expectFormatError(
+      await rejection(openBin(new Uint8Array(), source)),
+      new RegExp(`"archive/data.pkl" is ${LIMITS.torchPickleBytes + 1} bytes, more than the ${LIMITS.torchPickleBytes} molm-web reads`),
+    );
     expect(source.bytesRead).toBeLessThan(100_000);
   });
 });
 
 describe('tensor layouts', () => {
-  const NON_CONTIGUOUS = /Re-save the checkpoint with contiguous tensors \(torch\.save\(\{k: v\.contiguous\(\) for k, v in sd\.items\(\)\}, path\)\), or convert it to safetensors\.$/;
+  const NON_CONTIGUOUS =
+    /Re-save the checkpoint with contiguous tensors \(torch\.save\(\{k: v\.contiguous\(\) for k, v in sd\.items\(\)\}, path\)\), or convert it to safetensors\.$/;
 
   it('reads a contiguous tensor at an offset inside its storage', async () => {
     const zip = torchZip(stateDict([{ numel: 6, offset: 2, shape: [2, 2], stride: [2, 1] }]), { 0: f32(6) });
@@ -440,7 +474,12 @@ describe('zip limits', () => {
   it('refuses more entries than LIMITS.zipEntries', async () => {
     const zip = asZip64(good());
     zip.view.setBigUint64(zip.eocd + 32, BigInt(LIMITS.zipEntries + 1), true);
-    expectFormatError(await openError(zip), new RegExp(`the zip claims ${LIMITS.zipEntries + 1} entries \\(molm-web opens at most ${LIMITS.zipEntries}\\), far more than a torch.save checkpoint has`));
+    expectFormatError(
+      await openError(zip),
+      new RegExp(
+        `the zip claims ${LIMITS.zipEntries + 1} entries \\(molm-web opens at most ${LIMITS.zipEntries}\\), far more than a torch.save checkpoint has`,
+      ),
+    );
   });
 
   it('refuses a central directory larger than LIMITS.zipCentralDirectoryBytes', async () => {

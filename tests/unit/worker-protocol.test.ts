@@ -25,7 +25,7 @@ describe('errors across the engine worker', () => {
     expect(root.message).toBe('Failed to fetch');
   });
 
-  it('an error that is not molm-web\'s keeps its name; a cyclic cause chain is cut', () => {
+  it("an error that is not molm-web's keeps its name; a cyclic cause chain is cut", () => {
     const odd = new RangeError('out of range');
     expect(cross(odd).name).toBe('RangeError');
     expect(cross('a string thrown').message).toBe('a string thrown');

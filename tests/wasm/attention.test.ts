@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { stickBreakingAttention } from '../../src/reference/attention.ts';
-import { maxAbsDiff, randomF32, rng } from '../shared/numeric.ts';
+import { maxAbsDiff } from '../shared/numeric.ts';
 import { kernelMemory, THREADS } from './harness.ts';
 import { attentionInputs, LARGE, NORMAL, SLOW, type Logits } from '../shared/attention-cases.ts';
 

@@ -77,11 +77,15 @@ describe('createEngine on the wasm backend (built-in model)', () => {
       const options = { maxNewTokens: 6, temperature: 0, routingTrace: true, stopAtEndOfText: false };
       const [a, b] = [await wasm.complete(prompt, options), await cpu.complete(prompt, options)];
       expect(a.text).toBe(b.text);
-      const ra = a.routing!, rb = b.routing!;
+      const ra = a.routing!,
+        rb = b.routing!;
       expect(ra.promptTokens).toBe(builtInTokenizer().encode(prompt).length);
       expect(Array.from(ra.attExperts)).toEqual(Array.from(rb.attExperts));
       expect(Array.from(ra.mlpExperts)).toEqual(Array.from(rb.mlpExperts));
-      for (const [x, y] of [[ra.attGates, rb.attGates], [ra.mlpGates, rb.mlpGates]] as const) {
+      for (const [x, y] of [
+        [ra.attGates, rb.attGates],
+        [ra.mlpGates, rb.mlpGates],
+      ] as const) {
         for (let i = 0; i < x.length; i++) expect(Math.abs(x[i] - y[i])).toBeLessThan(1e-4);
       }
     } finally {
@@ -113,7 +117,12 @@ describe('wasm engine faults', () => {
     const tmp = mkdtempSync(join(tmpdir(), 'molm-wasm-big-'));
     const server = await startModelServer(tmp);
     try {
-      await convertModel({ source: nodeFileSource(join(__dirname, '..', 'fixtures', 'golden', 'tiny-molm')), outDir: join(tmp, 'm'), dtype: 'f32', shardBytes: 16 << 10 });
+      await convertModel({
+        source: nodeFileSource(join(__dirname, '..', 'fixtures', 'golden', 'tiny-molm')),
+        outDir: join(tmp, 'm'),
+        dtype: 'f32',
+        shardBytes: 16 << 10,
+      });
       const store = memoryShardStore();
       const url = `${server.url}/m/manifest.json`;
       (await loadWasmModelFromUrl(url, { store, maxContext: 64 })).destroy();

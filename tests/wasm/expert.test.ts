@@ -32,9 +32,23 @@ async function project(type: StorageType, c: Case, seed: number, threads: number
   const w = weightData(randomF32(c.experts * c.inDim * c.outDim, rand, scale), type, [c.experts, c.inDim, c.outDim]);
   const ids = randomIds(c.rows, c.k, c.experts, rand, c.bias ?? 0);
   const y = m.out(c.rows * c.k * c.outDim);
-  m.k.expert_project(y, m.put(x), c.rows, c.k, c.perSlot ? 1 : 0, c.inDim, c.outDim, m.put(w.data), STORAGE_CODE[type], c.experts,
-    m.put(Int32Array.from(ids)), c.gelu ? ACT_GELU_TANH : ACT_NONE, m.alloc(c.rows * c.k * TASK_BYTES), m.alloc((c.experts + 1) * 4),
-    m.alloc(m.k.expert_partial_floats(c.k, c.inDim, c.outDim) * 4));
+  m.k.expert_project(
+    y,
+    m.put(x),
+    c.rows,
+    c.k,
+    c.perSlot ? 1 : 0,
+    c.inDim,
+    c.outDim,
+    m.put(w.data),
+    STORAGE_CODE[type],
+    c.experts,
+    m.put(Int32Array.from(ids)),
+    c.gelu ? ACT_GELU_TANH : ACT_NONE,
+    m.alloc(c.rows * c.k * TASK_BYTES),
+    m.alloc((c.experts + 1) * 4),
+    m.alloc(m.k.expert_partial_floats(c.k, c.inDim, c.outDim) * 4),
+  );
   const got = m.f32(y, c.rows * c.k * c.outDim);
   const expected = projectRef(Float64Array.from(x), c.rows, c.k, c.perSlot, c.inDim, c.outDim, w.rounded, ids, c.gelu ? 'gelu_tanh' : 'none');
   // Each slot's bound (through the GELU's slope when it applies), plus the GELU's own float32

@@ -34,9 +34,11 @@ describe('wasm linear kernel', () => {
       describe(`${type} weights, ${threads} thread(s)`, () => {
         it('odd shape 97 -> 33, 3 rows, bias (the scalar path)', () => check(type, { rows: 3, inDim: 97, outDim: 33, bias: true }, 11 + t, threads));
         it('64 -> 33, 7 rows (vector path: row tiles of 4 + 3)', () => check(type, { rows: 7, inDim: 64, outDim: 33, bias: false }, 21 + t, threads));
-        it('one row, 1024 -> 300 with bias (the four-chain dot product)', () => check(type, { rows: 1, inDim: 1024, outDim: 300, bias: true }, 31 + t, threads));
+        it('one row, 1024 -> 300 with bias (the four-chain dot product)', () =>
+          check(type, { rows: 1, inDim: 1024, outDim: 300, bias: true }, 31 + t, threads));
         // The full lm_head (50295 rows) for f32 only: rounding 51M values to 16 bits in JS takes 13 s.
-        if (type === 'f32') it('lm_head shape 1024 -> 50295, one row', () => check(type, { rows: 1, inDim: 1024, outDim: 50295, bias: false }, 51 + t, threads));
+        if (type === 'f32')
+          it('lm_head shape 1024 -> 50295, one row', () => check(type, { rows: 1, inDim: 1024, outDim: 50295, bias: false }, 51 + t, threads));
         else it('1024 -> 5003, one row (many units of output rows)', () => check(type, { rows: 1, inDim: 1024, outDim: 5003, bias: false }, 51 + t, threads));
       });
     });

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -72,7 +72,11 @@ describe.each(['tiny-molm', 'tiny-generic-bf16', 'molm-brown'])('wasm engine on 
 });
 
 const randomDirs: string[] = [];
-afterAll(() => randomDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+afterAll(() =>
+  randomDirs.forEach((d) => {
+    rmSync(d, { recursive: true, force: true });
+  }),
+);
 const synth = (config: object, dtype: 'F32' | 'BF16' | 'F16') => synthRandomModel(config, dtype, randomDirs);
 
 describe.each([
@@ -195,17 +199,41 @@ describe('molm CLI --device wasm', () => {
   });
 
   it('bench --device wasm reports the benchmark fields with threads and SIMD', async () => {
-    const r = await molm('bench', '--model', BUILT_IN_MODEL.dir, '--device', 'wasm', '--threads', '2', '--prompt-tokens', '8', '--new-tokens', '4', '--kernels', '--json');
+    const r = await molm(
+      'bench',
+      '--model',
+      BUILT_IN_MODEL.dir,
+      '--device',
+      'wasm',
+      '--threads',
+      '2',
+      '--prompt-tokens',
+      '8',
+      '--new-tokens',
+      '4',
+      '--kernels',
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j).toMatchObject({ prompt_tokens: 8, new_tokens: 4, threads: 2, simd: true, backend: 'wasm', kernel_timing: 'wall' });
-    for (const k of ['prefill_tokens_per_s', 'decode_tokens_per_s', 'ttft_ms', 'memory_bytes', 'decode_bytes_per_token', 'copy_bandwidth_bytes_per_s', 'roofline_ratio']) {
+    for (const k of [
+      'prefill_tokens_per_s',
+      'decode_tokens_per_s',
+      'ttft_ms',
+      'memory_bytes',
+      'decode_bytes_per_token',
+      'copy_bandwidth_bytes_per_s',
+      'roofline_ratio',
+    ]) {
       expect(j[k], k).toBeGreaterThan(0);
     }
     // Kernel calls per decoded token of a 4-layer MoLM: embedding; per layer 2 LayerNorms, 2 routers,
     // 4 expert projections, attention, 2 combines; the final LayerNorm and lm_head.
     expect(j.dispatches_per_token).toBe(1 + 4 * 11 + 2);
     // molm-brown: C = A = 128, F = 256.
-    expect(Object.keys(j.decode_kernel_ms)).toEqual(expect.arrayContaining(['expert 128x256', 'expert 256x128', 'stickbreaking', 'router', 'linear 128x50295']));
+    expect(Object.keys(j.decode_kernel_ms)).toEqual(
+      expect.arrayContaining(['expert 128x256', 'expert 256x128', 'stickbreaking', 'router', 'linear 128x50295']),
+    );
   });
 });

@@ -57,8 +57,7 @@ async function route(types: { w0: StorageType; w3: StorageType }, c: Case, seed:
   const w0 = weightData(randomF32(c.gating * c.width, rand, 1.5 / Math.sqrt(c.width)), types.w0, [c.gating, c.width]);
   const b0 = randomF32(c.gating, rand, 0.5);
   const w3 = weightData(randomF32(c.experts * c.gating, rand, 4 / Math.sqrt(c.gating)), types.w3, [c.experts, c.gating]);
-  const ref = (x: Float32Array, rows: number) =>
-    routerRef(Float64Array.from(x), rows, c.width, w0.rounded, b0, w3.rounded, c.gating, c.experts, c.k);
+  const ref = (x: Float32Array, rows: number) => routerRef(Float64Array.from(x), rows, c.width, w0.rounded, b0, w3.rounded, c.gating, c.experts, c.k);
   // Each row is redrawn until its slots are MARGIN apart (rarely needed: a few rows in a hundred).
   const x = new Float32Array(c.rows * c.width);
   for (let r = 0; r < c.rows; r++) {
@@ -73,8 +72,24 @@ async function route(types: { w0: StorageType; w3: StorageType }, c: Case, seed:
   }
   const ids = m.alloc(c.rows * c.k * 4);
   const gates = m.out(c.rows * c.k);
-  m.k.router(ids, gates, m.put(x), c.rows, c.width, m.put(w0.data), STORAGE_CODE[types.w0], m.put(b0), m.put(w3.data), STORAGE_CODE[types.w3],
-    c.gating, c.experts, c.k, m.out(c.rows * c.gating), m.out(c.rows * c.experts), m.out(c.rows * Math.max(c.width, c.gating)));
+  m.k.router(
+    ids,
+    gates,
+    m.put(x),
+    c.rows,
+    c.width,
+    m.put(w0.data),
+    STORAGE_CODE[types.w0],
+    m.put(b0),
+    m.put(w3.data),
+    STORAGE_CODE[types.w3],
+    c.gating,
+    c.experts,
+    c.k,
+    m.out(c.rows * c.gating),
+    m.out(c.rows * c.experts),
+    m.out(c.rows * Math.max(c.width, c.gating)),
+  );
   const got = { ids: m.i32(ids, c.rows * c.k), gates: m.f32(gates, c.rows * c.k) };
   const expected = ref(x, c.rows);
   const what = `${types.w0}/${types.w3} ${JSON.stringify(c)}`;
@@ -95,8 +110,7 @@ describe('wasm router', () => {
     types.forEach((type, t) => {
       describe(`${type} weights, ${threads} thread(s)`, () => {
         shapes.forEach((c, i) => {
-          it(`${c.rows} row(s), C=${c.width} G=${c.gating} E=${c.experts} k=${c.k}`, () =>
-            route({ w0: type, w3: type }, c, 100 * t + i + 1, threads));
+          it(`${c.rows} row(s), C=${c.width} G=${c.gating} E=${c.experts} k=${c.k}`, () => route({ w0: type, w3: type }, c, 100 * t + i + 1, threads));
         });
       });
     });
@@ -114,8 +128,24 @@ describe('wasm router', () => {
       const run = (w3: number[]) => {
         const ids = m.alloc(c.rows * c.k * 4);
         const gates = m.out(c.rows * c.k);
-        m.k.router(ids, gates, m.put(new Float32Array([1, 0, 1, 0])), c.rows, c.width, m.put(new Float32Array([1, 0, 0, 0])), STORAGE_CODE.f32,
-          m.put(new Float32Array(2)), m.put(Float32Array.from(w3)), STORAGE_CODE.f32, c.gating, c.experts, c.k, m.out(4), m.out(8), m.out(4));
+        m.k.router(
+          ids,
+          gates,
+          m.put(new Float32Array([1, 0, 1, 0])),
+          c.rows,
+          c.width,
+          m.put(new Float32Array([1, 0, 0, 0])),
+          STORAGE_CODE.f32,
+          m.put(new Float32Array(2)),
+          m.put(Float32Array.from(w3)),
+          STORAGE_CODE.f32,
+          c.gating,
+          c.experts,
+          c.k,
+          m.out(4),
+          m.out(8),
+          m.out(4),
+        );
         return { ids: Array.from(m.i32(ids, 4)), gates: m.f32(gates, 4) };
       };
       const h = geluErf(1);

@@ -32,7 +32,8 @@ function logitsOf(kind: 'spread' | 'peaked' | 'ties' | 'equal', vocab: number, r
   switch (kind) {
     case 'spread': // many tokens with visible mass: top-p keeps hundreds
       return randomF32(vocab, rand, 8);
-    case 'peaked': { // a language model's shape: a handful of likely tokens over a broad tail
+    case 'peaked': {
+      // a language model's shape: a handful of likely tokens over a broad tail
       const l = randomF32(vocab, rand, 4);
       for (let i = 0; i < 20; i++) l[Math.floor(rand() * vocab)] += 10 + 5 * rand();
       return l;
@@ -92,7 +93,9 @@ describe('wasm sampler', () => {
           for (let v = 0; v < 3; v++) {
             const { mismatches, drawn } = compare(m, logitsOf(kind, 1000, rand), settings, draws(rand, v));
             expect(mismatches, `${kind} logits #${v}`).toEqual([]);
-            drawn.forEach((t) => all.add(t));
+            drawn.forEach((t) => {
+              all.add(t);
+            });
           }
         }
         // The draws really spread over the vocabulary (u, top-k and top-p all matter).
@@ -104,7 +107,11 @@ describe('wasm sampler', () => {
         const rand = rng(50295 + threads);
         // One temperature per logits shape and two draws each: the float64 reference sorts the
         // whole vocabulary on every call (~15 ms), so the full grid stays with vocab 1000.
-        for (const [kind, temperature] of [['spread', 1], ['peaked', 0.7], ['ties', 1.3]] as const) {
+        for (const [kind, temperature] of [
+          ['spread', 1],
+          ['peaked', 0.7],
+          ['ties', 1.3],
+        ] as const) {
           const settings = grid([temperature], [0, 1, 40, 50295], [1, 0.9, 0.5, 0]);
           const { mismatches } = compare(m, logitsOf(kind, 50295, rand), settings, [uniformFromSeed(7, temperature * 10), rand()]);
           expect(mismatches, `${kind} logits`).toEqual([]);

@@ -45,7 +45,7 @@ describe('wasm engine with experts streamed from host memory (built-in model)', 
     const bytes = full.memoryBytes;
     full.destroy();
     // 1.5 MiB less than the model needs (its experts take 3.2 MiB): some experts of each layer must stay out.
-    const limit = bytes - (1.5 * 2 ** 20);
+    const limit = bytes - 1.5 * 2 ** 20;
     const m = await loadWasmModel(nodeFileSource(BUILT_IN_MODEL.dir), { maxContext: 64, threads: 1, prefillChunk: 1, memoryLimit: limit });
     try {
       expect(m.memoryBytes).toBeLessThanOrEqual(limit);

@@ -39,11 +39,27 @@ const base = `http://127.0.0.1:${address.port}`;
 const model = !o.model ? '' : /^https?:/.test(o.model) ? o.model : `${base}/@fs${resolve(o.model)}/`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader'],
+  args: [
+    '--headless=new',
+    '--no-sandbox',
+    '--enable-unsafe-webgpu',
+    '--enable-unsafe-swiftshader',
+    '--use-webgpu-adapter=swiftshader',
+    '--enable-features=Vulkan',
+    '--use-vulkan=swiftshader',
+    '--use-angle=swiftshader',
+  ],
 });
 try {
   const page = await browser.newPage();
-  const q = new URLSearchParams({ contexts: o.contexts, new: o.new, backend: o.backend, run: '1', ...(model && { model }), ...(o.threads && { threads: o.threads }) });
+  const q = new URLSearchParams({
+    contexts: o.contexts,
+    new: o.new,
+    backend: o.backend,
+    run: '1',
+    ...(model && { model }),
+    ...(o.threads && { threads: o.threads }),
+  });
   await page.goto(`${base}/demo/bench.html?${q}`);
   await page.waitForFunction(() => 'benchResults' in window || 'benchError' in window, null, { timeout: 0 });
   // demo/bench.ts sets one of them.

@@ -38,9 +38,53 @@ const layerCounts = arg('layers', '1,2').split(',').map(Number);
 const runs = [];
 for (const threads of threadCounts) {
   for (const layers of layerCounts) {
-    runs.push({ engine: 'onnxruntime-web (dense f32)', threads, layers, cmd: ['node', [join(root, 'tools/bench/ort-peer/bench.mjs'), '--dir', ortDir, '--layers', String(layers), '--threads', String(threads), '--prefill', '32', '--decode', '64', '--reps', '1']] });
+    runs.push({
+      engine: 'onnxruntime-web (dense f32)',
+      threads,
+      layers,
+      cmd: [
+        'node',
+        [
+          join(root, 'tools/bench/ort-peer/bench.mjs'),
+          '--dir',
+          ortDir,
+          '--layers',
+          String(layers),
+          '--threads',
+          String(threads),
+          '--prefill',
+          '32',
+          '--decode',
+          '64',
+          '--reps',
+          '1',
+        ],
+      ],
+    });
     for (const dtype of ['f32', 'q4']) {
-      runs.push({ engine: `molm-web wasm (sparse ${dtype})`, threads, layers, cmd: ['node', [join(root, 'bin/molm.mjs'), 'bench', '--model', join(models, `l${layers}-${dtype}`), '--device', 'wasm', '--threads', String(threads), '--prompt-tokens', '32', '--new-tokens', '64', '--json']] });
+      runs.push({
+        engine: `molm-web wasm (sparse ${dtype})`,
+        threads,
+        layers,
+        cmd: [
+          'node',
+          [
+            join(root, 'bin/molm.mjs'),
+            'bench',
+            '--model',
+            join(models, `l${layers}-${dtype}`),
+            '--device',
+            'wasm',
+            '--threads',
+            String(threads),
+            '--prompt-tokens',
+            '32',
+            '--new-tokens',
+            '64',
+            '--json',
+          ],
+        ],
+      });
     }
   }
 }

@@ -27,9 +27,19 @@ const concurrency = ci >= 0 ? Number(args[ci + 1]) : undefined;
 
 // The flags of tests/browser/harness.ts (SwiftShader WebGPU, no GPU needed).
 const FLAGS = [
-  '--headless=new', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
-  '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-angle=swiftshader',
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--enable-unsafe-webgpu',
+  '--enable-unsafe-swiftshader',
+  '--use-webgpu-adapter=swiftshader',
+  '--enable-features=Vulkan',
+  '--use-vulkan=swiftshader',
+  '--use-angle=swiftshader',
 ];
 
 /** @typedef {typeof import('../../tests/browser/pages/cache-page.ts').cachePage} CachePage */
@@ -161,7 +171,9 @@ try {
     );
   };
 
-  console.log(`model ${modelDir}: ${fmt(total)} in ${shardSizes.length} shards (largest ${fmt(Math.max(...shardSizes))}), concurrency ${concurrency ?? 'default'}`);
+  console.log(
+    `model ${modelDir}: ${fmt(total)} in ${shardSizes.length} shards (largest ${fmt(Math.max(...shardSizes))}), concurrency ${concurrency ?? 'default'}`,
+  );
   console.log(`chromium ${context.browser()?.version() ?? ''} (headless, SwiftShader WebGPU)`);
   await measure('first load (network → IndexedDB → GPU)');
   const kinds = await page.evaluate(async () => {

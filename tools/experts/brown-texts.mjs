@@ -28,7 +28,13 @@ const texts = { 'press-train.txt': [], 'press-profile.txt': [], 'press-heldout.t
 for (const [i, name] of documentNames.entries()) {
   const cat = categories.get(name);
   if (cat === undefined) continue;
-  const file = PRESS.includes(cat) ? (isHeldOut(i) ? 'press-heldout.txt' : 'press-train.txt') : FICTION.includes(cat) && isHeldOut(i) ? 'fiction-heldout.txt' : null;
+  const file = PRESS.includes(cat)
+    ? isHeldOut(i)
+      ? 'press-heldout.txt'
+      : 'press-train.txt'
+    : FICTION.includes(cat) && isHeldOut(i)
+      ? 'fiction-heldout.txt'
+      : null;
   if (!file) continue;
   const doc = readDoc(join(corpusDir, name)) + '<|endoftext|>';
   texts[file].push(doc);

@@ -19,7 +19,12 @@ const rows = lines
   .filter((r) => r.rule === 'all' || r.rule.startsWith('keep'))
   .sort((a, b) => a.mlp_experts - b.mlp_experts);
 
-const W = 720, H = 380, L = 70, R = 170, T = 40, B = 70;
+const W = 720,
+  H = 380,
+  L = 70,
+  R = 170,
+  T = 40,
+  B = 70;
 const full = rows.find((r) => r.rule === 'all');
 if (!full) throw new Error(`${csv}: no row for the unpruned model (rule "all")`);
 for (const r of rows) for (const k of /** @type {const} */ (['press', 'fiction'])) r[`${k}_rel`] = r[`${k}_ppl`] / full[`${k}_ppl`];
@@ -42,19 +47,28 @@ svg.push(`<text x="${L - 50}" y="22" font-size="14" font-weight="600">molm-brown
 // Y grid at round perplexities.
 for (const y of [1, 1.25, 1.5, 2, 2.5, 3, 4, 5]) {
   if (Math.log(y) < y0 || Math.log(y) > y1) continue;
-  svg.push(`<line x1="${L}" x2="${W - R}" y1="${py(y)}" y2="${py(y)}" stroke="#e5e7eb"/><text x="${L - 6}" y="${py(y) + 4}" text-anchor="end" fill="#374151">×${y}</text>`);
+  svg.push(
+    `<line x1="${L}" x2="${W - R}" y1="${py(y)}" y2="${py(y)}" stroke="#e5e7eb"/><text x="${L - 6}" y="${py(y) + 4}" text-anchor="end" fill="#374151">×${y}</text>`,
+  );
 }
 for (const r of rows) {
   svg.push(`<line x1="${px(r.mlp_experts)}" x2="${px(r.mlp_experts)}" y1="${T}" y2="${H - B}" stroke="#f3f4f6"/>`);
   svg.push(`<text x="${px(r.mlp_experts)}" y="${H - B + 16}" text-anchor="middle" fill="#111827">${r.mlp_experts}</text>`);
   svg.push(`<text x="${px(r.mlp_experts)}" y="${H - B + 31}" text-anchor="middle" fill="#4b5563">${(r.bytes / 1e6).toFixed(1)} MB</text>`);
 }
-svg.push(`<text x="${(L + W - R) / 2}" y="${H - 14}" text-anchor="middle" fill="#111827">attention and MLP experts kept per layer (of 8), and the model's size (q8)</text>`);
+svg.push(
+  `<text x="${(L + W - R) / 2}" y="${H - 14}" text-anchor="middle" fill="#111827">attention and MLP experts kept per layer (of 8), and the model's size (q8)</text>`,
+);
 for (const [i, s] of series.entries()) {
   const pts = rows.map((r) => `${px(r.mlp_experts).toFixed(1)},${py(r[s.key]).toFixed(1)}`);
   svg.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2.5"/>`);
-  for (const r of rows) svg.push(`<circle cx="${px(r.mlp_experts)}" cy="${py(r[s.key])}" r="4" fill="${s.color}"><title>${s.name}: ${r[s.ppl].toFixed(1)} (×${r[s.key].toFixed(2)})</title></circle>`);
-  svg.push(`<rect x="${W - R + 14}" y="${T + 10 + i * 22}" width="14" height="4" fill="${s.color}"/><text x="${W - R + 34}" y="${T + 15 + i * 22}" fill="#111827">${s.name}</text>`);
+  for (const r of rows)
+    svg.push(
+      `<circle cx="${px(r.mlp_experts)}" cy="${py(r[s.key])}" r="4" fill="${s.color}"><title>${s.name}: ${r[s.ppl].toFixed(1)} (×${r[s.key].toFixed(2)})</title></circle>`,
+    );
+  svg.push(
+    `<rect x="${W - R + 14}" y="${T + 10 + i * 22}" width="14" height="4" fill="${s.color}"/><text x="${W - R + 34}" y="${T + 15 + i * 22}" fill="#111827">${s.name}</text>`,
+  );
 }
 svg.push('</svg>');
 writeFileSync(out, svg.join('\n') + '\n');

@@ -29,14 +29,28 @@ export function detok(words) {
   let out = '';
   let openQuote = false; // after `` (opening quote) no space follows
   let lastClose = false; // the previous word was '' (closing quote): American style puts . and , inside it
-  for (let w of words) {
-    if (w === '``') { out += (out ? ' ' : '') + '"'; openQuote = true; lastClose = false; continue; }
-    if (w === "''") { out += '"'; openQuote = false; lastClose = true; continue; }
+  for (const w of words) {
+    if (w === '``') {
+      out += (out ? ' ' : '') + '"';
+      openQuote = true;
+      lastClose = false;
+      continue;
+    }
+    if (w === "''") {
+      out += '"';
+      openQuote = false;
+      lastClose = true;
+      continue;
+    }
     if (w === '.' && out.endsWith('.')) continue; // "Jr. ." → "Jr."
-    if (/^[.,]$/.test(w) && out.endsWith('"') && lastClose) { out = out.slice(0, -1) + w + '"'; lastClose = false; continue; }
+    if (/^[.,]$/.test(w) && out.endsWith('"') && lastClose) {
+      out = out.slice(0, -1) + w + '"';
+      lastClose = false;
+      continue;
+    }
     lastClose = false;
     const noSpaceBefore = /^[.,;:!?)\]}%]+$/.test(w) || /^'(s|re|ve|ll|d|m|t)$/i.test(w) || w === "n't" || w === "'";
-    if (out === '' || openQuote || noSpaceBefore || /[(\[{$]$/.test(out)) out += w;
+    if (out === '' || openQuote || noSpaceBefore || /[([{$]$/.test(out)) out += w;
     else out += ' ' + w;
     openQuote = false;
   }
@@ -55,7 +69,10 @@ export function readDoc(path) {
   let cur = [];
   for (const line of raw.split('\n')) {
     if (line.trim() === '') {
-      if (cur.length) { paras.push(cur.join(' ')); cur = []; }
+      if (cur.length) {
+        paras.push(cur.join(' '));
+        cur = [];
+      }
       continue;
     }
     cur.push(detok(untag(line)));
@@ -74,7 +91,9 @@ export const categories = new Map(
 );
 
 /** Every document's name, in corpus order (the order prep.mjs and the split use). */
-export const documentNames = readdirSync(corpusDir).filter((n) => /^c[a-z]\d\d$/.test(n)).sort();
+export const documentNames = readdirSync(corpusDir)
+  .filter((n) => /^c[a-z]\d\d$/.test(n))
+  .sort();
 
 /** prep.mjs holds out every HELDOUT_EVERY-th document (train.py and bigram.py split the same way). */
 export const HELDOUT_EVERY = 20;

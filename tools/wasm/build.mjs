@@ -13,8 +13,17 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const src = join(root, 'src', 'wasm', 'kernels');
 const out = join(root, 'src', 'wasm', 'build');
-const sources = readdirSync(src).filter((f) => f.endsWith('.c')).sort().map((f) => join(src, f));
-const inputs = [...sources, ...readdirSync(src).filter((f) => f.endsWith('.h')).map((f) => join(src, f)), fileURLToPath(import.meta.url)];
+const sources = readdirSync(src)
+  .filter((f) => f.endsWith('.c'))
+  .sort()
+  .map((f) => join(src, f));
+const inputs = [
+  ...sources,
+  ...readdirSync(src)
+    .filter((f) => f.endsWith('.h'))
+    .map((f) => join(src, f)),
+  fileURLToPath(import.meta.url),
+];
 // One module, built for threads (a shared memory, atomics). Pages without SharedArrayBuffer
 // run it on one thread with a plain memory: src/wasm/runtime.ts clears the import's "shared"
 // flag at the offset recorded here (the atomic instructions are valid on a plain memory, and a

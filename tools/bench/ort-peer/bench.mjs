@@ -60,7 +60,11 @@ function argmaxLast(logits) {
   const d = /** @type {Float32Array} */ (logits.data);
   let best = 0;
   let bv = -Infinity;
-  for (let i = (s - 1) * v, j = 0; j < v; i++, j++) if (d[i] > bv) { bv = d[i]; best = j; }
+  for (let i = (s - 1) * v, j = 0; j < v; i++, j++)
+    if (d[i] > bv) {
+      bv = d[i];
+      best = j;
+    }
   return best;
 }
 
@@ -103,7 +107,8 @@ async function generate(session, layers, prompt, n, prefillReps = 1) {
   const t1 = performance.now();
   const cpu1 = process.cpuUsage(cpu0);
   const tokens = [];
-  const lastHead = (/** @type {ort.Tensor} */ l) => Array.from(/** @type {Float32Array} */ (l.data).subarray((l.dims[1] - 1) * l.dims[2], (l.dims[1] - 1) * l.dims[2] + 8));
+  const lastHead = (/** @type {ort.Tensor} */ l) =>
+    Array.from(/** @type {Float32Array} */ (l.data).subarray((l.dims[1] - 1) * l.dims[2], (l.dims[1] - 1) * l.dims[2] + 8));
   const firstHead = lastHead(logits);
   for (let i = 0; i < n; i++) {
     const tok = argmaxLast(logits);
@@ -142,8 +147,10 @@ function checkAgainstRef(refPath, r) {
   const d2 = maxDiff(r.lastHead, ref.final_last_logits_head);
   const tokOk = JSON.stringify(r.tokens) === JSON.stringify(ref.greedy_tokens);
   const ok = tokOk && d1 < 1e-3 && d2 < 1e-3;
-  log(`check vs PyTorch: tokens ${tokOk ? 'match' : `DIFFER ${r.tokens} vs ${ref.greedy_tokens}`}, ` +
-    `max |dlogit| prefill ${d1.toExponential(2)}, after decode ${d2.toExponential(2)} -> ${ok ? 'OK' : 'FAIL'}`);
+  log(
+    `check vs PyTorch: tokens ${tokOk ? 'match' : `DIFFER ${r.tokens} vs ${ref.greedy_tokens}`}, ` +
+      `max |dlogit| prefill ${d1.toExponential(2)}, after decode ${d2.toExponential(2)} -> ${ok ? 'OK' : 'FAIL'}`,
+  );
   return ok;
 }
 
@@ -192,34 +199,38 @@ for (const layers of String(opts.layers).split(',').map(Number)) {
   const runs = [];
   for (let r = 0; r < opts.reps; r++) {
     const res = await generate(session, layers, makePrompt(opts.prefill), opts.decode, opts['prefill-reps']);
-    log(`rep ${r}: prefill ${opts.prefill} tok ${res.prefillMs.toFixed(1)} ms, decode ${opts.decode} tok ${res.decodeMs.toFixed(1)} ms ` +
-      `(cpu/wall prefill ${(res.prefillCpuMs / res.prefillWallMs).toFixed(2)}, decode ${(res.decodeCpuMs / res.decodeMs).toFixed(2)}), ` +
-      `other load ${res.otherLoad?.toFixed(2)} cores, present ${res.presentDims}`);
+    log(
+      `rep ${r}: prefill ${opts.prefill} tok ${res.prefillMs.toFixed(1)} ms, decode ${opts.decode} tok ${res.decodeMs.toFixed(1)} ms ` +
+        `(cpu/wall prefill ${(res.prefillCpuMs / res.prefillWallMs).toFixed(2)}, decode ${(res.decodeCpuMs / res.decodeMs).toFixed(2)}), ` +
+        `other load ${res.otherLoad?.toFixed(2)} cores, present ${res.presentDims}`,
+    );
     runs.push(res);
   }
   const prefillMs = median(runs.map((r) => r.prefillMs));
   const decodeMs = median(runs.map((r) => r.decodeMs));
   const sum = (/** @type {'prefillCpuMs' | 'prefillWallMs' | 'decodeCpuMs' | 'decodeMs'} */ k) => runs.reduce((a, r) => a + r[k], 0);
-  console.log(JSON.stringify({
-    layers,
-    threads: ort.env.wasm.numThreads,
-    prefill_tokens_per_s: +(opts.prefill / (prefillMs / 1000)).toFixed(2),
-    decode_tokens_per_s: +(opts.decode / (decodeMs / 1000)).toFixed(2),
-    ms_per_decode_token: +(decodeMs / opts.decode).toFixed(3),
-    ort_version: ort.env.versions?.web ?? ort.env.versions?.common,
-    prefill_tokens: opts.prefill,
-    prefill_reps: opts['prefill-reps'],
-    decode_tokens: opts.decode,
-    reps: opts.reps,
-    prefill_ms: +prefillMs.toFixed(1),
-    // process CPU time / wall time: ~N when N threads are really busy.
-    cpu_per_wall_prefill: +(sum('prefillCpuMs') / sum('prefillWallMs')).toFixed(2),
-    cpu_per_wall_decode: +(sum('decodeCpuMs') / sum('decodeMs')).toFixed(2),
-    load_ms: +loadMs.toFixed(0),
-    // CPU cores' worth taken by other processes while timing (max over reps); >~0.1 means contended.
-    other_load: runs[0].otherLoad === null ? null : +Math.max(...runs.map((r) => r.otherLoad ?? 0)).toFixed(2),
-    check: checkOk,
-  }));
+  console.log(
+    JSON.stringify({
+      layers,
+      threads: ort.env.wasm.numThreads,
+      prefill_tokens_per_s: +(opts.prefill / (prefillMs / 1000)).toFixed(2),
+      decode_tokens_per_s: +(opts.decode / (decodeMs / 1000)).toFixed(2),
+      ms_per_decode_token: +(decodeMs / opts.decode).toFixed(3),
+      ort_version: ort.env.versions?.web ?? ort.env.versions?.common,
+      prefill_tokens: opts.prefill,
+      prefill_reps: opts['prefill-reps'],
+      decode_tokens: opts.decode,
+      reps: opts.reps,
+      prefill_ms: +prefillMs.toFixed(1),
+      // process CPU time / wall time: ~N when N threads are really busy.
+      cpu_per_wall_prefill: +(sum('prefillCpuMs') / sum('prefillWallMs')).toFixed(2),
+      cpu_per_wall_decode: +(sum('decodeCpuMs') / sum('decodeMs')).toFixed(2),
+      load_ms: +loadMs.toFixed(0),
+      // CPU cores' worth taken by other processes while timing (max over reps); >~0.1 means contended.
+      other_load: runs[0].otherLoad === null ? null : +Math.max(...runs.map((r) => r.otherLoad ?? 0)).toFixed(2),
+      check: checkOk,
+    }),
+  );
   await session.release();
 }
 if (!allOk) process.exit(1);

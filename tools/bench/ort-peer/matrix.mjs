@@ -19,8 +19,7 @@ import { fileURLToPath } from 'node:url';
  * @type {{ rounds: number | string, layers: string, threads: string, reps: number | string, dir: string, prefill: number | string,
  *   decode: number | string, 'max-other': number | string, tries: number | string, 'wait-s': number | string }}
  */
-const o = { rounds: 3, layers: '1,2', threads: '1,2', reps: 3, dir: '/tmp/ort-peer', prefill: 32, decode: 64,
-  'max-other': 0.15, tries: 6, 'wait-s': 120 };
+const o = { rounds: 3, layers: '1,2', threads: '1,2', reps: 3, dir: '/tmp/ort-peer', prefill: 32, decode: 64, 'max-other': 0.15, tries: 6, 'wait-s': 120 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const k = /** @type {keyof typeof o} */ (argv[i].replace(/^--/, ''));
@@ -64,15 +63,33 @@ for (let r = 0; r < Number(o.rounds); r++) {
       let j;
       for (let attempt = 1; ; attempt++) {
         const idle = await waitIdle();
-        const p = spawnSync(process.execPath, [path.join(here, 'bench.mjs'), '--dir', o.dir, '--layers', layers,
-          '--threads', threads, '--reps', String(o.reps), '--prefill', String(o.prefill), '--decode', String(o.decode)],
-        { encoding: 'utf8' });
+        const p = spawnSync(
+          process.execPath,
+          [
+            path.join(here, 'bench.mjs'),
+            '--dir',
+            o.dir,
+            '--layers',
+            layers,
+            '--threads',
+            threads,
+            '--reps',
+            String(o.reps),
+            '--prefill',
+            String(o.prefill),
+            '--decode',
+            String(o.decode),
+          ],
+          { encoding: 'utf8' },
+        );
         if (p.status !== 0) throw new Error(`bench.mjs failed (layers ${layers}, threads ${threads}):\n${p.stderr}`);
         j = JSON.parse(/** @type {string} */ (p.stdout.trim().split('\n').pop()));
         const contended = j.other_load !== null && j.other_load > Number(o['max-other']);
-        console.error(`[matrix] round ${r} layers ${layers} threads ${threads} try ${attempt}: prefill ${j.prefill_tokens_per_s} tok/s, ` +
-          `decode ${j.decode_tokens_per_s} tok/s, cpu/wall decode ${j.cpu_per_wall_decode}, other load ${j.other_load} ` +
-          `(idle before ${idle?.toFixed(2)})${contended ? ' CONTENDED' : ''}`);
+        console.error(
+          `[matrix] round ${r} layers ${layers} threads ${threads} try ${attempt}: prefill ${j.prefill_tokens_per_s} tok/s, ` +
+            `decode ${j.decode_tokens_per_s} tok/s, cpu/wall decode ${j.cpu_per_wall_decode}, other load ${j.other_load} ` +
+            `(idle before ${idle?.toFixed(2)})${contended ? ' CONTENDED' : ''}`,
+        );
         j.contended = contended;
         if (!contended || attempt >= Number(o.tries)) break;
       }
@@ -83,10 +100,14 @@ for (let r = 0; r < Number(o.rounds); r++) {
     }
   }
 }
-const med = (/** @type {number[]} */ xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
+const med = (/** @type {number[]} */ xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)];
+};
 const rows = [];
 for (const runs of results.values()) {
-  const f = (/** @type {'prefill_tokens_per_s' | 'decode_tokens_per_s' | 'ms_per_decode_token' | 'cpu_per_wall_prefill' | 'cpu_per_wall_decode'} */ k) => med(runs.map((x) => x[k]));
+  const f = (/** @type {'prefill_tokens_per_s' | 'decode_tokens_per_s' | 'ms_per_decode_token' | 'cpu_per_wall_prefill' | 'cpu_per_wall_decode'} */ k) =>
+    med(runs.map((x) => x[k]));
   const row = {
     layers: runs[0].layers,
     threads: runs[0].threads,
@@ -107,6 +128,8 @@ for (const runs of results.values()) {
 console.log('\n| layers | threads | prefill tok/s (min–max) | decode tok/s (min–max) | ms/decode token | CPU/wall decode |');
 console.log('|---|---|---|---|---|---|');
 for (const r of rows) {
-  console.log(`| ${r.layers} | ${r.threads} | ${r.prefill_tokens_per_s} (${r.prefill_tokens_per_s_range.join('–')}) | ` +
-    `${r.decode_tokens_per_s} (${r.decode_tokens_per_s_range.join('–')}) | ${r.ms_per_decode_token} | ${r.cpu_per_wall_decode} |`);
+  console.log(
+    `| ${r.layers} | ${r.threads} | ${r.prefill_tokens_per_s} (${r.prefill_tokens_per_s_range.join('–')}) | ` +
+      `${r.decode_tokens_per_s} (${r.decode_tokens_per_s_range.join('–')}) | ${r.ms_per_decode_token} | ${r.cpu_per_wall_decode} |`,
+  );
 }

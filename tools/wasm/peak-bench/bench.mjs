@@ -4,7 +4,7 @@
 // Builds peak.c with clang (mul + add) and, when clang-16 or newer is on PATH, with relaxed SIMD's
 // fused multiply-add (run under --experimental-wasm-relaxed-simd, which Node 20 needs).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +16,9 @@ const maxThreads = Number(argv[argv.indexOf('--threads') + 1] || 2);
 
 if (argv.includes('--child')) {
   const wasm = argv[argv.indexOf('--child') + 1];
-  const k = 256, reps = 40000, rounds = 5;
+  const k = 256,
+    reps = 40000,
+    rounds = 5;
   const source = `const { parentPort, workerData } = require('node:worker_threads');
     WebAssembly.instantiate(require('node:fs').readFileSync(workerData)).then(({ instance }) => {
       instance.exports.run(1024, 65536, ${k}, 2000);
@@ -24,14 +26,28 @@ if (argv.includes('--child')) {
       parentPort.postMessage(0);
     });`;
   for (let n = 1; n <= maxThreads; n++) {
-    const workers = await Promise.all(Array.from({ length: n }, () => new Promise((ready) => {
-      const w = new Worker(source, { eval: true, workerData: wasm });
-      w.once('message', () => ready(w));
-    })));
+    const workers = await Promise.all(
+      Array.from(
+        { length: n },
+        () =>
+          new Promise((ready) => {
+            const w = new Worker(source, { eval: true, workerData: wasm });
+            w.once('message', () => ready(w));
+          }),
+      ),
+    );
     let best = 0;
     for (let r = 0; r < rounds; r++) {
       const t0 = performance.now();
-      await Promise.all(workers.map((w) => new Promise((done) => { w.once('message', done); w.postMessage(0); })));
+      await Promise.all(
+        workers.map(
+          (w) =>
+            new Promise((done) => {
+              w.once('message', done);
+              w.postMessage(0);
+            }),
+        ),
+      );
       best = Math.max(best, (n * k * reps * 48) / ((performance.now() - t0) * 1e6));
     }
     console.log(`  ${n} thread${n > 1 ? 's' : ''}: ${best.toFixed(1)} GMAC/s (best of ${rounds})`);
@@ -49,9 +65,13 @@ const build = (/** @type {string} */ clang, /** @type {boolean} */ madd) => {
   return wasm;
 };
 const hasClang16 = spawnSync('clang-16', ['--version']).status === 0;
-console.log('f32 multiply then add (the engine\'s arithmetic):');
+console.log("f32 multiply then add (the engine's arithmetic):");
 spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', build('clang', false), '--threads', String(maxThreads)], { stdio: 'inherit' });
 if (hasClang16) {
   console.log('relaxed SIMD fused multiply-add (machine-dependent rounding):');
-  spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', fileURLToPath(import.meta.url), '--child', build('clang-16', true), '--threads', String(maxThreads)], { stdio: 'inherit' });
+  spawnSync(
+    process.execPath,
+    ['--experimental-wasm-relaxed-simd', fileURLToPath(import.meta.url), '--child', build('clang-16', true), '--threads', String(maxThreads)],
+    { stdio: 'inherit' },
+  );
 } else console.log('(clang-16 not found: relaxed SIMD skipped)');

@@ -128,7 +128,11 @@ function refF32(x, W, IN, OUT) {
 async function load(name, path = join(here, 'build', `${name}.wasm`)) {
   const bytes = readFileSync(path);
   const { instance } = await WebAssembly.instantiate(bytes, {
-    env: { abort: () => { throw new Error(`${name}: abort`); } },
+    env: {
+      abort: () => {
+        throw new Error(`${name}: abort`);
+      },
+    },
   });
   const ex = /** @type {Exports} */ (instance.exports);
   return { name, size: bytes.length, ex, mem: ex.memory, base: (ex.heap_base() + 63) & ~63 };
@@ -161,8 +165,12 @@ function readY(mod, yp, OUT) {
 
 /** @param {Float32Array} got @param {Float32Array} want */
 function compare(got, want) {
-  const gb = new Uint32Array(got.buffer), wb = new Uint32Array(want.buffer);
-  let mismatched = 0, maxRel = 0, maxAbs = 0, refMax = 0;
+  const gb = new Uint32Array(got.buffer),
+    wb = new Uint32Array(want.buffer);
+  let mismatched = 0,
+    maxRel = 0,
+    maxAbs = 0,
+    refMax = 0;
   for (let j = 0; j < want.length; j++) {
     refMax = Math.max(refMax, Math.abs(want[j]));
     if (gb[j] === wb[j] || (Number.isNaN(got[j]) && Number.isNaN(want[j]))) continue;
@@ -178,8 +186,12 @@ function compare(got, want) {
 /** @param {(call: number) => void} fn @param {number} warmMs */
 function time(fn, warmMs) {
   // warm up (lets v8 tier each kernel up from Liftoff to TurboFan), calibrate, then time batches
-  let t0 = performance.now(), calls = 0;
-  do { fn(calls); calls++; } while (performance.now() - t0 < warmMs);
+  let t0 = performance.now(),
+    calls = 0;
+  do {
+    fn(calls);
+    calls++;
+  } while (performance.now() - t0 < warmMs);
   const perCall = (performance.now() - t0) / calls;
   const n = Math.max(1, Math.round(BATCH_MS / perCall));
   const ns = [];
@@ -195,27 +207,37 @@ const median = (/** @type {number[]} */ a) => [...a].sort((p, q) => p - q)[a.len
 
 // ------------------------------------------------------------------ main
 const mods = [await load('c', opt('--c-wasm', undefined)), await load('as', opt('--as-wasm', undefined))];
-const shapes = [[1024, 2048], [2048, 1024]];
+const shapes = [
+  [1024, 2048],
+  [2048, 1024],
+];
 const kernels = /** @type {const} */ (['q4', 'q8', 'f32']);
 const variants = /** @type {const} */ (['x4', 'x16']);
 let failures = 0;
 
 // 1. Exhaustive f16 scale check: IN = 32, OUT = 65536, scale j = f16 bits j, q = 1 at input 0 only.
 {
-  const IN = 32, OUT = 65536;
-  const x = new Float32Array(IN).fill(0.25); x[0] = 1;
+  const IN = 32,
+    OUT = 65536;
+  const x = new Float32Array(IN).fill(0.25);
+  x[0] = 1;
   for (const bits of /** @type {const} */ ([4, 8])) {
     const per = 32 / bits;
     const block = new Uint32Array((IN / per) * OUT + OUT / 2);
     for (let j = 0; j < OUT; j++) block[j] = 1; // word (0, j): value k = 0 is 1, the rest 0
-    new Uint16Array(block.buffer, (IN / per) * OUT * 4, OUT).forEach((_, j, a) => (a[j] = j));
+    const scales = new Uint16Array(block.buffer, (IN / per) * OUT * 4, OUT);
+    for (let j = 0; j < OUT; j++) scales[j] = j;
     const want = refQuant(bits, x, block, IN, OUT);
-    for (const mod of mods) for (const v of variants) {
-      const { xp, yp, wp } = place(mod, x, block, OUT, 1);
-      mod.ex[`q${bits}_${v}`](xp, wp, yp, IN, OUT);
-      const c = compare(readY(mod, yp, OUT), want);
-      if (c.mismatched) { failures++; console.log(`FAIL f16 check ${mod.name} q${bits}_${v}: ${c.mismatched} of 65536 differ`); }
-    }
+    for (const mod of mods)
+      for (const v of variants) {
+        const { xp, yp, wp } = place(mod, x, block, OUT, 1);
+        mod.ex[`q${bits}_${v}`](xp, wp, yp, IN, OUT);
+        const c = compare(readY(mod, yp, OUT), want);
+        if (c.mismatched) {
+          failures++;
+          console.log(`FAIL f16 check ${mod.name} q${bits}_${v}: ${c.mismatched} of 65536 differ`);
+        }
+      }
   }
   console.log(`f16 scale check (all 65536 f16 bit patterns, q4/q8 x4/x16, c/as): ${failures ? 'FAILED' : 'bit-exact'}`);
 }
@@ -227,8 +249,10 @@ let failures = 0;
  */
 /** @type {Row[]} */
 const rows = [];
-console.log(`mode: ${STREAM ? `stream (weights rotate over copies totalling >= ${STREAM_BYTES >> 20} MiB)` : 'hot (same block every call)'}; ` +
-  `median of ${ROUNDS} rounds, each the median of ${BATCHES} batches of ~${BATCH_MS} ms; node ${process.version}`);
+console.log(
+  `mode: ${STREAM ? `stream (weights rotate over copies totalling >= ${STREAM_BYTES >> 20} MiB)` : 'hot (same block every call)'}; ` +
+    `median of ${ROUNDS} rounds, each the median of ${BATCHES} batches of ~${BATCH_MS} ms; node ${process.version}`,
+);
 for (const [IN, OUT] of shapes) {
   const r = rng(IN * 7 + OUT);
   const x = makeX(IN, r);
@@ -263,30 +287,44 @@ for (const [IN, OUT] of shapes) {
         const ns = median(rounds);
         /** @type {Row} */
         const row = {
-          kernel: `${k}_${v}`, shape: `${IN}x${OUT}`, toolchain: mod.name,
-          ns: Math.round(ns), best: Math.round(Math.min(...rounds)), rounds: rounds.map(Math.round),
+          kernel: `${k}_${v}`,
+          shape: `${IN}x${OUT}`,
+          toolchain: mod.name,
+          ns: Math.round(ns),
+          best: Math.round(Math.min(...rounds)),
+          rounds: rounds.map(Math.round),
           spread: (Math.max(...rounds) - Math.min(...rounds)) / ns,
-          macs: IN * OUT, gmacs: (IN * OUT) / Math.min(...rounds), gbs: W.byteLength / Math.min(...rounds),
-          bitExact: check.mismatched === 0, maxRel: check.maxRel, copies,
+          macs: IN * OUT,
+          gmacs: (IN * OUT) / Math.min(...rounds),
+          gbs: W.byteLength / Math.min(...rounds),
+          bitExact: check.mismatched === 0,
+          maxRel: check.maxRel,
+          copies,
         };
         rows.push(row);
         console.log(
           `${label.padEnd(20)} ${mod.name.padEnd(3)} best ${String(row.best).padStart(8)} ns/call (rounds ${row.rounds.join(' ')})` +
-          `  ${row.gmacs.toFixed(2).padStart(6)} GMAC/s  ${row.gbs.toFixed(2).padStart(6)} GB/s weights` +
-          `  ${check.mismatched === 0 ? 'bit-exact' : `${check.mismatched} differ, max rel ${check.maxRel.toExponential(2)}`}${check.ok ? '' : '  FAIL'}`);
+            `  ${row.gmacs.toFixed(2).padStart(6)} GMAC/s  ${row.gbs.toFixed(2).padStart(6)} GB/s weights` +
+            `  ${check.mismatched === 0 ? 'bit-exact' : `${check.mismatched} differ, max rel ${check.maxRel.toExponential(2)}`}${check.ok ? '' : '  FAIL'}`,
+        );
       }
     }
   }
 }
 
 // 3. Summary table (markdown). GMAC/s from the best round.
-console.log(`\n| kernel | shape | C best ns | C GMAC/s | AS best ns | AS GMAC/s | AS/C time (paired median) | C median ns | AS median ns | outputs vs JS ref |`);
+console.log(
+  `\n| kernel | shape | C best ns | C GMAC/s | AS best ns | AS GMAC/s | AS/C time (paired median) | C median ns | AS median ns | outputs vs JS ref |`,
+);
 console.log(`|---|---|---:|---:|---:|---:|---:|---:|---:|---|`);
 for (let i = 0; i < rows.length; i += 2) {
-  const c = rows[i], a = rows[i + 1];
+  const c = rows[i],
+    a = rows[i + 1];
   c.pair = a.pair = median(a.rounds.map((t, r) => t / c.rounds[r]));
   const exact = c.bitExact && a.bitExact ? 'bit-exact (both)' : `max rel C ${c.maxRel.toExponential(1)}, AS ${a.maxRel.toExponential(1)}`;
-  console.log(`| ${c.kernel} | ${c.shape} | ${c.best} | ${c.gmacs.toFixed(2)} | ${a.best} | ${a.gmacs.toFixed(2)} | ${c.pair.toFixed(2)} | ${c.ns} | ${a.ns} | ${exact} |`);
+  console.log(
+    `| ${c.kernel} | ${c.shape} | ${c.best} | ${c.gmacs.toFixed(2)} | ${a.best} | ${a.gmacs.toFixed(2)} | ${c.pair.toFixed(2)} | ${c.ns} | ${a.ns} | ${exact} |`,
+  );
 }
 console.log(`\nwasm size: c.wasm ${mods[0].size} B, as.wasm ${mods[1].size} B (all six kernels each)`);
 if (JSON_OUT) writeFileSync(JSON_OUT, JSON.stringify({ stream: STREAM, node: process.version, sizes: { c: mods[0].size, as: mods[1].size }, rows }, null, 2));
