@@ -560,11 +560,14 @@ export class WasmModel implements TokenModel {
     this.run(prompt, 'last');
     for (let i = 0; i < maxNewTokens; i++) {
       const id = this.sample(sampling, seen.size);
+      // The token goes out before the step that feeds it back runs: the step blocks this
+      // thread, and a caller timing tokens as they arrive must see each step's real cost (two
+      // tokens would otherwise arrive together, the second step already paid for the first).
+      yield id;
       if (i + 1 < maxNewTokens) {
         see(id);
         this.step([id], 'last');
       }
-      yield id;
       // Let the thread's other work (an abort, a message) run between tokens.
       await yieldToEventLoop();
     }

@@ -54,6 +54,16 @@ describe('experts under a GPU memory budget (built-in model)', () => {
         expect(fullBytes - model.gpuBytes, 'three quarters of the expert weights are not on the GPU').toBeGreaterThan(0.7 * expertBytes());
         expect(await tokens(model), policy).toEqual(want.greedy);
         expect(await tokens(model, sampled), policy).toEqual(want.sampled);
+        // A streamed step waits for its routers: each token reaches the caller before the step
+        // that feeds it back, so tokens timed as they arrive cost a step each (a 2-token
+        // generation once reported 14× the true decode rate).
+        model.reset();
+        let arrived = 0;
+        for await (const _ of model.generate(prompt, 3, GREEDY)) {
+          expect(model.contextIds.length, `${policy}: when token ${arrived + 1} arrives`).toBe(prompt.length + arrived);
+          arrived++;
+        }
+        expect(model.contextIds).toEqual([...prompt, ...want.greedy.slice(0, 2)]);
         model.reset();
         expectClose(await model.prefillLogits(prompt), logits, 1e-4, `${policy} logits`);
         const stats = model.expertCache!;

@@ -69,6 +69,19 @@ describe.each(['tiny-molm', 'tiny-generic-bf16', 'molm-brown'])('wasm engine on 
     using(loadWasmModel(nodeFileSource(dir), { maxContext: 64 }), async (m) => {
       expectClose(await m.prefillLogits(expected.input_ids), logits, LOGIT_TOL, 'prefill logits');
     }));
+  // Each token reaches the caller before the step that feeds it back runs, so tokens timed as
+  // they arrive cost a step each, and a 2-token generation reports a true decode rate.
+  it('each token arrives before the step that feeds it back; the context holds what was fed', () =>
+    using(loadWasmModel(nodeFileSource(dir), { maxContext: 64 }), async (m) => {
+      const prompt = expected.input_ids;
+      const seen: number[] = [];
+      for await (const id of m.generate(prompt, 3, GREEDY)) {
+        expect(m.contextIds.length, `when token ${seen.length + 1} arrives`).toBe(prompt.length + seen.length);
+        seen.push(id);
+      }
+      expect(seen).toEqual(expected.greedy_new_tokens.slice(0, 3));
+      expect(m.contextIds).toEqual([...prompt, ...seen.slice(0, 2)]);
+    }));
 });
 
 const randomDirs: string[] = [];
