@@ -9,6 +9,15 @@ import { nodeGpu } from './gpu/node-gpu.ts';
 export * from './index.ts';
 export { nodeGpu } from './gpu/node-gpu.ts';
 export { nodeFileSource } from './checkpoint/node-files.ts';
+export {
+  DEFAULT_HUB_URL,
+  type HubRepo,
+  type HubSourceOptions,
+  hubFileSource,
+  hubResolveUrl,
+  parseHubRepo,
+} from './checkpoint/hub.ts';
+export { type HubImport, type HubImportOptions, defaultCacheDir, hubCacheFolder, importHubModel } from './shards/hub-import.ts';
 
 /**
  * Loads a model (a local folder, converted or Hugging Face, or a converted model's URL) with its
