@@ -1,11 +1,14 @@
 import { resolve } from 'node:path';
 import { nodeFileSource } from '../checkpoint/node-files.ts';
+import type { FileSource } from '../checkpoint/types.ts';
 import { UsageError } from '../errors.ts';
 import { type ConvertProgress, convertModel } from '../shards/convert.ts';
 import { CONVERT_DTYPES, type ConvertDtype } from '../shards/plan.ts';
 
 export interface ConvertCommandOptions {
   modelDir: string;
+  /** The model's files when they are not the folder modelDir (a hub repo). */
+  source?: FileSource;
   outDir: string;
   dtype: string;
   shardMiB?: number;
@@ -23,7 +26,7 @@ function mib(bytes: number): string {
  * Progress on stderr: one line redrawn in place on a terminal; otherwise (a log file, CI) a plain
  * line every 10 % so logs stay short.
  */
-export function progressReporter(stream: NodeJS.WriteStream = process.stderr): { update(p: ConvertProgress): void; done(): void } {
+export function progressReporter(stream: NodeJS.WriteStream = process.stderr, label = 'convert'): { update(p: ConvertProgress): void; done(): void } {
   // bin/molm.mjs reads the CLI's stderr through a pipe (to drop driver noise) and says here
   // when that pipe ends at a terminal, and how wide it is.
   const passed = stream === process.stderr ? Number(process.env.MOLM_STDERR_COLUMNS) : NaN;
@@ -49,7 +52,7 @@ export function progressReporter(stream: NodeJS.WriteStream = process.stderr): {
         const decile = Math.floor(pct / 10);
         if (decile === lastDecile) return;
         lastDecile = decile;
-        stream.write(`convert: ${text}\n`);
+        stream.write(`${label}: ${text}\n`);
       }
     },
     done() {
@@ -68,14 +71,14 @@ export async function runConvert(o: ConvertCommandOptions): Promise<string> {
   if (!Number.isFinite(shardMiB) || shardMiB <= 0) throw new UsageError(`--shard-mib must be a positive number, got ${o.shardMiB}.`);
   const shardBytes = Math.floor(shardMiB * MIB);
   if (shardBytes < 4) throw new UsageError(`--shard-mib ${shardMiB} is smaller than 4 bytes.`);
-  if (resolve(o.modelDir) === resolve(o.outDir)) {
+  if (!o.source && resolve(o.modelDir) === resolve(o.outDir)) {
     throw new UsageError('--out must be a different folder from --model (the converted model is written next to nothing else).');
   }
   const progress = progressReporter(o.stream);
   let manifest: Awaited<ReturnType<typeof convertModel>>;
   try {
     manifest = await convertModel({
-      source: nodeFileSource(o.modelDir),
+      source: o.source ?? nodeFileSource(o.modelDir),
       outDir: o.outDir,
       dtype: dtype as ConvertDtype,
       shardBytes,

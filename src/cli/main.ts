@@ -1,7 +1,9 @@
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { MolmError, UsageError } from '../errors.ts';
 import { GREEDY, type SamplingOptions } from '../token-model.ts';
-import { CONVERT_DTYPES } from '../shards/plan.ts';
+import { CONVERT_DTYPES, type ConvertDtype } from '../shards/plan.ts';
+import { DEFAULT_HUB_URL, parseHubUrl } from '../checkpoint/hub.ts';
+import { ModelArg } from './model-arg.ts';
 import { openEngine, openModel, openTokenizer, type OpenOptions } from './backend.ts';
 import { runBench } from '../bench/run-bench.ts';
 import { evaluatePerplexity } from './eval.ts';
@@ -46,9 +48,24 @@ const budget: Spec = {
   },
 };
 
+const hubUrl: Spec = {
+  type: 'string',
+  arg: 'URL',
+  allowed: `the Hugging Face hub that ORG/NAME is read from (default ${DEFAULT_HUB_URL})`,
+  parse: (x) => {
+    try {
+      return parseHubUrl(x);
+    } catch {
+      return undefined;
+    }
+  },
+};
+
 /** Every option any command takes; a command picks its own (and may take one with its own values). */
 const OPTIONS = {
-  model: path('DIR', 'a model folder'),
+  model: path('DIR', 'a model folder, or ORG/NAME[@REV] on the Hugging Face hub'),
+  'hub-url': hubUrl,
+  'cache-dir': path('DIR', 'where models from the hub are kept, converted (default $XDG_CACHE_HOME/molm-web or ~/.cache/molm-web)'),
   ids: tokenIds,
   prompt: text('TEXT', 'the text to continue'),
   text: path('FILE', 'a UTF-8 text file'),
@@ -97,7 +114,30 @@ const DEVICE_USAGE = `  --device gpu|wasm|cpu: WebGPU through Dawn (the default)
   [--expert-eviction lfu|lru].`;
 
 const DIR_USAGE = `  DIR is a Hugging Face checkpoint folder: config.json with model.safetensors, pytorch_model.bin,
-  or their sharded forms with an *.index.json; or a folder written by molm convert.`;
+  or their sharded forms with an *.index.json; or a folder written by molm convert. A DIR that does
+  not exist but reads ORG/NAME or ORG/NAME@REV (a branch, tag or commit; default main) is that repo
+  on the Hugging Face hub (--hub-url URL for another hub): converted once to --dtype (default q4)
+  into --cache-dir, then read from there without the network.`;
+
+/** What a command that runs a model takes besides --model to import one from the hub. */
+const HUB_OPTIONS: OptionName[] = ['hub-url', 'cache-dir', 'dtype'];
+
+/** --dtype where it only says how a model from the hub is stored. */
+const importDtype: Spec = { ...oneOf(CONVERT_DTYPES), allowed: `one of ${CONVERT_DTYPES.join(', ')}: how a model from the hub is stored (default q4)` };
+
+/**
+ * --model with the hub options given. `importDtypeOnly`: whether --dtype is this command's import
+ * type only (prune's --dtype is its output's, which an imported model shares).
+ */
+function modelArg(a: Args, importDtypeOnly = true): ModelArg {
+  const given = HUB_OPTIONS.filter((n) => a.has(n) && (importDtypeOnly || n !== 'dtype'));
+  return new ModelArg(a.required<string>('model'), {
+    hubUrl: a.get('hub-url'),
+    cacheDir: a.get('cache-dir'),
+    dtype: a.get<ConvertDtype>('dtype'),
+    hubOnly: given,
+  });
+}
 
 const COMMON_USAGE = `  --verbose: driver messages (Dawn, Vulkan, Mesa) on stderr, which are dropped otherwise, and the
   stack of an unexpected error. Exit codes: 0 done; 1 the model, an input file or the device failed;
@@ -114,7 +154,8 @@ interface Command {
 
 /** The files a command reads, checked after the options and before the run. */
 interface Inputs {
-  folders?: Partial<Record<OptionName, string>>;
+  /** --model: checked first (a folder, or a hub repo id). */
+  model?: ModelArg;
   files?: Partial<Record<OptionName, string>>;
   run(): Promise<void>;
 }
@@ -145,16 +186,17 @@ function noGreedyConflict(a: Args): void {
 const logits: Command = {
   synopsis: `molm logits   --model DIR --ids 5,17,3 --out FILE
       float32 little-endian logits [T, vocab] of every position, from one prefill.`,
-  options: ['model', 'ids', 'out', ...DEVICE_OPTIONS],
+  options: ['model', 'ids', 'out', ...DEVICE_OPTIONS, ...HUB_OPTIONS],
+  specs: { dtype: importDtype },
   prepare(a) {
-    const dir = a.required<string>('model');
+    const given = modelArg(a);
     const ids = a.required<number[]>('ids');
     const out = a.required<string>('out');
     const open = openOptions(a, { maxContext: ids.length });
     return {
-      folders: { model: dir },
+      model: given,
       async run() {
-        const model = await openModel(dir, open);
+        const model = await openModel(await given.dir(), open);
         try {
           const logits = await model.prefillLogits(ids);
           await writeFile(out, new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
@@ -189,11 +231,13 @@ const generate: Command = {
     'stop',
     'json',
     ...DEVICE_OPTIONS,
+    ...HUB_OPTIONS,
   ],
+  specs: { dtype: importDtype },
   prepare(a) {
     a.exclusive(['prompt', 'ids'], true);
     noGreedyConflict(a);
-    const dir = a.required<string>('model');
+    const given = modelArg(a);
     const json = a.flag('json');
     if (a.has('prompt')) {
       const prompt = a.required<string>('prompt');
@@ -209,9 +253,9 @@ const generate: Command = {
         stop: a.get<string[]>('stop'),
       };
       return {
-        folders: { model: dir },
+        model: given,
         async run() {
-          const { engine } = await openEngine(dir, open);
+          const { engine } = await openEngine(await given.dir(), open);
           try {
             const stream = engine.generate(prompt, options);
             for await (const piece of stream) if (!json) process.stdout.write(piece);
@@ -251,9 +295,9 @@ const generate: Command = {
       : GREEDY;
     const open = openOptions(a, { maxContext: Math.max(ids.length + n, 1) });
     return {
-      folders: { model: dir },
+      model: given,
       async run() {
-        const model = await openModel(dir, open);
+        const model = await openModel(await given.dir(), open);
         try {
           const tokens: number[] = [];
           for await (const id of model.generate(ids, n, sampling)) {
@@ -281,18 +325,20 @@ function windowFits(a: Args): void {
 const evalCommand: Command = {
   synopsis: `molm eval     --model DIR --text FILE [--window W] [--max-tokens N] [--json]
       perplexity of the model on a text file, and tokens scored per second.`,
-  options: ['model', 'text', 'window', 'max-tokens', 'json', ...DEVICE_OPTIONS],
+  options: ['model', 'text', 'window', 'max-tokens', 'json', ...DEVICE_OPTIONS, ...HUB_OPTIONS],
+  specs: { dtype: importDtype },
   prepare(a) {
-    const dir = a.required<string>('model');
+    const given = modelArg(a);
     const file = a.required<string>('text');
     const maxTokens = a.get<number>('max-tokens');
     windowFits(a);
     const open = openOptions(a);
     const json = a.flag('json');
     return {
-      folders: { model: dir },
+      model: given,
       files: { text: file },
       async run() {
+        const dir = await given.dir();
         const tokenizer = await openTokenizer(dir);
         let ids = tokenizer.encode(await readFile(file, 'utf8'));
         if (maxTokens !== undefined) ids = ids.slice(0, maxTokens);
@@ -304,7 +350,7 @@ const evalCommand: Command = {
             onWindow: json ? undefined : (done, total) => process.stderr.write(`\r${done}/${total} tokens`),
           });
           if (!json) process.stderr.write('\n');
-          const out = { model: dir, device: model.description, ...r };
+          const out = { model: given.value, device: model.description, ...r };
           process.stdout.write(
             json
               ? JSON.stringify(out) + '\n'
@@ -321,19 +367,28 @@ const evalCommand: Command = {
 const profile: Command = {
   synopsis: `molm profile  --model DIR --text FILE --out usage.json [--window W] [--max-tokens N] [--json]
       per layer, how often the text's tokens chose each attention and MLP expert, and their gate mass.`,
-  options: ['model', 'text', 'out', 'window', 'max-tokens', 'json', ...DEVICE_OPTIONS],
+  options: ['model', 'text', 'out', 'window', 'max-tokens', 'json', ...DEVICE_OPTIONS, ...HUB_OPTIONS],
+  specs: { dtype: importDtype },
   prepare(a) {
-    const modelDir = a.required<string>('model');
+    const model = modelArg(a);
     const textFile = a.required<string>('text');
     const out = a.required<string>('out');
     windowFits(a);
     const open = openOptions(a);
     const json = a.flag('json');
     return {
-      folders: { model: modelDir },
+      model,
       files: { text: textFile },
       async run() {
-        const usage = await runProfile({ modelDir, textFile, out, window: a.get('window'), maxTokens: a.get('max-tokens'), open, quiet: json });
+        const usage = await runProfile({
+          modelDir: await model.dir(),
+          textFile,
+          out,
+          window: a.get('window'),
+          maxTokens: a.get('max-tokens'),
+          open,
+          quiet: json,
+        });
         const summary = { out, tokens: usage.tokens, layers: usage.layers.length };
         process.stdout.write(json ? JSON.stringify(summary) + '\n' : `${usage.tokens} tokens profiled over ${usage.layers.length} layers → ${out}\n`);
       },
@@ -345,19 +400,19 @@ const prune: Command = {
   synopsis: `molm prune    --model DIR --usage usage.json (--keep N | --mass P) --out DIR2 [--dtype q8] [--json]
       a model with, per layer, only the experts the profiled text uses most (docs/experts.md);
       --dtype as molm convert (default: the model's own).`,
-  options: ['model', 'usage', 'keep', 'mass', 'out', 'dtype', 'json'],
+  options: ['model', 'usage', 'keep', 'mass', 'out', 'dtype', 'json', 'hub-url', 'cache-dir'],
   prepare(a) {
     a.exclusive(['keep', 'mass'], true);
-    const modelDir = a.required<string>('model');
+    const model = modelArg(a, false);
     const usageFile = a.required<string>('usage');
     const outDir = a.required<string>('out');
     const json = a.flag('json');
     return {
-      folders: { model: modelDir },
+      model,
       files: { usage: usageFile },
       async run() {
         const r = await runPrune({
-          modelDir,
+          modelDir: await model.dir(),
           usageFile,
           outDir,
           rule: a.has('keep') ? { keep: a.required('keep') } : { mass: a.required('mass') },
@@ -379,18 +434,19 @@ const bench: Command = {
       prefill and decode throughput on this adapter (decode after C tokens of context, default 128;
       32 new tokens unless --new-tokens), time to first token, GPU memory, dispatches per token, a copy
       kernel's bandwidth and the decode roofline ratio; --kernels adds each kernel's time (dispatched alone).`,
-  options: ['model', 'context', 'prompt-tokens', 'new-tokens', 'kernels', 'json', ...DEVICE_OPTIONS],
+  options: ['model', 'context', 'prompt-tokens', 'new-tokens', 'kernels', 'json', ...DEVICE_OPTIONS, ...HUB_OPTIONS],
+  specs: { dtype: importDtype },
   prepare(a) {
     a.exclusive(['context', 'prompt-tokens']);
-    const dir = a.required<string>('model');
+    const given = modelArg(a);
     const promptTokens = a.get<number>('context') ?? a.get('prompt-tokens', 128);
     const newTokens = a.get('new-tokens', 32);
     const open = openOptions(a, { maxContext: promptTokens + newTokens });
     const json = a.flag('json');
     return {
-      folders: { model: dir },
+      model: given,
       async run() {
-        const model = await openModel(dir, open);
+        const model = await openModel(await given.dir(), open);
         try {
           const r = await runBench(model, { promptTokens, newTokens, kernels: a.flag('kernels') });
           process.stdout.write(
@@ -433,18 +489,20 @@ const synth: Command = {
 };
 
 const convert: Command = {
-  synopsis: `molm convert  --model HF_DIR --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32]
+  synopsis: `molm convert  --model HF_DIR|ORG/NAME[@REV] --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32] [--hub-url URL]
       molm-web's shard format (manifest.json + shard-NNNNN.bin, docs/format.md); matrices in the
-      dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32.`,
-  options: ['model', 'out', 'dtype', 'shard-mib'],
+      dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32. A hub repo is read in
+      place (Range requests), without a copy in the cache.`,
+  options: ['model', 'out', 'dtype', 'shard-mib', 'hub-url'],
   prepare(a) {
-    const modelDir = a.required<string>('model');
+    const model = new ModelArg(a.required<string>('model'), { hubUrl: a.get('hub-url'), hubOnly: a.has('hub-url') ? ['hub-url'] : [] });
     const outDir = a.required<string>('out');
     const dtype = a.required<string>('dtype');
     return {
-      folders: { model: modelDir },
+      model,
       async run() {
-        process.stdout.write((await runConvert({ modelDir, outDir, dtype, shardMiB: a.get('shard-mib') })) + '\n');
+        const line = await runConvert({ modelDir: model.value, source: model.isHub ? model.source() : undefined, outDir, dtype, shardMiB: a.get('shard-mib') });
+        process.stdout.write(line + '\n');
       },
     };
   },
@@ -495,21 +553,18 @@ const KNOWN_ERRORS = new Set([
 
 /** The files a command names, there before anything is opened; a missing one is an input error (exit 1). */
 async function checkInputs(inputs: Inputs): Promise<void> {
-  const check = async (option: string, p: string, folder: boolean) => {
+  await inputs.model?.check();
+  for (const [option, p] of Object.entries(inputs.files ?? {})) {
+    if (p === undefined) continue;
     let s: Awaited<ReturnType<typeof stat>>;
     try {
       s = await stat(p);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
-      const what = folder ? 'the folder that holds the model (config.json or manifest.json, with its weights)' : 'an existing file';
-      throw new MolmError(`--${option} ${p} does not exist: give ${what}.`);
+      throw new MolmError(`--${option} ${p} does not exist: give an existing file.`);
     }
-    if (folder && !s.isDirectory())
-      throw new MolmError(`--${option} ${p} is not a folder: give the folder that holds the model's config.json or manifest.json.`);
-    if (!folder && !s.isFile()) throw new MolmError(`--${option} ${p} is not a file.`);
-  };
-  for (const [option, p] of Object.entries(inputs.folders ?? {})) if (p !== undefined) await check(option, p, true);
-  for (const [option, p] of Object.entries(inputs.files ?? {})) if (p !== undefined) await check(option, p, false);
+    if (!s.isFile()) throw new MolmError(`--${option} ${p} is not a file.`);
+  }
 }
 
 /**
