@@ -1,3 +1,4 @@
+import type { ByteSource } from './checkpoint/types.ts';
 import { ModelFormatError } from './errors.ts';
 
 // What every reader of a model file refuses, whatever the file claims (docs/format.md, "Limits").
@@ -133,6 +134,23 @@ export function parseJsonFile(bytes: Uint8Array | string, { what, maxBytes, fix 
   } catch (e) {
     throw new ModelFormatError(`${what} is not valid JSON (${describeText((e as Error).message, 120)}); ${fix}.`);
   }
+}
+
+/**
+ * The whole of a file the limits bound (its size checked before a byte is read: a hostile
+ * "config.json" of gigabytes is refused unread); the source is closed either way.
+ */
+export async function readBounded(source: ByteSource, limits: JsonFileLimits): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    if (source.size > limits.maxBytes) {
+      throw new ModelFormatError(`${limits.what} is ${source.size} bytes, more than the ${limits.maxBytes} such a file may have; ${limits.fix}.`);
+    }
+    bytes = await source.read(0, source.size);
+  } finally {
+    await source.close?.();
+  }
+  return bytes;
 }
 
 /** A JSON file that must hold an object. */

@@ -1,7 +1,7 @@
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { expectedTensorShapes, isUnusedBuffer } from '../tensor-names.ts';
 import { ModelFormatError } from '../errors.ts';
-import { LIMITS, checkFileName, parseJsonObject } from '../limits.ts';
+import { LIMITS, checkFileName, parseJsonObject, readBounded } from '../limits.ts';
 import { formatShape } from './bytes.ts';
 import { openSafetensors } from './safetensors.ts';
 import type { TensorFile } from './tensor-file.ts';
@@ -74,17 +74,7 @@ async function readJson(files: FileSource, name: string): Promise<Record<string,
   const source = await files.open(name);
   if (source === null) return null;
   const limits = { what: name, maxBytes: name === 'config.json' ? LIMITS.configBytes : LIMITS.indexBytes, fix: 're-download it' };
-  let bytes: Uint8Array;
-  try {
-    // The size first: a hostile "config.json" of gigabytes is refused before it is read.
-    if (source.size > limits.maxBytes) {
-      throw new ModelFormatError(`${name} is ${source.size} bytes, more than the ${limits.maxBytes} such a file may have; ${limits.fix}.`);
-    }
-    bytes = await source.read(0, source.size);
-  } finally {
-    await source.close?.();
-  }
-  return parseJsonObject(bytes, limits);
+  return parseJsonObject(await readBounded(source, limits), limits);
 }
 
 /** A sharded checkpoint: `weight_map` names, for each tensor, the shard file that holds it. */

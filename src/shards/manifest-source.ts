@@ -1,7 +1,7 @@
 import type { ByteSource, FileSource, TensorInfo, TensorSource } from '../checkpoint/types.ts';
 import { type ModelConfig, parseConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
-import { LIMITS, describeValue, isSafeFileName, parseJsonFile } from '../limits.ts';
+import { LIMITS, describeValue, isSafeFileName, parseJsonFile, readBounded } from '../limits.ts';
 import { expectedTensorShapes } from '../tensor-names.ts';
 import { DTYPE_OF_STORAGE, STORAGE_TYPES, type StorageType, canStore, expertBytesOf, storageBytes, valueBytes } from '../storage-types.ts';
 import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestShard, type ManifestTensor } from '../manifest.ts';
@@ -200,16 +200,7 @@ export async function readManifestJson(files: FileSource): Promise<unknown | nul
   const source = await files.open(MANIFEST_FILE);
   if (source === null) return null;
   const limits = { what: `${files.location}/${MANIFEST_FILE}`, maxBytes: LIMITS.indexBytes, fix: REDOWNLOAD };
-  let bytes: Uint8Array;
-  try {
-    if (source.size > limits.maxBytes) {
-      throw new ModelFormatError(`${limits.what} is ${source.size} bytes, more than the ${limits.maxBytes} a manifest may have; ${REDOWNLOAD}.`);
-    }
-    bytes = await readAll(source);
-  } finally {
-    await source.close?.();
-  }
-  return parseJsonFile(bytes, limits);
+  return parseJsonFile(await readBounded(source, limits), limits);
 }
 
 /**

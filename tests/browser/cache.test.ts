@@ -8,7 +8,7 @@ import { convertModel } from '../../src/shards/convert.ts';
 import type { Manifest } from '../../src/manifest.ts';
 import type { LoadProgress } from '../../src/shards/load-model.ts';
 import type { CachedModel } from '../../src/store/model-cache.ts';
-import { useBrowser, watchPage } from './harness.ts';
+import { callPage, useBrowser, watchPage } from './harness.ts';
 import { startModelServer, type ModelServer } from './model-server.ts';
 import type { LoadRequest, LoadResult } from './pages/cache-page.ts';
 
@@ -69,11 +69,7 @@ async function session(): Promise<Session> {
   const problems = watchPage(page);
   await page.goto(`${env.base}/tests/browser/pages/cache.html`);
   await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
-  const call = <T>(fn: string, ...args: unknown[]) =>
-    page.evaluate(([f, a]) => (window as unknown as { cachePage: Record<string, Function> }).cachePage[f as string](...(a as unknown[])), [
-      fn,
-      args,
-    ] as const) as Promise<T>;
+  const call = <T>(fn: string, ...args: unknown[]) => callPage<T>(page, 'cachePage', fn, ...args);
   return {
     context,
     page,

@@ -9,7 +9,8 @@ import type { LoadProgress } from '../../src/shards/load-model.ts';
 import type { Manifest } from '../../src/manifest.ts';
 import type { CachedModel } from '../../src/store/model-cache.ts';
 import { BUILT_IN_MODEL } from '../built-in-model.ts';
-import { useBrowser, watchPage } from './harness.ts';
+import { callPage, useBrowser, watchPage } from './harness.ts';
+import { rng } from '../shared/numeric.ts';
 import { startModelServer, type ModelServer, type ServedRequest } from './model-server.ts';
 import type { FaultLoadRequest, FaultLoadResult } from './pages/faults-page.ts';
 
@@ -73,7 +74,7 @@ const CUTS = 50;
  * server's `cuts` switch takes them: per shard, ascending offsets into the file.
  */
 function cutsAcross(name: string, n: number, seed: number): Map<string, number[]> {
-  const random = seeded(seed);
+  const random = rng(seed);
   const total = totalOf(name);
   const at = new Set<number>();
   while (at.size < n) at.add(Math.floor(random() * total));
@@ -95,18 +96,6 @@ function expectCutsUsed(): void {
 
 const shardGets = (path: string) => server.requests.filter((q) => q.method === 'GET' && q.path === path);
 
-/** A small deterministic generator (mulberry32): the same faults on every run. */
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Session {
   context: BrowserContext;
   page: Page;
@@ -120,11 +109,7 @@ async function openPage(context: BrowserContext): Promise<Session> {
   const problems = watchPage(page);
   await page.goto(`${env.base}/tests/browser/pages/faults.html`);
   await page.waitForFunction(() => document.getElementById('out')?.textContent === 'ready');
-  const call = <T>(fn: string, ...args: unknown[]) =>
-    page.evaluate(([f, a]) => (window as unknown as { faultsPage: Record<string, Function> }).faultsPage[f as string](...(a as unknown[])), [
-      fn,
-      args,
-    ] as const) as Promise<T>;
+  const call = <T>(fn: string, ...args: unknown[]) => callPage<T>(page, 'faultsPage', fn, ...args);
   return { context, page, problems, call, load: (name, r = {}) => call<FaultLoadResult>('load', { url: modelUrl(name), ...r }) };
 }
 

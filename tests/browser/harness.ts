@@ -95,3 +95,15 @@ export function useBrowser(options: { webgpu?: boolean; isolated?: boolean } = {
   });
   return handle;
 }
+
+/**
+ * Calls function `fn` of the object a test page exposes as `window[api]` with `args` (all
+ * structured-cloneable), and resolves to what it returns.
+ */
+export function callPage<T>(page: Page, api: string, fn: string, ...args: unknown[]): Promise<T> {
+  return page.evaluate(([name, f, a]) => (window as unknown as Record<string, Record<string, (...x: unknown[]) => unknown>>)[name][f](...a), [
+    api,
+    fn,
+    args,
+  ] as const) as Promise<T>;
+}

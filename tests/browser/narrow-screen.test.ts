@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { builtInModelDecoding } from '../built-in-model.ts';
 import { sendMessage } from './demo-driver.ts';
 import { ISOLATION_HEADERS, useBrowser } from './harness.ts';
 import { startModelServer, type ModelServer } from './model-server.ts';
@@ -36,18 +35,7 @@ const longModel = () => `${host.url}/models/long-words/`;
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'molm-narrow-'));
   const dir = join(root, 'models', 'long-words');
-  mkdirSync(dir, { recursive: true });
-  symlinkSync(resolve(BUILT_IN_MODEL.dir, 'shard-00000.bin'), join(dir, 'shard-00000.bin'));
-  const tokenizer = JSON.parse(readFileSync(join(BUILT_IN_MODEL.dir, 'tokenizer.json'), 'utf8'));
-  const replace = { type: 'Replace', pattern: { String: 'the' }, content: `the ${URL_TEXT} ${CODE}` };
-  tokenizer.decoder = { type: 'Sequence', decoders: [tokenizer.decoder, replace] };
-  const tokenizerBytes = Buffer.from(JSON.stringify(tokenizer));
-  writeFileSync(join(dir, 'tokenizer.json'), tokenizerBytes);
-  const manifest = JSON.parse(readFileSync(join(BUILT_IN_MODEL.dir, 'manifest.json'), 'utf8'));
-  if (typeof manifest.tokenizer === 'object' && manifest.tokenizer) {
-    manifest.tokenizer = { ...manifest.tokenizer, bytes: tokenizerBytes.length, sha256: createHash('sha256').update(tokenizerBytes).digest('hex') };
-  }
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  builtInModelDecoding(dir, 'the', `the ${URL_TEXT} ${CODE}`);
   host = await startModelServer(root);
 });
 

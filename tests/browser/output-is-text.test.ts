@@ -1,13 +1,12 @@
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from '../../src/node.ts';
-import { BUILT_IN_MODEL } from '../built-in-model.ts';
+import { builtInModelDecoding } from '../built-in-model.ts';
 import { sendMessage } from './demo-driver.ts';
 import { useBrowser, watchPage } from './harness.ts';
 import { startModelServer, type ModelServer } from './model-server.ts';
@@ -42,18 +41,7 @@ const EVIL_STATUS = '<img src=x onerror="window.__pwned=1"><b id=injected>x</b>'
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'molm-hostile-'));
   const dir = join(root, 'models', 'hostile');
-  mkdirSync(dir, { recursive: true });
-  symlinkSync(resolve(BUILT_IN_MODEL.dir, 'shard-00000.bin'), join(dir, 'shard-00000.bin'));
-  const tokenizer = JSON.parse(readFileSync(join(BUILT_IN_MODEL.dir, 'tokenizer.json'), 'utf8'));
-  tokenizer.decoder = { type: 'Sequence', decoders: [tokenizer.decoder, { type: 'Replace', pattern: { String: 'e' }, content: HOSTILE }] };
-  const tokenizerBytes = Buffer.from(JSON.stringify(tokenizer));
-  writeFileSync(join(dir, 'tokenizer.json'), tokenizerBytes);
-  // The manifest lists its tokenizer's size and hash; the hostile one is listed as it is.
-  const manifest = JSON.parse(readFileSync(join(BUILT_IN_MODEL.dir, 'manifest.json'), 'utf8'));
-  if (typeof manifest.tokenizer === 'object' && manifest.tokenizer) {
-    manifest.tokenizer = { ...manifest.tokenizer, bytes: tokenizerBytes.length, sha256: createHash('sha256').update(tokenizerBytes).digest('hex') };
-  }
-  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  builtInModelDecoding(dir, 'e', HOSTILE);
   host = await startModelServer(root);
   const server = createServer((_req, res) => {
     res.writeHead(500, EVIL_STATUS, { 'Access-Control-Allow-Origin': '*', 'Cross-Origin-Resource-Policy': 'cross-origin', 'Content-Type': 'text/plain' });
