@@ -366,12 +366,17 @@ describe('faults in the browser: each ends in a clear error, and the next load h
         .filter((q) => q.method === 'GET' && q.path.endsWith('.bin'))
         .map((q) => q.path);
 
-    // 1. A slow download; the tab is closed the moment a downloaded shard is in the GPU (its
-    //    write into IndexedDB starts then), while the other download slot is mid-shard.
+    // 1. A slow download; the tab is closed once a downloaded shard is stored (its write into
+    //    IndexedDB commits a little after its upload, later still on a busy machine), while the
+    //    other download slot is mid-shard.
     let s = await openPage(context);
     let closing: Promise<void> | undefined;
+    const closeOnceStored = async (page: Session) => {
+      while ((await page.call<{ shards: string[] }>('stored')).shards.length === 0) await new Promise((r) => setTimeout(r, 10));
+      await page.page.close();
+    };
     await s.page.exposeFunction('reportLoadEvent', (e: LoadProgress) => {
-      if (e.type === 'upload') closing ??= s.page.close();
+      if (e.type === 'upload') closing ??= closeOnceStored(s);
     });
     server.reset();
     server.switches.throttle = { chunk: 4096, delayMs: 10 };
