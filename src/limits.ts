@@ -51,6 +51,10 @@ export const LIMITS = {
   zipEntries: 1 << 18,
   /** The zip's central directory: about 100 bytes per entry. */
   zipCentralDirectoryBytes: 64 << 20,
+  /** An expert pack's shards in all: a pack is held in memory whole while it is merged into its base. */
+  packBytes: 1 << 30,
+  /** Packs on one model at once. */
+  packsPerModel: 16,
   /** A zip entry's name ("<archive>/data/<key>", under 100 bytes in a torch.save archive). */
   zipNameLength: 1024,
 } as const;

@@ -50,4 +50,49 @@ export interface Manifest {
   dtype: StorageType;
   tensors: ManifestTensor[];
   shards: ManifestShard[];
+  /**
+   * The content hash of the weights (src/packs/weights-hash.ts): what an expert pack names as
+   * its base. Written by \`molm convert\`; absent in models converted before packs existed.
+   */
+  weightsSha256?: string;
 }
+
+// Expert packs (src/packs/, docs/format.md "Expert packs"): the same shard format, with a
+// description of what the pack adds to which base instead of a config.
+
+export const PACK_FORMAT = 'molm-web-pack';
+export const PACK_VERSION = 1;
+
+/** What a pack adds to every layer. */
+export interface PackAdds {
+  /** Attention experts added to every layer's attention MoE. */
+  attExperts: number;
+  /** MLP experts added to every layer's MLP MoE. */
+  mlpExperts: number;
+  /** Hidden units added to every router (attention and MLP alike); only the new experts' logits read them. */
+  routerUnits: number;
+}
+
+/** A pack's description, as its manifest (and the pack.json of its source folder) holds it. */
+export interface PackInfo {
+  name: string;
+  domain: string;
+  description: string;
+  base: { name: string; weightsSha256: string };
+  adds: PackAdds;
+  /** How it was trained: the data, held-out parts, time (free JSON, bounded in size). */
+  training: Record<string, unknown>;
+}
+
+/** A converted pack's manifest.json. */
+export interface PackManifest extends PackInfo {
+  format: typeof PACK_FORMAT;
+  version: number;
+  /** The storage type the converter was asked for (matrices; vectors stay f32). */
+  dtype: StorageType;
+  tensors: ManifestTensor[];
+  shards: ManifestShard[];
+}
+
+/** What the shard cache stores: a model's manifest or a pack's. */
+export type StoredManifest = Manifest | PackManifest;

@@ -13,6 +13,8 @@ import { ReferenceModel, loadReferenceWeights } from '../reference/model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import type { ExpertBudget } from '../model/expert-streamer.ts';
 import { loadWasmModel } from '../wasm/load.ts';
+import { openPackFolder } from '../packs/load-pack.ts';
+import type { LoadedPack } from '../packs/pack-shapes.ts';
 import type { WasmModel } from '../wasm/model.ts';
 
 /** A model the CLI commands drive: on WebGPU (Dawn) or on the float64 CPU reference. */
@@ -33,6 +35,15 @@ export interface OpenOptions {
   maxContext?: number;
   prefillChunk?: number;
   expertBudget?: ExpertBudget;
+  /** --pack: converted expert packs merged into the model. */
+  packs?: string[];
+}
+
+/** The --pack folders, read and verified (checked against the model when it opens). */
+export async function openPacks(dirs: readonly string[] = []): Promise<LoadedPack[]> {
+  const packs: LoadedPack[] = [];
+  for (const dir of dirs) packs.push(await openPackFolder(nodeFileSource(dir)));
+  return packs;
 }
 
 export async function openModel(dir: string, o: OpenOptions): Promise<CliModel> {
@@ -42,7 +53,12 @@ export async function openModel(dir: string, o: OpenOptions): Promise<CliModel> 
 
 async function openWasm(dir: string, o: OpenOptions): Promise<CliModel> {
   if (o.expertBudget) throw new UsageError('--gpu-memory-budget applies to --device gpu only.');
-  const model = await loadWasmModel(nodeFileSource(dir), { maxContext: o.maxContext, prefillChunk: o.prefillChunk, threads: o.threads });
+  const model = await loadWasmModel(nodeFileSource(dir), {
+    maxContext: o.maxContext,
+    prefillChunk: o.prefillChunk,
+    threads: o.threads,
+    packs: await openPacks(o.packs),
+  });
   return Object.assign(model, { wasm: model, close: () => model.destroy() });
 }
 
@@ -52,6 +68,7 @@ async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {
     maxContext: o.maxContext,
     prefillChunk: o.prefillChunk,
     expertBudget: o.expertBudget,
+    packs: await openPacks(o.packs),
   });
   return Object.assign(model, { description: model.ctx.description, gpu: model, close: () => model.destroy() });
 }
@@ -59,7 +76,7 @@ async function openGpu(dir: string, o: OpenOptions): Promise<CliModel> {
 /** The float64 TypeScript reference behind the same interface (`--device cpu`). */
 async function openCpu(dir: string, o: OpenOptions): Promise<CliModel> {
   if (o.expertBudget) throw new UsageError('--gpu-memory-budget applies to --device gpu only.');
-  const { config, tensors } = await openModelFolder(nodeFileSource(dir));
+  const { config, tensors } = await openModelFolder(nodeFileSource(dir), { packs: await openPacks(o.packs) });
   const weights = await loadReferenceWeights(tensors);
   await tensors.close();
   const model = referenceTokenModel(new ReferenceModel(config, weights), o.maxContext ?? defaultMaxContext(config));

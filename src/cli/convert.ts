@@ -4,6 +4,7 @@ import type { FileSource } from '../checkpoint/types.ts';
 import { UsageError } from '../errors.ts';
 import { type ConvertProgress, convertModel } from '../shards/convert.ts';
 import { CONVERT_DTYPES, type ConvertDtype } from '../shards/plan.ts';
+import { convertPack, readPackSourceInfo } from '../packs/convert-pack.ts';
 
 export interface ConvertCommandOptions {
   modelDir: string;
@@ -74,11 +75,23 @@ export async function runConvert(o: ConvertCommandOptions): Promise<string> {
   if (!o.source && resolve(o.modelDir) === resolve(o.outDir)) {
     throw new UsageError('--out must be a different folder from --model (the converted model is written next to nothing else).');
   }
+  const source = o.source ?? nodeFileSource(o.modelDir);
   const progress = progressReporter(o.stream);
+  if (!o.source && (await readPackSourceInfo(source)) !== null) {
+    // A pack's source folder (pack.json + model.safetensors): converted into a pack.
+    let pack: Awaited<ReturnType<typeof convertPack>>;
+    try {
+      pack = await convertPack({ source, outDir: o.outDir, dtype: dtype as ConvertDtype, shardBytes, onProgress: (p) => progress.update(p) });
+    } finally {
+      progress.done();
+    }
+    const bytes = pack.shards.reduce((a, s) => a + s.bytes, 0);
+    return `expert pack ${pack.name}: ${pack.tensors.length} tensors, ${pack.shards.length} shard(s), ${mib(bytes)} MiB (${dtype}) written to ${resolve(o.outDir)}`;
+  }
   let manifest: Awaited<ReturnType<typeof convertModel>>;
   try {
     manifest = await convertModel({
-      source: o.source ?? nodeFileSource(o.modelDir),
+      source,
       outDir: o.outDir,
       dtype: dtype as ConvertDtype,
       shardBytes,

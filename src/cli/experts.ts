@@ -7,6 +7,7 @@ import { prunedTensors, selectExperts, type ExpertSelection, type PruneRule } fr
 import { parseExpertUsage, profileExperts, type ExpertUsage } from '../experts/usage.ts';
 import { writeConvertedModel } from '../shards/convert.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
+import { openPacks } from './backend.ts';
 import { CONVERT_DTYPES, type ConvertDtype } from '../shards/plan.ts';
 import { openModel, openTokenizer, type OpenOptions } from './backend.ts';
 
@@ -47,10 +48,17 @@ export interface PruneSummary {
   sourceBytes: number | null;
 }
 
-export async function runPrune(o: { modelDir: string; usageFile: string; rule: PruneRule; outDir: string; dtype?: string }): Promise<PruneSummary> {
+export async function runPrune(o: {
+  modelDir: string;
+  usageFile: string;
+  rule: PruneRule;
+  outDir: string;
+  dtype?: string;
+  packs?: string[];
+}): Promise<PruneSummary> {
   if (resolve(o.modelDir) === resolve(o.outDir)) throw new UsageError('--out must be a new folder, not the model being pruned.');
   const files = nodeFileSource(o.modelDir);
-  const { config, rawConfig, tensors, manifest } = await openModelFolder(files);
+  const { config, rawConfig, tensors, manifest } = await openModelFolder(files, { packs: await openPacks(o.packs) });
   try {
     const usage = parseExpertUsage(JSON.parse(await readFile(o.usageFile, 'utf8')), config, o.usageFile);
     const dtype = (o.dtype ?? manifest?.dtype ?? 'f32') as ConvertDtype;

@@ -10,6 +10,7 @@ import { evaluatePerplexity } from './eval.ts';
 import { runConvert } from './convert.ts';
 import { runProfile, runPrune } from './experts.ts';
 import { synthesize } from './synth.ts';
+import { runMerge } from '../packs/merge-command.ts';
 import { type Args, MAX_TOKENS, OptionError, decimal, findCommand, flag, oneOf, parseCommandLine, path, text, wholeNumber, type Spec } from './args.ts';
 
 /** Token ids: the vocabulary may have at most 2^20 entries (src/limits.ts). */
@@ -64,6 +65,7 @@ const hubUrl: Spec = {
 /** Every option any command takes; a command picks its own (and may take one with its own values). */
 const OPTIONS = {
   model: path('DIR', 'a model folder, or ORG/NAME[@REV] on the Hugging Face hub'),
+  pack: { ...path('DIR', 'a converted expert pack merged into the model (docs/extending.md); repeatable'), multiple: true },
   'hub-url': hubUrl,
   'cache-dir': path('DIR', 'where models from the hub are kept, converted (default $XDG_CACHE_HOME/molm-web or ~/.cache/molm-web)'),
   ids: tokenIds,
@@ -105,9 +107,10 @@ const OPTIONS = {
 
 type OptionName = keyof typeof OPTIONS;
 
-const DEVICE_OPTIONS: OptionName[] = ['device', 'threads', 'max-context', 'prefill-chunk', 'gpu-memory-budget', 'expert-eviction'];
+const DEVICE_OPTIONS: OptionName[] = ['pack', 'device', 'threads', 'max-context', 'prefill-chunk', 'gpu-memory-budget', 'expert-eviction'];
 
-const DEVICE_USAGE = `  --device gpu|wasm|cpu: WebGPU through Dawn (the default), the WebAssembly CPU engine (--threads N,
+const DEVICE_USAGE = `  --pack DIR (repeatable) merges a converted expert pack into the model at load time.
+  --device gpu|wasm|cpu: WebGPU through Dawn (the default), the WebAssembly CPU engine (--threads N,
   default the machine's cores up to 16) or the float64 TypeScript reference. --max-context N: the
   context the model is built for; --prefill-chunk N: prompt rows per step. --gpu-memory-budget
   BYTES|25% keeps that much of the expert weights on the GPU and streams the rest in when picked
@@ -173,6 +176,7 @@ function openOptions(a: Args, fallback: { maxContext?: number } = {}): OpenOptio
     maxContext: a.get('max-context', fallback.maxContext),
     prefillChunk: a.get('prefill-chunk'),
     expertBudget: bytes === undefined ? undefined : { bytes, policy: a.get('expert-eviction') },
+    packs: a.get<string[]>('pack'),
   };
 }
 
@@ -400,7 +404,7 @@ const prune: Command = {
   synopsis: `molm prune    --model DIR --usage usage.json (--keep N | --mass P) --out DIR2 [--dtype q8] [--json]
       a model with, per layer, only the experts the profiled text uses most (docs/experts.md);
       --dtype as molm convert (default: the model's own).`,
-  options: ['model', 'usage', 'keep', 'mass', 'out', 'dtype', 'json', 'hub-url', 'cache-dir'],
+  options: ['model', 'pack', 'usage', 'keep', 'mass', 'out', 'dtype', 'json', 'hub-url', 'cache-dir'],
   prepare(a) {
     a.exclusive(['keep', 'mass'], true);
     const model = modelArg(a, false);
@@ -417,6 +421,7 @@ const prune: Command = {
           outDir,
           rule: a.has('keep') ? { keep: a.required('keep') } : { mass: a.required('mass') },
           dtype: a.get('dtype'),
+          packs: a.get('pack'),
         });
         const mb = (n: number) => (n / 1e6).toFixed(1);
         process.stdout.write(
@@ -492,7 +497,8 @@ const convert: Command = {
   synopsis: `molm convert  --model HF_DIR|ORG/NAME[@REV] --out DIR --dtype f32|f16|bf16|q8|q4 [--shard-mib 32] [--hub-url URL]
       molm-web's shard format (manifest.json + shard-NNNNN.bin, docs/format.md); matrices in the
       dtype (q8/q4: f16 where a matrix cannot be quantised), vectors f32. A hub repo is read in
-      place (Range requests), without a copy in the cache.`,
+      place (Range requests), without a copy in the cache. A folder with a pack.json (an expert
+      pack's source, tools/train/pack.py) becomes a converted pack.`,
   options: ['model', 'out', 'dtype', 'shard-mib', 'hub-url'],
   prepare(a) {
     const model = new ModelArg(a.required<string>('model'), { hubUrl: a.get('hub-url'), hubOnly: a.has('hub-url') ? ['hub-url'] : [] });
@@ -508,7 +514,33 @@ const convert: Command = {
   },
 };
 
-const COMMANDS: Record<string, Command> = { logits, generate, eval: evalCommand, profile, prune, bench, synth, convert };
+const merge: Command = {
+  synopsis: `molm merge    --model DIR --pack DIR [--pack DIR ...] --out DIR2 [--json]
+      the model with the expert packs merged in, as an ordinary F32 Hugging Face checkpoint
+      (config.json, model.safetensors, tokenizer.json) that PyTorch loads (docs/extending.md).`,
+  options: ['model', 'pack', 'out', 'json', 'hub-url', 'cache-dir', 'dtype'],
+  specs: { dtype: importDtype },
+  prepare(a) {
+    const model = modelArg(a);
+    const packDirs = a.get<string[]>('pack', []);
+    if (packDirs.length === 0) throw new OptionError('molm merge needs at least one --pack DIR.');
+    const outDir = a.required<string>('out');
+    const json = a.flag('json');
+    return {
+      model,
+      async run() {
+        const r = await runMerge({ modelDir: await model.dir(), packDirs, outDir });
+        process.stdout.write(
+          json
+            ? JSON.stringify(r) + '\n'
+            : `${r.nAttExperts} attention and ${r.nMlpExperts} MLP experts per layer, router width ${r.gatingSize} → ${r.out} (F32, ${(r.bytes / 1e6).toFixed(1)} MB)\n`,
+        );
+      },
+    };
+  },
+};
+
+const COMMANDS: Record<string, Command> = { logits, generate, eval: evalCommand, profile, prune, bench, synth, convert, merge };
 
 const USAGE = `molm: MoLM (ModuleFormer) inference on WebGPU (Dawn), WebAssembly or the CPU reference.
 
@@ -516,7 +548,7 @@ ${Object.values(COMMANDS)
   .map((c) => '  ' + c.synopsis)
   .join('\n')}
 
-  Commands that run a model (logits, generate, eval, profile, bench):
+  Commands that run a model (logits, generate, eval, profile, bench; --pack also prune):
 ${DEVICE_USAGE}
 ${DIR_USAGE}
 ${COMMON_USAGE}

@@ -7,14 +7,18 @@ import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { GpuModel, planExpertStreaming, type GpuModelOptions } from './model.ts';
 import { GpuWeights } from './weights.ts';
 import { planWeights } from '../weight-plan.ts';
+import type { LoadedPack } from '../packs/pack-shapes.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint, or a converted one: src/shards/model-folder.ts) → GPU
  * model: reads the config and the tensor table, plans the weight storage, asks the adapter for a
  * device with exactly the limits that plan needs, then streams the weights in. Nothing is uploaded before the device is known to be able to hold the model.
  */
-export async function loadGpuModel(files: FileSource, options: GpuModelOptions & GpuContextOptions = {}): Promise<GpuModel> {
-  const { config, tensors } = await openModelFolder(files);
+export async function loadGpuModel(
+  files: FileSource,
+  options: GpuModelOptions & GpuContextOptions & { packs?: readonly LoadedPack[] } = {},
+): Promise<GpuModel> {
+  const { config, tensors } = await openModelFolder(files, { packs: options.packs });
   try {
     const plan = planWeights(config, tensors, { matrixType: options.matrixType });
     const ctx = await GpuContext.create(GpuModel.requirements(config, plan, options), options);
@@ -41,6 +45,8 @@ export interface LoadModelOptions extends ShardLoadOptions {
   prefillChunk?: number;
   /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
   expertBudget?: ExpertBudget;
+  /** Expert packs merged into the model (loadPack). */
+  packs?: readonly LoadedPack[];
 }
 
 /**

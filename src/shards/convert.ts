@@ -7,8 +7,11 @@ import type { ModelConfig } from '../config.ts';
 import { ModelFormatError } from '../errors.ts';
 import { tensorEncoder } from './encode.ts';
 import { readFolderTokenizer } from './load-tokenizer.ts';
-import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile } from '../manifest.ts';
-import { type ConvertDtype, DEFAULT_SHARD_BYTES, planShards, shardFileName, tensorsToPlace } from './plan.ts';
+import { MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile, type ManifestTensor } from '../manifest.ts';
+import { type ConvertDtype, DEFAULT_SHARD_BYTES, type TensorToPlace, planShards, shardFileName, tensorsToPlace } from './plan.ts';
+import { combineHashLines, tensorHashLine } from '../packs/weights-hash.ts';
+import { decodeTensor } from '../quant/decode.ts';
+import { DTYPE_OF_STORAGE, valueBytes } from '../storage-types.ts';
 
 // `molm convert`: a Hugging Face checkpoint folder → manifest.json + shard-NNNNN.bin (Node).
 // One tensor is read, then converted and appended to its shard file(s) one piece at a time
@@ -116,12 +119,61 @@ export interface WriteModelOptions extends Omit<ConvertOptions, 'source'> {
 /** Writes tensors (any dtype a TensorSource gives) as a converted model in `o.outDir`. */
 export async function writeConvertedModel(o: WriteModelOptions): Promise<Manifest> {
   const { config, rawConfig, tensors } = o;
-  const plan = planShards(tensorsToPlace(config, o.dtype), o.shardBytes ?? DEFAULT_SHARD_BYTES);
   await mkdir(o.outDir, { recursive: true });
   // A previous conversion's manifest would describe shards that are about to be overwritten.
   await rm(join(o.outDir, MANIFEST_FILE), { force: true });
+  const hashLines = new Map<string, string>();
+  const written = await writeShards(o, tensorsToPlace(config, o.dtype), tensors, async (t, stored) => {
+    const info = { dtype: DTYPE_OF_STORAGE[t.storage], shape: t.shape };
+    hashLines.set(t.name, await tensorHashLine(t.name, t.shape, decodeTensor(stored.subarray(0, valueBytes(t.shape, t.storage)), info)));
+  });
+  const tokenizer = await copyTokenizer(o.tokenizerFrom, join(o.outDir, TOKENIZER_FILE));
+  if (!tokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    config: rawConfig,
+    tokenizer,
+    dtype: o.dtype,
+    tensors: written.tensors,
+    shards: written.shards,
+    weightsSha256: await combineHashLines(hashLines),
+  };
+  await writeManifest(o.outDir, manifest, written.shards);
+  return manifest;
+}
 
-  const shards: Manifest['shards'] = [];
+/**
+ * Writes manifest.json last, through a rename (a folder whose conversion was interrupted has no
+ * manifest), and removes the shards of an earlier, larger conversion into the same folder.
+ */
+export async function writeManifest(outDir: string, manifest: object, shards: readonly ManifestFile[]): Promise<void> {
+  const tmp = join(outDir, `${MANIFEST_FILE}.tmp`);
+  const file = await open(tmp, 'w');
+  try {
+    await file.writeFile(JSON.stringify(manifest, null, 1) + '\n');
+  } finally {
+    await file.close();
+  }
+  await rename(tmp, join(outDir, MANIFEST_FILE));
+  const listed = new Set(shards.map((s) => s.file));
+  for (const name of await readdir(outDir)) {
+    if (/^shard-\d{5,}\.bin$/.test(name) && !listed.has(name)) await rm(join(outDir, name), { force: true });
+  }
+}
+
+/**
+ * Converts each tensor to its storage type and appends it to its shard(s), one tensor at a time;
+ * `onTensor` sees each tensor's whole stored bytes (for the weights hash).
+ */
+export async function writeShards(
+  o: { outDir: string; shardBytes?: number; onProgress?: (p: ConvertProgress) => void },
+  toPlace: TensorToPlace[],
+  tensors: TensorSource,
+  onTensor?: (t: TensorToPlace, stored: Uint8Array) => Promise<void>,
+): Promise<{ tensors: ManifestTensor[]; shards: ManifestFile[] }> {
+  const plan = planShards(toPlace, o.shardBytes ?? DEFAULT_SHARD_BYTES);
+  const shards: ManifestFile[] = [];
   let writer: ShardWriter | null = null;
   let done = 0;
   try {
@@ -130,13 +182,16 @@ export async function writeConvertedModel(o: WriteModelOptions): Promise<Manifes
       if (!info) throw new ModelFormatError(`The checkpoint has no tensor "${t.name}".`);
       const encoder = tensorEncoder(await tensors.read(t.name), info.dtype, t.shape, t.storage);
       if (encoder.bytes !== t.bytes) throw new Error(`${t.name}: ${encoder.bytes} storage bytes, planned ${t.bytes}`);
+      // The whole stored tensor at once when someone wants it; else a piece at a time.
+      const whole = onTensor ? encoder.range(0, encoder.bytes) : null;
+      if (whole) await onTensor!(t, whole);
       let at = 0;
       for (const p of t.pieces) {
         if (writer === null || writer.index !== p.shard) {
           if (writer !== null) shards.push({ file: shardFileName(writer.index), ...(await writer.finish()) });
           writer = await ShardWriter.create(o.outDir, p.shard);
         }
-        await writer.append(p.offset, encoder.range(at, at + p.bytes));
+        await writer.append(p.offset, whole ? whole.subarray(at, at + p.bytes) : encoder.range(at, at + p.bytes));
         at += p.bytes;
         done += p.bytes;
         o.onProgress?.({ doneBytes: done, totalBytes: plan.totalBytes, tensor: t.name, shard: p.shard, shards: plan.shardBytes.length });
@@ -151,30 +206,5 @@ export async function writeConvertedModel(o: WriteModelOptions): Promise<Manifes
   for (let i = 0; i < shards.length; i++) {
     if (shards[i].bytes !== plan.shardBytes[i]) throw new Error(`shard ${i}: wrote ${shards[i].bytes} bytes, planned ${plan.shardBytes[i]}`);
   }
-
-  const tokenizer = await copyTokenizer(o.tokenizerFrom, join(o.outDir, TOKENIZER_FILE));
-  if (!tokenizer) await rm(join(o.outDir, TOKENIZER_FILE), { force: true });
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
-    config: rawConfig,
-    tokenizer,
-    dtype: o.dtype,
-    tensors: plan.tensors,
-    shards,
-  };
-  const tmp = join(o.outDir, `${MANIFEST_FILE}.tmp`);
-  const file = await open(tmp, 'w');
-  try {
-    await file.writeFile(JSON.stringify(manifest, null, 1) + '\n');
-  } finally {
-    await file.close();
-  }
-  await rename(tmp, join(o.outDir, MANIFEST_FILE));
-  // Shards of an earlier, larger conversion into the same folder are no longer listed.
-  const listed = new Set(shards.map((s) => s.file));
-  for (const name of await readdir(o.outDir)) {
-    if (/^shard-\d{5,}\.bin$/.test(name) && !listed.has(name)) await rm(join(o.outDir, name), { force: true });
-  }
-  return manifest;
+  return { tensors: plan.tensors, shards };
 }

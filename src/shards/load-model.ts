@@ -5,7 +5,9 @@ import { planStoredWeights, type WeightPlan } from '../weight-plan.ts';
 import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
 import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
-import type { Manifest } from '../manifest.ts';
+import type { StoredManifest } from '../manifest.ts';
+import { PackMerge } from '../packs/merge.ts';
+import { type LoadedPack, type PackRange, checkPackAgainstBase } from '../packs/pack-shapes.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
 // A converted model (manifest.json + shards) from a URL into a backend's memory, through the
@@ -58,7 +60,12 @@ export interface WeightSink {
 }
 
 /** A backend's side of a load: called once the plan is known, before any shard is read. */
-export type WeightConsumer<M> = (model: { config: ModelConfig; plan: WeightPlan }) => Promise<{
+export type WeightConsumer<M> = (model: {
+  config: ModelConfig;
+  plan: WeightPlan;
+  /** Where the packs' experts are, when packs are merged in. */
+  packs?: PackRange[];
+}) => Promise<{
   sink: WeightSink;
   /** Every piece is in: the model. */
   finish(): Promise<M>;
@@ -79,7 +86,7 @@ interface Piece {
 }
 
 /** Each shard's pieces, in shard order, with where they go in their tensors. */
-function piecesByShard(manifest: Manifest, plan: WeightPlan): Piece[][] {
+function piecesByShard(manifest: StoredManifest, plan: WeightPlan): Piece[][] {
   const used = new Set(plan.entries.map((e) => e.name));
   const out: Piece[][] = manifest.shards.map(() => []);
   for (const t of manifest.tensors) {
@@ -166,7 +173,48 @@ async function putRecord(store: ShardStore, record: ModelRecord): Promise<void> 
  * browser's storage cannot hold the model; nothing cached is lost), DeviceLimitError (from the
  * consumer), AbortError (`signal`), MolmError (network).
  */
-export async function streamShards<M>(url: string, options: ShardLoadOptions, consume: WeightConsumer<M>): Promise<M> {
+export function streamShards<M>(url: string, options: ShardLoadOptions & { packs?: readonly LoadedPack[] }, consume: WeightConsumer<M>): Promise<M> {
+  return streamStored(
+    url,
+    options,
+    (json, manifestUrl) => {
+      const { manifest, config } = validateManifest(json, manifestUrl);
+      const plan = planStoredWeights(config, manifest.tensors, manifest.dtype);
+      return { manifest, config, plan };
+    },
+    async ({ manifest, config, plan }, manifestUrl) => {
+      const packs = options.packs ?? [];
+      if (packs.length === 0) return consume({ config, plan });
+      // The packs' own checks ran when they were loaded; here, that they extend this base.
+      for (const p of packs) {
+        checkPackAgainstBase(
+          { info: p.info, location: p.location, tensorShapes: new Map([...p.tensors].map(([n, t]) => [n, t.info.shape])) },
+          { config, weightsSha256: manifest.weightsSha256, location: manifestUrl },
+        );
+      }
+      const merge = new PackMerge(config, manifest.config, packs);
+      const backend = await consume({ config: merge.config, plan: merge.plan(plan), packs: merge.ranges });
+      return { ...backend, sink: merge.sink(backend.sink, plan) };
+    },
+  );
+}
+
+/** A validated manifest of stored files (a model's or a pack's) and the plan of its tensors. */
+interface OpenedStore<T> {
+  manifest: T;
+  plan: WeightPlan;
+}
+
+/**
+ * The shard cache's download-verify-store loop for any manifest of shards: `open` validates the
+ * manifest and plans its tensors, `consume` gives the memory they go into.
+ */
+export async function streamStored<T extends StoredManifest, O extends OpenedStore<T>, M>(
+  url: string,
+  options: ShardLoadOptions,
+  open: (json: unknown, manifestUrl: string) => O,
+  consume: (opened: O, manifestUrl: string) => ReturnType<WeightConsumer<M>>,
+): Promise<M> {
   const started = Date.now();
   const { signal, onProgress } = options;
   const emit = (e: LoadProgress) => onProgress?.(e);
@@ -180,8 +228,8 @@ export async function streamShards<M>(url: string, options: ShardLoadOptions, co
 
   const prior = await store.getModel(manifestUrl).catch(() => undefined);
   const json = await fetchManifest(manifestUrl, prior, get, signal);
-  const { manifest, config } = validateManifest(json, manifestUrl);
-  const plan = planStoredWeights(config, manifest.tensors, manifest.dtype);
+  const opened = open(json, manifestUrl);
+  const { manifest, plan } = opened;
   const shards = manifest.shards;
   const totalBytes = shards.reduce((a, s) => a + s.bytes, 0);
 
@@ -225,7 +273,7 @@ export async function streamShards<M>(url: string, options: ShardLoadOptions, co
   await putRecord(store, record);
 
   // The backend's memory before any download: a device that cannot hold the model is known at once.
-  const backend = await consume({ config, plan });
+  const backend = await consume(opened, manifestUrl);
   try {
     const requests = (i: number): ShardRequest => ({
       url: fileUrlInside(manifestUrl, shards[i].file, `${manifestUrl}: shard ${i}`, 're-run `molm convert`'),

@@ -23,7 +23,7 @@ export async function loadTokenizerJson(url: string, options: LoadTokenizerOptio
   const manifestUrl = manifestUrlOf(url);
   const record = await store.getModel(manifestUrl);
   if (!record) throw new MolmError(`${manifestUrl} is not in the model cache: load the model (loadModel) before its tokenizer.`);
-  const entry = record.manifest.tokenizer;
+  const entry = 'tokenizer' in record.manifest ? record.manifest.tokenizer : null;
   if (!entry) {
     throw new ModelFormatError(
       `The model at ${manifestUrl} has no tokenizer.json: convert it from a folder that has one (\`molm convert\` copies it), or pass a tokenizer to createEngine.`,

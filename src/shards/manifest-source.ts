@@ -78,11 +78,50 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
     return shard;
   });
 
-  // Tensors and their pieces.
-  if (!Array.isArray(m.tensors)) fail('"tensors" must be an array');
+  const tensors = validateTensorTable(m.tensors, shardList, fail);
+
+  // What the model needs.
+  const missing: string[] = [];
+  for (const [name, shape] of expectedTensorShapes(config)) {
+    const t = tensors.get(name);
+    if (!t) {
+      missing.push(`"${name}" ${shapeText(shape)}`);
+      continue;
+    }
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      fail(`tensor "${name}" has shape ${shapeText(t.shape)}, but the config implies ${shapeText(shape)}`);
+    }
+  }
+  if (missing.length > 0) {
+    const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? `, and ${missing.length - 5} more` : '');
+    fail(`lacks ${missing.length} tensor(s) the model needs: ${shown}`);
+  }
+
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    version: MANIFEST_VERSION,
+    config: m.config as Json,
+    tokenizer,
+    dtype: m.dtype as StorageType,
+    tensors: [...tensors.values()],
+    shards: shardList,
+  };
+  if (m.weightsSha256 !== undefined) {
+    if (!isSha256(m.weightsSha256)) fail('"weightsSha256" must be 64 lower-case hex digits');
+    manifest.weightsSha256 = m.weightsSha256 as string;
+  }
+  return { manifest, config: config! };
+}
+
+/**
+ * Checks a manifest's "tensors" array against its shards: names, storage types, byte counts,
+ * pieces inside their shards, 4-byte aligned and not overlapping. Shared by models and packs.
+ */
+export function validateTensorTable(json: unknown, shardList: readonly ManifestShard[], fail: (what: string) => never): Map<string, ManifestTensor> {
+  if (!Array.isArray(json)) fail('"tensors" must be an array');
   const tensors = new Map<string, ManifestTensor>();
   const used: { shard: number; offset: number; end: number; tensor: string }[] = [];
-  for (const [i, t] of (m.tensors as unknown[]).entries()) {
+  for (const [i, t] of (json as unknown[]).entries()) {
     if (!isObject(t) || typeof t.name !== 'string') return fail(`tensor ${i} has no name`);
     if (t.name.length > LIMITS.tensorNameLength)
       fail(`tensor ${i}'s name is ${t.name.length} characters long, more than the ${LIMITS.tensorNameLength} a name may have`);
@@ -134,37 +173,11 @@ export function validateManifest(json: unknown, where = MANIFEST_FILE): { manife
     }
   }
 
-  // What the model needs.
-  const missing: string[] = [];
-  for (const [name, shape] of expectedTensorShapes(config)) {
-    const t = tensors.get(name);
-    if (!t) {
-      missing.push(`"${name}" ${shapeText(shape)}`);
-      continue;
-    }
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      fail(`tensor "${name}" has shape ${shapeText(t.shape)}, but the config implies ${shapeText(shape)}`);
-    }
-  }
-  if (missing.length > 0) {
-    const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? `, and ${missing.length - 5} more` : '');
-    fail(`lacks ${missing.length} tensor(s) the model needs: ${shown}`);
-  }
-
-  const manifest: Manifest = {
-    format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
-    config: m.config as Json,
-    tokenizer,
-    dtype: m.dtype as StorageType,
-    tensors: [...tensors.values()],
-    shards: shardList,
-  };
-  return { manifest, config: config! };
+  return tensors;
 }
 
 /** A shard or tokenizer entry: a safe file name (never a path or a URL), its size and sha256. */
-function checkFile(entry: unknown, what: string, maxBytes: number, fail: (what: string) => never): ManifestFile {
+export function checkFile(entry: unknown, what: string, maxBytes: number, fail: (what: string) => never): ManifestFile {
   if (!isObject(entry)) return fail(`${what} must be an object { file, bytes, sha256 }, got ${describeValue(entry)}`);
   const { file, bytes, sha256 } = entry;
   if (!isSafeFileName(file)) {
@@ -213,7 +226,15 @@ export async function openManifest(files: FileSource, options: OpenManifestOptio
     throw new ModelFormatError(`${files.location} has no ${MANIFEST_FILE}; convert the model with \`molm convert\`, or download the whole converted folder.`);
   }
   const { manifest, config } = validateManifest(json, `${files.location}/${MANIFEST_FILE}`);
-  for (const s of manifest.shards) {
+  return { manifest, config, tensors: await openShardTensors(files, manifest, options) };
+}
+
+/**
+ * The tensors of a validated manifest (a model's or a pack's) in a folder: checks that every
+ * shard it lists is there with its size; no weight is read yet.
+ */
+export async function openShardTensors(files: FileSource, stored: StoredFiles, options: OpenManifestOptions = {}): Promise<TensorSource> {
+  for (const s of stored.shards) {
     const source = await files.open(s.file);
     if (source === null) throw new ModelFormatError(`${files.location} lacks ${s.file}, a shard that ${MANIFEST_FILE} lists; ${REDOWNLOAD}.`);
     const size = source.size;
@@ -224,8 +245,11 @@ export async function openManifest(files: FileSource, options: OpenManifestOptio
       );
     }
   }
-  return { manifest, config, tensors: new ShardTensors(files, manifest, options.verify ?? true) };
+  return new ShardTensors(files, stored, options.verify ?? true);
 }
+
+/** The part of a manifest that says where tensors are. */
+type StoredFiles = Pick<Manifest, 'tensors' | 'shards'>;
 
 /** The tensors of a manifest: each read concatenates its pieces; one shard file open at a time. */
 class ShardTensors implements TensorSource {
@@ -240,7 +264,7 @@ class ShardTensors implements TensorSource {
 
   constructor(
     private readonly files: FileSource,
-    private readonly manifest: Manifest,
+    private readonly manifest: StoredFiles,
     private readonly verify: boolean,
   ) {
     this.entries = new Map(manifest.tensors.map((t) => [t.name, t]));

@@ -1,6 +1,6 @@
 import { clear, createStore, del, get, keys, promisifyRequest, set, values, type UseStore } from 'idb-keyval';
 import { QuotaError } from '../errors.ts';
-import type { Manifest } from '../manifest.ts';
+import type { StoredManifest } from '../manifest.ts';
 import { readStreamInto } from './read-into.ts';
 
 // Where downloaded shards live between page loads. Shards are content-addressed: a shard's key is
@@ -11,7 +11,8 @@ import { readStreamInto } from './read-into.ts';
 export interface ModelRecord {
   /** The manifest's absolute URL. */
   url: string;
-  manifest: Manifest;
+  /** A model's manifest, or an expert pack's. */
+  manifest: StoredManifest;
   /** sha256 of every shard, in manifest order (the store keys of the shards). */
   shards: string[];
   /** Bytes of all shards. */

@@ -4,6 +4,7 @@ import { planWeights, type WeightProgress } from '../weight-plan.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { WasmModel, type WasmModelOptions } from './model.ts';
+import type { LoadedPack } from '../packs/pack-shapes.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint or a converted one) → wasm model: the same plan as
@@ -11,9 +12,9 @@ import { WasmModel, type WasmModelOptions } from './model.ts';
  */
 export async function loadWasmModel(
   files: FileSource,
-  options: WasmModelOptions & { matrixType?: StorageType; onProgress?: (p: WeightProgress) => void } = {},
+  options: WasmModelOptions & { matrixType?: StorageType; onProgress?: (p: WeightProgress) => void; packs?: readonly LoadedPack[] } = {},
 ): Promise<WasmModel> {
-  const { config, tensors } = await openModelFolder(files);
+  const { config, tensors } = await openModelFolder(files, { packs: options.packs });
   try {
     const plan = planWeights(config, tensors, { matrixType: options.matrixType });
     const model = await WasmModel.create(config, plan, options);
@@ -34,7 +35,7 @@ export async function loadWasmModel(
  * path (streamShards): the memory is laid out and allocated before any download, and each
  * verified shard's pieces are copied into it.
  */
-export function loadWasmModelFromUrl(url: string, options: ShardLoadOptions & WasmModelOptions = {}): Promise<WasmModel> {
+export function loadWasmModelFromUrl(url: string, options: ShardLoadOptions & WasmModelOptions & { packs?: readonly LoadedPack[] } = {}): Promise<WasmModel> {
   return streamShards(url, options, async ({ config, plan }) => {
     const model = await WasmModel.create(config, plan, options);
     return {
