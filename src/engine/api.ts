@@ -1,4 +1,5 @@
 import type { ModelConfig } from '../config.ts';
+import type { PackRange } from '../packs/pack-shapes.ts';
 import type { FinishReason, GenerateOptions, GenerationProgress, GenerationResult, RoutingTrace } from './generation.ts';
 
 // The text engine's API, which LocalEngine (this thread) and WorkerEngine (a Web Worker) both
@@ -32,6 +33,14 @@ export interface Engine {
   decode(ids: readonly number[]): Promise<string>;
   /** Forgets the context kept from the last generation. */
   reset(): Promise<void>;
+  /** The expert packs merged into the model, in order, with the experts each one added (docs/extending.md). */
+  readonly packs: readonly PackRange[];
+  /**
+   * Runs the base model with these expert packs (URLs of converted packs; in Node also folders)
+   * in place of the current ones; [] gives back the base, bit for bit. A pack that does not fit
+   * the base throws and leaves the engine as it was; otherwise the context is forgotten.
+   */
+  setPacks(packs: readonly string[]): Promise<void>;
   /** Frees the GPU memory; the engine cannot be used afterwards. */
   dispose(): Promise<void>;
 }

@@ -4,11 +4,15 @@ import { ModelFormatError, UsageError } from '../errors.ts';
 import { loadGpuModel, loadModel } from '../model/load.ts';
 import type { LoadProgress } from '../shards/load-model.ts';
 import { loadWasmModel, loadWasmModelFromUrl } from '../wasm/load.ts';
-import { chooseBackend, type BackendChoice } from './backend.ts';
+import { type Backend, chooseBackend, type BackendChoice } from './backend.ts';
 import type { TokenModel } from '../token-model.ts';
 import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer.ts';
 import type { ShardStore } from '../store/shard-store.ts';
-import { LocalEngine } from './engine.ts';
+import { LocalEngine, type PackSwap } from './engine.ts';
+import { loadPack, openPackFolder } from '../packs/load-pack.ts';
+import { type LoadedPack, type PackBase, type PackRange, checkPackAgainstBase, mergedRawConfig, packRanges } from '../packs/pack-shapes.ts';
+import { weightsSha256 } from '../packs/weights-hash.ts';
+import { openModelFolder } from '../shards/model-folder.ts';
 import type { EngineOptions } from './api.ts';
 import { isUrl } from './model-url.ts';
 import { MolmTokenizer } from './tokenizer.ts';
@@ -49,6 +53,11 @@ export interface CreateEngineOptions extends EngineOptions {
   gpuMemoryBudget?: number | string;
   /** Which resident expert makes room under a budget: 'lfu' (default) or 'lru'. */
   expertEviction?: EvictionPolicy;
+  /**
+   * Expert packs merged into the model (URLs of converted packs; in Node also folders), in
+   * order; change them later with engine.setPacks (docs/extending.md).
+   */
+  packs?: string[];
   /** Browser only: run the engine in a Web Worker (default true where workers exist). */
   worker?: boolean;
 }
@@ -65,44 +74,129 @@ export async function createLocalEngine(options: CreateEngineOptions, platform: 
   if (!options || typeof options.model !== 'string' || options.model === '') {
     throw new UsageError('createEngine needs { model }: the URL of a converted model (or, in Node, a model folder).');
   }
+  if (options.packs !== undefined && (!Array.isArray(options.packs) || !options.packs.every((p) => typeof p === 'string' && p !== ''))) {
+    throw new UsageError('createEngine: packs must be an array of pack URLs (or, in Node, folders).');
+  }
   const choice = options.backend ?? 'auto';
   if (!['auto', 'webgpu', 'wasm'].includes(choice)) throw new UsageError(`backend must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(choice)}.`);
   const backend = await chooseBackend(choice, options.gpu ? async () => options.gpu! : platform.gpu);
   if (backend.kind === 'wasm' && options.gpuMemoryBudget !== undefined) {
     throw new UsageError('gpuMemoryBudget applies to the WebGPU backend; the wasm engine keeps its weights in its own memory.');
   }
-  const expertBudget = options.gpuMemoryBudget === undefined ? undefined : { bytes: options.gpuMemoryBudget, policy: options.expertEviction };
-  const sizes = { maxContext: options.maxContext, prefillChunk: options.prefillChunk };
-  const engineOf = (model: TokenModel & { destroy(): void }, tokenizer: MolmTokenizer, device: string) =>
-    new LocalEngine(model, tokenizer, { ...options, device: options.device ?? device, backend: backend.kind });
-  const local = !isUrl(options.model) && platform.folder !== undefined;
-  if (local) {
-    const files = platform.folder!(options.model);
-    const tokenizerJson = options.tokenizer ?? (await readFolderTokenizer(files));
-    if (tokenizerJson === null) {
-      throw new ModelFormatError(`${files.location} has no tokenizer.json: copy the model's tokenizer.json into it, or pass { tokenizer }.`);
-    }
-    const tokenizer = MolmTokenizer.fromJson(tokenizerJson);
-    const onProgress = (p: { tensor: string; loadedBytes: number; totalBytes: number }) =>
-      options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes });
-    if (backend.kind === 'wasm') {
-      const model = await loadWasmModel(files, { ...sizes, threads: options.threads, onProgress });
-      return engineOf(model, tokenizer, model.description);
-    }
-    const model = await loadGpuModel(files, { gpu: backend.gpu, ...sizes, expertBudget, onProgress });
-    return engineOf(model, tokenizer, model.ctx.description);
-  }
-  const url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
-  const shardOptions = { store: options.store, signal: options.signal, onProgress: options.onProgress };
-  const loaded =
-    backend.kind === 'wasm'
-      ? await loadWasmModelFromUrl(url, { ...shardOptions, ...sizes, threads: options.threads }).then((m) => ({ model: m, device: m.description }))
-      : await loadModel(url, { ...shardOptions, ...sizes, gpu: backend.gpu, expertBudget }).then((m) => ({ model: m, device: m.ctx.description }));
+  const loader = modelLoader(options, platform, backend);
+  const packs = await loader.openPacks(options.packs ?? []);
+  const loaded = await loader.load(packs);
   try {
-    const tokenizerJson = options.tokenizer ?? (await loadTokenizerJson(url, { store: options.store, signal: options.signal }));
-    return engineOf(loaded.model, MolmTokenizer.fromJson(tokenizerJson), loaded.device);
+    let tokenizerJson = options.tokenizer;
+    if (tokenizerJson === undefined) {
+      if (loader.folder) {
+        const text = await readFolderTokenizer(loader.folder);
+        if (text === null) {
+          throw new ModelFormatError(`${loader.folder.location} has no tokenizer.json: copy the model's tokenizer.json into it, or pass { tokenizer }.`);
+        }
+        tokenizerJson = text;
+      } else {
+        tokenizerJson = await loadTokenizerJson(loader.url, { store: options.store, signal: options.signal });
+      }
+    }
+    const swap: PackSwap = async (specs, current) => {
+      // Checked against the base before the current model goes: a bad pack changes nothing.
+      const next = await loader.openPacks(specs);
+      await loader.check(next);
+      const previous = loader.lastPacks;
+      current.destroy();
+      try {
+        return await loader.load(next);
+      } catch (failure) {
+        // The device or the memory failed with the new packs: back to the previous ones (if
+        // that fails too, the error says so and the engine has no model to run).
+        return { ...(await loader.load(previous)), failure };
+      }
+    };
+    return new LocalEngine(loaded.model, MolmTokenizer.fromJson(tokenizerJson), {
+      ...options,
+      device: options.device ?? loaded.device,
+      backend: backend.kind,
+      packs: loaded.packs,
+      swap,
+    });
   } catch (e) {
     loaded.model.destroy();
     throw e;
+  }
+}
+
+interface Loaded {
+  model: TokenModel & { destroy(): void };
+  device: string;
+  packs: PackRange[];
+}
+
+/** How the engine's model is (re)loaded: the base from its URL or folder, with some packs. */
+function modelLoader(options: CreateEngineOptions, platform: Platform, backend: Backend) {
+  const expertBudget = options.gpuMemoryBudget === undefined ? undefined : { bytes: options.gpuMemoryBudget, policy: options.expertEviction };
+  const sizes = { maxContext: options.maxContext, prefillChunk: options.prefillChunk };
+  const local = !isUrl(options.model) && platform.folder !== undefined;
+  const folder = local ? platform.folder!(options.model) : undefined;
+  const url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
+  const shardOptions = { store: options.store, signal: options.signal, onProgress: options.onProgress };
+  /** The base as the first load found it, to check packs against before a swap. */
+  let base: PackBase | undefined;
+  const loader = {
+    folder,
+    url,
+    lastPacks: [] as LoadedPack[],
+    async openPacks(specs: readonly string[]): Promise<LoadedPack[]> {
+      const packs: LoadedPack[] = [];
+      for (const spec of specs) {
+        if (!isUrl(spec) && platform.folder) packs.push(await openPackFolder(platform.folder(spec)));
+        else packs.push(await loadPack(isUrl(spec) || typeof location === 'undefined' ? spec : new URL(spec, location.href).toString(), shardOptions));
+      }
+      return packs;
+    },
+    async check(packs: readonly LoadedPack[]): Promise<void> {
+      if (!base) throw new Error('the base was never loaded');
+      for (const p of packs) checkPackAgainstBase({ info: p.info, location: p.location, tensorShapes: packShapes(p) }, base);
+      mergedRawConfig(
+        base.rawConfig,
+        base.config,
+        packs.map((p) => p.info),
+      );
+    },
+    async load(packs: LoadedPack[]): Promise<Loaded> {
+      const onProgress = (p: { tensor: string; loadedBytes: number; totalBytes: number }) =>
+        options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes });
+      let loaded: { model: TokenModel & { destroy(): void }; device: string };
+      if (folder) {
+        base ??= await folderBase(folder);
+        const o = { ...sizes, packs, onProgress };
+        loaded =
+          backend.kind === 'wasm'
+            ? await loadWasmModel(folder, { ...o, threads: options.threads }).then((m) => ({ model: m, device: m.description }))
+            : await loadGpuModel(folder, { ...o, gpu: backend.gpu, expertBudget }).then((m) => ({ model: m, device: m.ctx.description }));
+      } else {
+        const o = { ...shardOptions, ...sizes, packs, onBase: (b: PackBase) => (base = b) };
+        loaded =
+          backend.kind === 'wasm'
+            ? await loadWasmModelFromUrl(url, { ...o, threads: options.threads }).then((m) => ({ model: m, device: m.description }))
+            : await loadModel(url, { ...o, gpu: backend.gpu, expertBudget }).then((m) => ({ model: m, device: m.ctx.description }));
+      }
+      loader.lastPacks = packs;
+      const baseConfig = base!.config;
+      return { ...loaded, packs: packRanges(baseConfig, packs) };
+    },
+  };
+  return loader;
+}
+
+const packShapes = (p: LoadedPack) => new Map([...p.tensors].map(([n, t]) => [n, t.info.shape]));
+
+/** A local base folder's config and weights hash (computed for a checkpoint, which records none). */
+async function folderBase(files: FileSource): Promise<PackBase> {
+  const { config, rawConfig, tensors, manifest } = await openModelFolder(files);
+  try {
+    return { config, rawConfig, weightsSha256: manifest ? manifest.weightsSha256 : await weightsSha256(config, tensors), location: files.location };
+  } finally {
+    await tensors.close();
   }
 }

@@ -7,6 +7,13 @@ import { TurnQueue } from './queue.ts';
 import { StopStringMatcher } from './stop-strings.ts';
 import type { TokenModel } from '../token-model.ts';
 import type { MolmTokenizer } from './tokenizer.ts';
+import type { PackRange } from '../packs/pack-shapes.ts';
+
+/**
+ * Replaces the model with the base plus these packs: checks the packs before `current` is
+ * destroyed, and leaves a working model (the old packs' when the new load fails) before it throws.
+ */
+export type PackSwap = (packs: readonly string[], current: TokenModel) => Promise<{ model: TokenModel; packs: PackRange[]; failure?: unknown }>;
 
 const now = () => performance.now();
 
@@ -29,15 +36,52 @@ export class LocalEngine implements Engine {
   readonly backend: EngineBackend;
   private readonly turns = new TurnQueue();
   private disposed = false;
+  private current: TokenModel;
+  private activePacks: readonly PackRange[];
+  private readonly swap?: PackSwap;
 
   constructor(
-    readonly model: TokenModel,
+    model: TokenModel,
     readonly tokenizer: MolmTokenizer,
-    options: LocalEngineOptions = {},
+    options: LocalEngineOptions & { packs?: readonly PackRange[]; swap?: PackSwap } = {},
   ) {
+    this.current = model;
+    this.activePacks = options.packs ?? [];
+    this.swap = options.swap;
     this.device = options.device ?? 'unknown';
     this.backend = options.backend ?? 'webgpu';
     this.chat = { completions: new ChatCompletions(this, { template: options.chatTemplate, modelName: options.modelName }) };
+  }
+
+  /** The model the engine runs now (another one after setPacks). */
+  get model(): TokenModel {
+    return this.current;
+  }
+
+  get packs(): readonly PackRange[] {
+    return this.activePacks;
+  }
+
+  /**
+   * Runs the base with these packs instead of the current ones (none: the base, bit for bit).
+   * The packs are loaded and checked against the base first: a bad one throws and the engine
+   * keeps its model. Then the model is rebuilt, so the context is forgotten.
+   */
+  async setPacks(packs: readonly string[]): Promise<void> {
+    if (!Array.isArray(packs) || !packs.every((p) => typeof p === 'string' && p !== '')) {
+      throw new UsageError('setPacks takes an array of pack URLs (or, in Node, folders).');
+    }
+    if (!this.swap) throw new UsageError('This engine was not created by createEngine, so it cannot load packs.');
+    const release = await this.turns.acquire();
+    try {
+      if (this.disposed) throw new UsageError('The engine was disposed: create a new one.');
+      const next = await this.swap(packs, this.current);
+      this.current = next.model;
+      this.activePacks = next.packs;
+      if (next.failure !== undefined) throw next.failure;
+    } finally {
+      release();
+    }
   }
 
   get config(): ModelConfig {

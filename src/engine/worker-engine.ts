@@ -3,6 +3,7 @@ import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
 import type { CreateEngineOptions } from './create.ts';
 import { isUrl } from './model-url.ts';
+import type { PackRange } from '../packs/pack-shapes.ts';
 import { runToEnd, type Engine, type EngineBackend, type TextStream } from './api.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 import { deserializeError, type FromWorker, type Replies, type RequestKind, type ToWorker, type WorkerCreateOptions } from './worker-protocol.ts';
@@ -31,15 +32,19 @@ export class WorkerEngine implements Engine {
   /** Requests waiting for their reply; each entry's `resolve` takes its kind's reply. */
   private readonly pending = new Map<number, Pending>();
 
+  private state: Replies['setPacks'];
+
   private constructor(
     private readonly worker: Worker,
-    readonly config: ModelConfig,
+    config: ModelConfig,
+    packs: PackRange[],
     readonly maxContext: number,
     readonly device: string,
     readonly backend: EngineBackend,
     chatTemplate: string | undefined,
     modelName: string | undefined,
   ) {
+    this.state = { config, packs };
     this.chat = { completions: new ChatCompletions(this, { template: chatTemplate, modelName }) };
     worker.onmessage = (ev: MessageEvent<FromWorker>) => this.receive(ev.data);
     worker.onerror = (ev) => this.failAll(new Error(`The engine worker failed: ${ev.message}`));
@@ -49,8 +54,8 @@ export class WorkerEngine implements Engine {
     const { onProgress, signal, gpu: _gpu, store, worker: _w, ...rest } = options;
     if (store) throw new UsageError('A custom `store` cannot cross into the worker: pass { worker: false } to use it.');
     // Resolve a relative model URL against the page, not the worker script.
-    const model = isUrl(rest.model) ? rest.model : new URL(rest.model, location.href).toString();
-    const createOptions: WorkerCreateOptions = { ...rest, model };
+    const absolute = (u: string) => (isUrl(u) ? u : new URL(u, location.href).toString());
+    const createOptions: WorkerCreateOptions = { ...rest, model: absolute(rest.model), ...(rest.packs && { packs: rest.packs.map(absolute) }) };
     return new Promise<WorkerEngine>((resolve, reject) => {
       const onAbort = () => {
         worker.terminate();
@@ -63,7 +68,7 @@ export class WorkerEngine implements Engine {
         if (m.kind === 'progress') onProgress?.(m.event);
         else if (m.kind === 'ready') {
           signal?.removeEventListener('abort', onAbort);
-          resolve(new WorkerEngine(worker, m.config, m.maxContext, m.device, m.backend, rest.chatTemplate, rest.modelName));
+          resolve(new WorkerEngine(worker, m.config, m.packs, m.maxContext, m.device, m.backend, rest.chatTemplate, rest.modelName));
         } else if (m.kind === 'error') {
           signal?.removeEventListener('abort', onAbort);
           worker.terminate();
@@ -80,6 +85,8 @@ export class WorkerEngine implements Engine {
 
   private receive(m: FromWorker): void {
     if (m.kind === 'progress' || m.kind === 'ready') return;
+    if (m.kind === 'error' && m.state) this.state = m.state;
+    if (m.kind === 'reply' && m.request === 'setPacks') this.state = m.value;
     const p = m.id === undefined ? undefined : this.pending.get(m.id);
     if (!p) return;
     if (m.kind === 'chunk') p.onChunk?.(m.text);
@@ -173,6 +180,23 @@ export class WorkerEngine implements Engine {
 
   async reset(): Promise<void> {
     await this.call({ kind: 'reset' }).done;
+  }
+
+  get config(): ModelConfig {
+    return this.state.config;
+  }
+
+  get packs(): readonly PackRange[] {
+    return this.state.packs;
+  }
+
+  async setPacks(packs: readonly string[]): Promise<void> {
+    if (!Array.isArray(packs) || !packs.every((p) => typeof p === 'string' && p !== '')) {
+      throw new UsageError('setPacks takes an array of pack URLs.');
+    }
+    // Resolved against the page, not the worker script.
+    const urls = packs.map((p) => (isUrl(p) ? p : new URL(p, location.href).toString()));
+    await this.call({ kind: 'setPacks', packs: urls }).done;
   }
 
   async dispose(): Promise<void> {

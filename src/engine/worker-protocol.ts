@@ -2,6 +2,7 @@ import type { ModelConfig } from '../config.ts';
 import * as errors from '../errors.ts';
 import type { CreateEngineOptions, EngineProgress } from './create.ts';
 import type { EngineBackend } from './api.ts';
+import type { PackRange } from '../packs/pack-shapes.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
 
 // The messages between WorkerEngine (the page) and the engine worker (src/engine/worker.ts).
@@ -25,6 +26,7 @@ export type ToWorker =
   | { kind: 'encode'; id: number; text: string }
   | { kind: 'decode'; id: number; ids: number[] }
   | { kind: 'reset'; id: number }
+  | { kind: 'setPacks'; id: number; packs: string[] }
   | { kind: 'dispose'; id: number };
 
 /** What each request answers with. */
@@ -33,6 +35,8 @@ export interface Replies {
   encode: number[];
   decode: string;
   reset: null;
+  /** The model's config and packs after the change (or after a failed change: what it runs now). */
+  setPacks: { config: ModelConfig; packs: PackRange[] };
   dispose: null;
 }
 
@@ -50,11 +54,11 @@ export interface SerializedError {
 
 export type FromWorker =
   | { kind: 'progress'; event: EngineProgress }
-  | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string; backend: EngineBackend }
+  | { kind: 'ready'; config: ModelConfig; maxContext: number; device: string; backend: EngineBackend; packs: PackRange[] }
   | { kind: 'chunk'; id: number; text: string }
   | { kind: 'tokens'; id: number; progress: GenerationProgress }
   | Reply
-  | { kind: 'error'; id?: number; error: SerializedError };
+  | { kind: 'error'; id?: number; error: SerializedError; state?: Replies['setPacks'] };
 
 /** Causes kept across the boundary: enough for any real chain, bounded for a cyclic one. */
 const MAX_CAUSES = 8;

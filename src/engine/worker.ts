@@ -49,7 +49,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
     switch (m.kind) {
       case 'create': {
         engine = await createLocalEngine({ ...m.options, onProgress: (event) => post({ kind: 'progress', event }) }, { gpu: browserGpu });
-        post({ kind: 'ready', config: engine.config, maxContext: engine.maxContext, device: engine.device, backend: engine.backend });
+        post({ kind: 'ready', config: engine.config, maxContext: engine.maxContext, device: engine.device, backend: engine.backend, packs: [...engine.packs] });
         return;
       }
       case 'generate':
@@ -75,6 +75,16 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
       case 'reset':
         await engine!.reset();
         return reply(m.id, 'reset', null);
+      case 'setPacks': {
+        try {
+          await engine!.setPacks(m.packs);
+        } catch (e) {
+          // The engine may now run other packs (the previous ones, restored): the page learns of them with the error.
+          post({ kind: 'error', id: m.id, error: serializeError(e), state: { config: engine!.config, packs: [...engine!.packs] } });
+          return;
+        }
+        return reply(m.id, 'setPacks', { config: engine!.config, packs: [...engine!.packs] });
+      }
       case 'dispose':
         await engine?.dispose();
         engine = undefined;

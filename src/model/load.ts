@@ -7,7 +7,7 @@ import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { GpuModel, planExpertStreaming, type GpuModelOptions } from './model.ts';
 import { GpuWeights } from './weights.ts';
 import { planWeights } from '../weight-plan.ts';
-import type { LoadedPack } from '../packs/pack-shapes.ts';
+import type { LoadedPack, PackLoadOptions } from '../packs/pack-shapes.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint, or a converted one: src/shards/model-folder.ts) → GPU
@@ -35,7 +35,7 @@ export async function loadGpuModel(
   }
 }
 
-export interface LoadModelOptions extends ShardLoadOptions {
+export interface LoadModelOptions extends ShardLoadOptions, PackLoadOptions {
   /** `navigator.gpu` by default; in Node, `await nodeGpu()`. */
   gpu?: GPU;
   powerPreference?: GPUPowerPreference;
@@ -45,8 +45,6 @@ export interface LoadModelOptions extends ShardLoadOptions {
   prefillChunk?: number;
   /** Keep only the experts that fit this budget on the GPU, streaming the others in (docs/experts.md). */
   expertBudget?: ExpertBudget;
-  /** Expert packs merged into the model (loadPack). */
-  packs?: readonly LoadedPack[];
 }
 
 /**

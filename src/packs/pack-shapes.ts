@@ -21,6 +21,24 @@ export interface LoadedPack {
   tensors: ReadonlyMap<string, { info: TensorInfo; bytes: Uint8Array }>;
 }
 
+/** What a pack is checked against: the base's config and weights hash. */
+export interface PackBase {
+  config: ModelConfig;
+  /** config.json as written (merged configs start from it). */
+  rawConfig: Record<string, unknown>;
+  /** Undefined for a model converted before packs existed (it cannot take packs until converted again). */
+  weightsSha256: string | undefined;
+  location: string;
+}
+
+/** What the model loaders take to merge packs. */
+export interface PackLoadOptions {
+  /** Expert packs merged into the model (loadPack, openPackFolder). */
+  packs?: readonly LoadedPack[];
+  /** Told the base's config and weights hash once its manifest is read. */
+  onBase?: (base: PackBase) => void;
+}
+
 /** Where a pack's experts sit in the merged model, per layer. */
 export interface PackRange {
   name: string;
@@ -60,10 +78,7 @@ const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
  * Checks that a pack extends this base: the weights hash it names, and exactly the tensors and
  * shapes its additions imply for the base's config.
  */
-export function checkPackAgainstBase(
-  pack: { info: PackInfo; location: string; tensorShapes: ReadonlyMap<string, readonly number[]> },
-  base: { config: ModelConfig; weightsSha256: string | undefined; location: string },
-): void {
+export function checkPackAgainstBase(pack: { info: PackInfo; location: string; tensorShapes: ReadonlyMap<string, readonly number[]> }, base: PackBase): void {
   const where = pack.location;
   if (base.weightsSha256 === undefined) {
     throw new ModelFormatError(

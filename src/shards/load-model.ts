@@ -7,7 +7,7 @@ import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, t
 import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
 import type { StoredManifest } from '../manifest.ts';
 import { PackMerge } from '../packs/merge.ts';
-import { type LoadedPack, type PackRange, checkPackAgainstBase } from '../packs/pack-shapes.ts';
+import { type PackLoadOptions, type PackRange, checkPackAgainstBase } from '../packs/pack-shapes.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
 // A converted model (manifest.json + shards) from a URL into a backend's memory, through the
@@ -173,7 +173,7 @@ async function putRecord(store: ShardStore, record: ModelRecord): Promise<void> 
  * browser's storage cannot hold the model; nothing cached is lost), DeviceLimitError (from the
  * consumer), AbortError (`signal`), MolmError (network).
  */
-export function streamShards<M>(url: string, options: ShardLoadOptions & { packs?: readonly LoadedPack[] }, consume: WeightConsumer<M>): Promise<M> {
+export function streamShards<M>(url: string, options: ShardLoadOptions & PackLoadOptions, consume: WeightConsumer<M>): Promise<M> {
   return streamStored(
     url,
     options,
@@ -183,13 +183,14 @@ export function streamShards<M>(url: string, options: ShardLoadOptions & { packs
       return { manifest, config, plan };
     },
     async ({ manifest, config, plan }, manifestUrl) => {
+      options.onBase?.({ config, rawConfig: manifest.config, weightsSha256: manifest.weightsSha256, location: manifestUrl });
       const packs = options.packs ?? [];
       if (packs.length === 0) return consume({ config, plan });
       // The packs' own checks ran when they were loaded; here, that they extend this base.
       for (const p of packs) {
         checkPackAgainstBase(
           { info: p.info, location: p.location, tensorShapes: new Map([...p.tensors].map(([n, t]) => [n, t.info.shape])) },
-          { config, weightsSha256: manifest.weightsSha256, location: manifestUrl },
+          { config, rawConfig: manifest.config, weightsSha256: manifest.weightsSha256, location: manifestUrl },
         );
       }
       const merge = new PackMerge(config, manifest.config, packs);

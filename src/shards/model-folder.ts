@@ -30,7 +30,10 @@ export async function openModelFolder(files: FileSource, options: OpenModelOptio
     const weightsSha256 = base.manifest ? base.manifest.weightsSha256 : await weightsSha256Of(base.config, base.tensors);
     for (const p of packs) {
       const tensorShapes = new Map([...p.tensors].map(([n, t]) => [n, t.info.shape]));
-      checkPackAgainstBase({ info: p.info, location: p.location, tensorShapes }, { config: base.config, weightsSha256, location: files.location });
+      checkPackAgainstBase(
+        { info: p.info, location: p.location, tensorShapes },
+        { config: base.config, rawConfig: base.rawConfig, weightsSha256, location: files.location },
+      );
     }
     const merge = new PackMerge(base.config, base.rawConfig, packs);
     return { config: merge.config, rawConfig: merge.rawConfig, tensors: merge.source(base.tensors), manifest: null };

@@ -4,7 +4,7 @@ import { planWeights, type WeightProgress } from '../weight-plan.ts';
 import { streamShards, type ShardLoadOptions } from '../shards/load-model.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { WasmModel, type WasmModelOptions } from './model.ts';
-import type { LoadedPack } from '../packs/pack-shapes.ts';
+import type { LoadedPack, PackLoadOptions } from '../packs/pack-shapes.ts';
 
 /**
  * Model folder (a Hugging Face checkpoint or a converted one) → wasm model: the same plan as
@@ -35,7 +35,7 @@ export async function loadWasmModel(
  * path (streamShards): the memory is laid out and allocated before any download, and each
  * verified shard's pieces are copied into it.
  */
-export function loadWasmModelFromUrl(url: string, options: ShardLoadOptions & WasmModelOptions & { packs?: readonly LoadedPack[] } = {}): Promise<WasmModel> {
+export function loadWasmModelFromUrl(url: string, options: ShardLoadOptions & WasmModelOptions & PackLoadOptions = {}): Promise<WasmModel> {
   return streamShards(url, options, async ({ config, plan }) => {
     const model = await WasmModel.create(config, plan, options);
     return {
