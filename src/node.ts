@@ -1,6 +1,7 @@
 // molm-web in Node: the browser API (src/index.ts), with a createEngine that gets WebGPU from
 // Dawn (the `webgpu` package) and also opens local model folders. package.json maps Node's
 // `import 'molm-web'` here.
+import { existsSync } from 'node:fs';
 import { nodeFileSource } from './checkpoint/node-files.ts';
 import { createLocalEngine, type CreateEngineOptions } from './engine/create.ts';
 import type { Engine } from './engine/api.ts';
@@ -24,5 +25,5 @@ export { type HubImport, type HubImportOptions, defaultCacheDir, hubCacheFolder,
  * tokenizer, on Dawn's WebGPU, and returns the text engine.
  */
 export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
-  return createLocalEngine(options, { gpu: nodeGpu, folder: nodeFileSource });
+  return createLocalEngine(options, { gpu: nodeGpu, folder: nodeFileSource, isFolder: (path) => existsSync(path) });
 }

@@ -13,12 +13,15 @@ import { loadPack, openPackFolder } from '../packs/load-pack.ts';
 import { type LoadedPack, type PackBase, type PackRange, checkPackAgainstBase, mergedRawConfig, packRanges } from '../packs/pack-shapes.ts';
 import { weightsSha256 } from '../packs/weights-hash.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
+import { type ImportProgress, importHubModelToStore } from '../shards/hub-store-import.ts';
+import { parseHubRepo } from '../checkpoint/hub.ts';
+import type { ConvertDtype } from '../shards/plan.ts';
 import type { EngineOptions } from './api.ts';
-import { isUrl } from './model-url.ts';
+import { isHubId, isUrl } from './model-url.ts';
 import { MolmTokenizer } from './tokenizer.ts';
 
 /** Loading progress: a converted model from a URL (LoadProgress), or a local folder's tensors. */
-export type EngineProgress = LoadProgress | { type: 'read'; tensor: string; loaded: number; total: number };
+export type EngineProgress = LoadProgress | ImportProgress | { type: 'read'; tensor: string; loaded: number; total: number };
 
 export interface CreateEngineOptions extends EngineOptions {
   /**
@@ -53,6 +56,10 @@ export interface CreateEngineOptions extends EngineOptions {
   gpuMemoryBudget?: number | string;
   /** Which resident expert makes room under a budget: 'lfu' (default) or 'lru'. */
   expertEviction?: EvictionPolicy;
+  /** For a model on the Hugging Face hub: the hub (default https://huggingface.co; a mirror, or a test's stand-in). */
+  hubUrl?: string;
+  /** For a model on the hub: the storage type it is converted to in the cache (default q4). */
+  dtype?: ConvertDtype;
   /**
    * Expert packs merged into the model (URLs of converted packs; in Node also folders), in
    * order; change them later with engine.setPacks (docs/extending.md).
@@ -67,6 +74,8 @@ export interface Platform {
   gpu(): Promise<GPU>;
   /** A local folder's files; undefined where there are none (the browser). */
   folder?(path: string): FileSource;
+  /** Whether a local path exists (a hub id is read as a folder when one of its name exists). */
+  isFolder?(path: string): boolean;
 }
 
 /** Loads the model and its tokenizer and returns an engine on this thread. */
@@ -136,15 +145,22 @@ interface Loaded {
 function modelLoader(options: CreateEngineOptions, platform: Platform, backend: Backend) {
   const expertBudget = options.gpuMemoryBudget === undefined ? undefined : { bytes: options.gpuMemoryBudget, policy: options.expertEviction };
   const sizes = { maxContext: options.maxContext, prefillChunk: options.prefillChunk };
-  const local = !isUrl(options.model) && platform.folder !== undefined;
+  const hubId = isHubId(options.model) && !platform.isFolder?.(options.model);
+  const local = !isUrl(options.model) && platform.folder !== undefined && !hubId;
   const folder = local ? platform.folder!(options.model) : undefined;
-  const url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
+  const hub = hubId ? parseHubRepo(options.model) : undefined;
+  if (!hub && (options.hubUrl !== undefined || options.dtype !== undefined)) {
+    throw new UsageError('hubUrl and dtype apply to a model on the Hugging Face hub (model: "ORG/NAME" or "ORG/NAME@REVISION").');
+  }
+  let url = isUrl(options.model) || typeof location === 'undefined' ? options.model : new URL(options.model, location.href).toString();
   const shardOptions = { store: options.store, signal: options.signal, onProgress: options.onProgress };
   /** The base as the first load found it, to check packs against before a swap. */
   let base: PackBase | undefined;
   const loader = {
     folder,
-    url,
+    get url() {
+      return url;
+    },
     lastPacks: [] as LoadedPack[],
     async openPacks(specs: readonly string[]): Promise<LoadedPack[]> {
       const packs: LoadedPack[] = [];
@@ -175,6 +191,17 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
             ? await loadWasmModel(folder, { ...o, threads: options.threads }).then((m) => ({ model: m, device: m.description }))
             : await loadGpuModel(folder, { ...o, gpu: backend.gpu, expertBudget }).then((m) => ({ model: m, device: m.ctx.description }));
       } else {
+        // A hub model is imported into the cache once (or the rest of a stopped import); then it is a cached model.
+        if (hub) {
+          url = await importHubModelToStore({
+            repo: hub,
+            hubUrl: options.hubUrl,
+            dtype: options.dtype,
+            store: options.store,
+            signal: options.signal,
+            onProgress: options.onProgress,
+          });
+        }
         const o = { ...shardOptions, ...sizes, packs, onBase: (b: PackBase) => (base = b) };
         loaded =
           backend.kind === 'wasm'

@@ -2,7 +2,7 @@ import type { ModelConfig } from '../config.ts';
 import { AbortError, UsageError } from '../errors.ts';
 import { ChatCompletions } from './chat.ts';
 import type { CreateEngineOptions } from './create.ts';
-import { isUrl } from './model-url.ts';
+import { isHubId, isUrl } from './model-url.ts';
 import type { PackRange } from '../packs/pack-shapes.ts';
 import { runToEnd, type Engine, type EngineBackend, type TextStream } from './api.ts';
 import type { GenerateOptions, GenerationProgress, GenerationResult } from './generation.ts';
@@ -55,7 +55,11 @@ export class WorkerEngine implements Engine {
     if (store) throw new UsageError('A custom `store` cannot cross into the worker: pass { worker: false } to use it.');
     // Resolve a relative model URL against the page, not the worker script.
     const absolute = (u: string) => (isUrl(u) ? u : new URL(u, location.href).toString());
-    const createOptions: WorkerCreateOptions = { ...rest, model: absolute(rest.model), ...(rest.packs && { packs: rest.packs.map(absolute) }) };
+    const createOptions: WorkerCreateOptions = {
+      ...rest,
+      model: isHubId(rest.model) ? rest.model : absolute(rest.model),
+      ...(rest.packs && { packs: rest.packs.map(absolute) }),
+    };
     return new Promise<WorkerEngine>((resolve, reject) => {
       const onAbort = () => {
         worker.terminate();

@@ -102,6 +102,13 @@ function piecesByShard(manifest: StoredManifest, plan: WeightPlan): Piece[][] {
 
 /** The manifest: from the server, or the cached copy when the server cannot be reached. */
 async function fetchManifest(url: string, prior: ModelRecord | undefined, get: typeof fetch, signal?: AbortSignal): Promise<unknown> {
+  if (prior?.imported) {
+    // Imported from the hub: the manifest is the cache's own; no server has it.
+    if (!prior.complete) {
+      throw new MolmError(`The import of ${prior.imported.repo} into the cache did not finish; import it again (createEngine with the hub id resumes it).`);
+    }
+    return prior.manifest;
+  }
   let res: Response;
   try {
     res = await get(url, { signal, cache: 'no-cache' });
@@ -128,7 +135,7 @@ async function fetchManifest(url: string, prior: ModelRecord | undefined, get: t
 }
 
 /** Throws QuotaError when the browser will not hold the bytes still to download. */
-async function checkQuota(needed: number): Promise<void> {
+export async function checkQuota(needed: number): Promise<void> {
   const storage = typeof navigator !== 'undefined' ? navigator.storage : undefined;
   if (needed <= 0 || !storage?.estimate) return;
   let estimate: StorageEstimate;
@@ -251,6 +258,11 @@ export async function streamStored<T extends StoredManifest, O extends OpenedSto
       if (p && p.total === shards[i].bytes) partialBytes += p.bytes.byteLength;
     }
   }
+  if (prior?.imported && missing.length > 0) {
+    throw new MolmError(
+      `The cache lost ${missing.length} shard(s) of ${prior.imported.repo}, imported from the hub; import it again (createEngine with the hub id resumes the import).`,
+    );
+  }
   const uniqueBytes = [...firstIndex.values()].reduce((a, i) => a + shards[i].bytes, 0);
   const downloadBytes = uniqueBytes - cachedBytes;
   emit({ type: 'initiate', url: manifestUrl, shards: shards.length, totalBytes, cachedBytes, downloadBytes });
@@ -267,6 +279,7 @@ export async function streamStored<T extends StoredManifest, O extends OpenedSto
     totalBytes,
     complete: missing.length === 0 && (prior?.complete ?? false),
     lastUsed: Date.now(),
+    ...(prior?.imported && { imported: prior.imported }),
   };
   // The cached tokenizer (loadTokenizerJson) stays the model's while its manifest is unchanged:
   // dropping it here would make an offline load fetch it.

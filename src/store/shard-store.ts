@@ -23,6 +23,11 @@ export interface ModelRecord {
   lastUsed: number;
   /** sha256 of the model's tokenizer.json, stored like a shard (src/shards/load-tokenizer.ts). */
   tokenizer?: string;
+  /**
+   * A model imported from the Hugging Face hub into the cache (src/shards/hub-store-import.ts):
+   * its manifest exists only here. Until `complete`, the shards stored so far, for a resumed import.
+   */
+  imported?: { repo: string; revision: string; hub: string; dtype: string; shardBytes: number };
 }
 
 /** The bytes received so far of a shard whose download was interrupted (resumed later). */
