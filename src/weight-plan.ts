@@ -67,7 +67,9 @@ export function planWeights(config: ModelConfig, source: TensorSource, options: 
     let storage: StorageType;
     if (shape.length === 1) storage = 'f32';
     else if (options.matrixType) storage = matrixStorage(options.matrixType, shape);
-    else storage = isQuantType(stored) ? stored : floatType;
+    // A quantised (converted) model's other matrices keep their own types, as its manifest
+    // says (f16 where one could not be quantised, f32 for a router rebuilt with packs).
+    else storage = isQuantType(stored) || quantDtypes.size > 0 ? stored : floatType;
     return { name, shape, storage, bytes: storageBytes(shape, storage) };
   });
   return {

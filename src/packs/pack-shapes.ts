@@ -121,7 +121,7 @@ export function mergedRawConfig(
   }
   const names = new Set<string>();
   for (const p of packs) {
-    if (names.has(p.name)) throw new ModelFormatError(`The pack ${p.name} is given twice.`);
+    if (names.has(p.name)) throw new ModelFormatError(`The pack ${p.name} is given twice; give each pack once.`);
     names.add(p.name);
   }
   const sum = (key: keyof PackAdds) => packs.reduce((a, p) => a + p.adds[key], 0);
