@@ -16,7 +16,8 @@ import {
 import { chooseBackend, type BackendChoice } from '../src/engine/backend.ts';
 import { describeEngine } from '../src/engine/describe-engine.ts';
 import { browserGpu } from '../src/gpu/browser-gpu.ts';
-import { renderRouting } from './routing-view.ts';
+import { defaultShardStore } from '../src/store/shard-store.ts';
+import { type PackRanges, renderRouting } from './routing-view.ts';
 
 // The demo is UI only: it picks a model, hands the conversation to the engine (which runs in
 // a Web Worker) and shows the streamed reply, its speed and its expert routing.
@@ -27,12 +28,20 @@ const promptBox = $<HTMLTextAreaElement>('prompt');
 const go = $<HTMLButtonElement>('go');
 const stop = $<HTMLButtonElement>('stop');
 const BUILTIN = new URL('models/molm-brown/', new URL(import.meta.env.BASE_URL, location.href)).href;
+/** The expert pack shipped for the built-in model: JavaScript and TypeScript experts. */
+const PACK = new URL('models/molm-brown-js/', new URL(import.meta.env.BASE_URL, location.href)).href;
 
 let loaded: { url: string; backend: BackendChoice; engine: Engine } | null = null;
 let abort: AbortController | null = null;
 /** The conversation so far: chat messages, or in text mode the pieces of one document. */
 let history: ChatMessage[] = [];
 let lastRouting: RoutingTrace | null = null;
+/** The expert packs of the model that made lastRouting (engine.packs then). */
+let lastPacks: PackRanges = [];
+/** A reply (with the model's loading) is under way. */
+let generating = false;
+/** The expert pack is being added or removed. */
+let switching = false;
 
 // Errors quote what a model host sent (its status text, its files' contents): text only.
 function say(text: string, error = false): void {
@@ -40,9 +49,10 @@ function say(text: string, error = false): void {
   status.classList.toggle('error', error);
 }
 
+const chosenSource = () => (document.querySelector('input[name=source]:checked') as HTMLInputElement).value;
+
 function chosenUrl(): string {
-  const source = (document.querySelector('input[name=source]:checked') as HTMLInputElement).value;
-  if (source === 'url') {
+  if (chosenSource() === 'url') {
     const url = $<HTMLInputElement>('model-url').value.trim();
     if (!url) throw new Error('Enter the URL of a converted model (its manifest.json or its folder).');
     return url;
@@ -144,11 +154,17 @@ async function engine(): Promise<Engine> {
   loaded = null;
   say('Loading the model…');
   engineLine.textContent = 'The engine is chosen when the model loads.';
+  // The built-in model loads with the expert pack when its switch is on.
+  const packs = url === BUILTIN && pack && packToggle.checked ? [PACK] : undefined;
   try {
-    const e = await createEngine({ model: url, backend, onProgress: (p) => say(describe(p)) });
+    const e = await createEngine({ model: url, backend, packs, onProgress: (p) => say(describe(p)) });
     loaded = { url, backend, engine: e };
     engineLine.textContent = describeEngine(e).sentence;
+    if (packs) sayPack(expertsOf(e));
     return e;
+  } catch (err) {
+    if (packs) sayPack('The model did not load with the expert pack; turn the pack off to run the base model alone.', true);
+    throw err;
   } finally {
     download.hidden = true;
     await showCache();
@@ -231,6 +247,8 @@ async function reply(e: Engine, input: string, signal: AbortSignal): Promise<voi
     lastRouting = r.routing ?? null;
     history.push({ role: 'assistant', content: text });
   }
+  // The packs cannot change during a reply (the switch is disabled): these made the routing.
+  lastPacks = e.packs;
   out.body.classList.remove('streaming');
   if (usage) {
     const line = summary(usage, finish, e);
@@ -242,7 +260,7 @@ async function reply(e: Engine, input: string, signal: AbortSignal): Promise<voi
 
 function showRouting(): void {
   if (!lastRouting) return;
-  renderRouting($('routing'), $('routing-readout'), lastRouting, $<HTMLInputElement>('routing-prompt').checked);
+  renderRouting($('routing'), $('routing-readout'), lastRouting, $<HTMLInputElement>('routing-prompt').checked, lastPacks);
 }
 
 $('run').addEventListener('submit', async (event) => {
@@ -252,6 +270,8 @@ $('run').addEventListener('submit', async (event) => {
   if (!input.trim() && chatMode()) return;
   go.disabled = true;
   stop.disabled = false;
+  generating = true;
+  showPackSwitch();
   abort = new AbortController();
   addMessage('user', input);
   promptBox.value = '';
@@ -269,6 +289,8 @@ $('run').addEventListener('submit', async (event) => {
   } finally {
     go.disabled = false;
     stop.disabled = true;
+    generating = false;
+    showPackSwitch();
     promptBox.focus();
   }
 });
@@ -304,6 +326,128 @@ for (const radio of document.querySelectorAll('input[name=backend]')) {
 }
 // A new mode starts a new conversation: a chat transcript is not a document, nor the reverse.
 for (const radio of document.querySelectorAll('input[name=mode]')) radio.addEventListener('change', () => $('clear').click());
+for (const radio of document.querySelectorAll('input[name=source]')) radio.addEventListener('change', showPackSwitch);
+
+// The expert pack: new attention and MLP experts, and router rows, added to every layer of the
+// built-in model. The switch runs engine.setPacks on the loaded model (src/engine/api.ts: it
+// rebuilds the model and forgets the context), or, before the model loads, decides what
+// createEngine loads. Its name, field and size come from the pack's manifest.
+const packBox = $('pack');
+const packToggle = $<HTMLInputElement>('pack-toggle');
+const packStatus = $('pack-status');
+
+interface PackAbout {
+  name: string;
+  domain: string;
+  attExperts: number;
+  mlpExperts: number;
+  bytes: number;
+}
+let pack: PackAbout | null = null;
+
+/** What the demo shows of a pack manifest (text only: it is the host's), or null for anything else. */
+function aboutPack(m: unknown): PackAbout | null {
+  const o = m as { format?: unknown; name?: unknown; domain?: unknown; adds?: { attExperts?: unknown; mlpExperts?: unknown }; shards?: unknown };
+  if (o?.format !== 'molm-web-pack' || typeof o.name !== 'string' || typeof o.domain !== 'string') return null;
+  const count = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0);
+  const shards = Array.isArray(o.shards) ? (o.shards as { bytes?: unknown }[]) : [];
+  return {
+    name: o.name,
+    domain: o.domain,
+    attExperts: count(o.adds?.attExperts),
+    mlpExperts: count(o.adds?.mlpExperts),
+    bytes: shards.reduce((a, s) => a + count(s?.bytes), 0),
+  };
+}
+
+/**
+ * The shipped pack's manifest from the site, or, offline, as the shard cache stored it when the
+ * pack was last loaded (then its shards are cached too); null when this site has no pack.
+ */
+async function findPack(): Promise<PackAbout | null> {
+  const url = `${PACK}manifest.json`;
+  try {
+    const r = await fetch(url);
+    if (r.status === 404) return null;
+    if (r.ok) return aboutPack(await r.json());
+  } catch {
+    // Offline (or not JSON): the cached copy, if any.
+  }
+  const record = await defaultShardStore()
+    .getModel(url)
+    .catch(() => undefined);
+  return record ? aboutPack(record.manifest) : null;
+}
+
+function sayPack(text: string, error = false): void {
+  packStatus.textContent = text;
+  packStatus.classList.toggle('error', error);
+}
+
+/** The experts per layer the engine's model has, and which came from packs. */
+function expertsOf(e: Engine): string {
+  const c = e.config;
+  if (e.packs.length === 0) return `Base model: ${c.nAttExperts} attention + ${c.nMlpExperts} MLP experts per layer.`;
+  const added = e.packs.map((p) => `${p.att[1] - p.att[0]} attention + ${p.mlp[1] - p.mlp[0]} MLP experts per layer added (${p.name})`);
+  return `${added.join('; ')}: ${c.nAttExperts} + ${c.nMlpExperts} in all.`;
+}
+
+/** The switch: shown for the built-in model when the site has the pack; usable between replies. */
+function showPackSwitch(): void {
+  packBox.hidden = !pack || chosenSource() !== 'builtin';
+  packToggle.disabled = generating || switching;
+}
+
+/** The conversation starts again (the model changed, and forgot the context). */
+function restartConversation(): void {
+  history = [];
+  messages.replaceChildren();
+  lastRouting = null;
+  const none = document.createElement('p');
+  none.className = 'hint';
+  none.textContent = 'Generate a reply to see its routing.';
+  $('routing').replaceChildren(none);
+  $('routing-readout').textContent = '';
+  say('');
+}
+
+packToggle.addEventListener('change', async () => {
+  const on = packToggle.checked;
+  const e = loaded?.url === BUILTIN ? loaded.engine : null;
+  if (!e) {
+    sayPack(on ? 'The JavaScript experts are added when the model loads, with the next message.' : 'Base model.');
+    return;
+  }
+  switching = true;
+  go.disabled = true;
+  showPackSwitch();
+  sayPack(on ? 'Adding the JavaScript experts…' : 'Removing the JavaScript experts…');
+  try {
+    await e.setPacks(on ? [PACK] : []);
+    restartConversation();
+    sayPack(`${expertsOf(e)} The conversation starts anew: the model changed, and forgot the context.`);
+  } catch (err) {
+    // A pack that failed leaves the engine on what it had.
+    sayPack(`${on ? 'The JavaScript experts could not be added' : 'The JavaScript experts could not be removed'}: ${explain(err)}`, true);
+  } finally {
+    packToggle.checked = e.packs.length > 0;
+    switching = false;
+    go.disabled = false;
+    showPackSwitch();
+    void showCache();
+  }
+});
+
+void findPack().then((found) => {
+  pack = found;
+  if (found) {
+    $('pack-name').textContent = found.name;
+    $('pack-about').textContent =
+      `Adds ${found.attExperts} attention and ${found.mlpExperts} MLP experts to each layer of the built-in model, ` +
+      `trained on ${found.domain}; ${mb(found.bytes)} MB, kept for offline use once loaded. Switching restarts the conversation.`;
+  }
+  showPackSwitch();
+});
 
 // Share links: ?model=URL picks a converted model, ?prompt=TEXT fills the prompt, ?backend=
 // auto | webgpu | wasm picks the engine.
