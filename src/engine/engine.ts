@@ -279,6 +279,7 @@ export class LocalEngine implements Engine {
       ...record,
       nAttExperts: c.nAttExperts,
       nMlpExperts: c.nMlpExperts,
+      packs: [...this.packs],
       ids,
       pieces: ids.map((id) => this.tokenizer.decode([id])),
       promptTokens,

@@ -1,3 +1,4 @@
+import type { PackRange } from '../packs/pack-shapes.ts';
 import { UsageError } from '../errors.ts';
 import type { SamplingOptions } from '../token-model.ts';
 import type { RoutingRecord } from '../token-model.ts';
@@ -49,6 +50,8 @@ export interface GenerationProgress {
 export interface RoutingTrace extends RoutingRecord {
   nAttExperts: number;
   nMlpExperts: number;
+  /** The expert packs merged in when the trace was made: which expert ids are whose (their ranges). */
+  packs: PackRange[];
   /** The traced tokens' ids, and each one decoded on its own. */
   ids: number[];
   pieces: string[];

@@ -18,6 +18,11 @@ export interface KernelTuning {
   layerNormWorkgroup: number;
   /** Grouped expert matmul (prefill): slots per tile, each weight read serving them all. */
   groupedTileSlots: number;
+  /**
+   * Prefill groups a router's slots by expert only when the chunk gives its experts at least this
+   * many slots each on average; below it, the per-slot kernels (whose work follows the slots).
+   */
+  groupedMinSlotsPerExpert: number;
   /** Expert mat-vec (decode): output-column pairs × splits of `in` per workgroup. */
   expertMatvecTile(inDim: number, outDim: number, groupsPerRow: number): { COLS: number; SPLIT: number };
   /** Router: invocations per workgroup and per dot product, for E experts. */
@@ -53,6 +58,8 @@ export const KERNEL_TUNING: Record<KernelProfile, KernelTuning> = {
     layerNormWorkgroup: 64,
     // 16 amortises the weight traffic while 16 column pairs of accumulators stay in registers.
     groupedTileSlots: 16,
+    // A GPU reads each expert's weights once per tile: grouping pays even for sparse tiles.
+    groupedMinSlotsPerExpert: 0,
     // Decode is one token row: the column tile narrows (32 pairs, 128 contiguous bytes of a
     // 16-bit row per read, down to 8 pairs, one 32-byte sector) until the row gets at least 128
     // workgroups, since a memory-bound kernel needs many loads in flight.
@@ -79,6 +86,10 @@ export const KERNEL_TUNING: Record<KernelProfile, KernelTuning> = {
     // The MLP up-projection of 128 rows (1024 → 2048, E 32, k 2): 1.4 s with 8, 2.2 s with 16
     // (bf16; 2.0 and 2.3 s in q4); partial tiles waste more with 16.
     groupedTileSlots: 8,
+    // Compute-bound: a tile's empty rows cost as much as full ones. MoLM-350M-4B's shape (2 layers,
+    // q4, SwiftShader), 16-token prompt: the grouped q_proj took 5× the per-slot time per token
+    // (1 or 2 slots per expert); grouped only from full tiles on average.
+    groupedMinSlotsPerExpert: 8,
     // Each invocation sums its column pair over all of `in` (SPLIT 1): a 64 → 128 up-projection
     // over 128 rows took 1 s with SPLIT 32.
     expertMatvecTile: (_inDim, outDim) => ({ COLS: Math.min(64, pow2AtLeast(Math.ceil(outDim / 2))), SPLIT: 1 }),

@@ -16,6 +16,7 @@ import { kvAppend } from '../kernels/kv-append.ts';
 import { layerNorm } from '../kernels/layer-norm.ts';
 import { linear } from '../kernels/linear.ts';
 import { routerTopK } from '../kernels/router.ts';
+import { tuningOf } from '../kernels/tuning.ts';
 import { sampler, type SamplerParams } from '../kernels/sampler.ts';
 import { stickBreakingDecode, stickBreakingPrefill } from '../kernels/stickbreaking.ts';
 import type { StepUniform } from '../kernels/step.ts';
@@ -63,7 +64,24 @@ export function prefillGroups(ctx: GpuContext, c: ModelConfig, rows: number): { 
  * contract") writes it, for every layer, then the head. Planned once at load time per kind of step; a step only writes the Step uniform and
  * records these dispatches.
  */
-export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', head: StepHead): Promise<Dispatch[]> {
+/**
+ * Which routers' experts a prefill step of `rows` rows groups by expert. A grouped tile computes
+ * its TM slots whether or not the expert has that many, so a short chunk (a 16-token prompt: one
+ * or two slots per expert of 16 or 32) spends most of its work on empty rows; where the adapter's
+ * tuning says so (groupedMinSlotsPerExpert: CPU emulations), such a router keeps the per-slot
+ * kernels of decode, whose work follows the slots exactly.
+ */
+export function prefillGrouping(ctx: GpuContext, c: ModelConfig, rows: number): { att: boolean; mlp: boolean } {
+  const min = tuningOf(ctx).groupedMinSlotsPerExpert;
+  return { att: (rows * c.kAtt) / c.nAttExperts >= min, mlp: (rows * c.kMlp) / c.nMlpExperts >= min };
+}
+
+export async function planStep(
+  r: ForwardResources,
+  kind: 'prefill' | 'decode',
+  head: StepHead,
+  grouping: { att: boolean; mlp: boolean } = { att: true, mlp: true },
+): Promise<Dispatch[]> {
   const { ctx, config: c, weights: w, cache, acts: a } = r;
   const step = r.step.buffer;
   // Each matrix's own storage type: under q8 / q4, matrices that cannot be quantised are f16.
@@ -105,7 +123,7 @@ export async function planStep(r: ForwardResources, kind: 'prefill' | 'decode', 
   // one matmul per projection, gate-weighted slot outputs summed into h), per slot in decode.
   const moe = (which: 'att' | 'mlp', l: number) => {
     const k = which === 'att' ? c.kAtt : c.kMlp;
-    const g = groups?.[which];
+    const g = grouping[which] ? groups?.[which] : undefined;
     const ids = which === 'att' ? attIds(l) : mlpIds(l);
     const E = which === 'att' ? attExperts : mlpExperts;
     const gates = (which === 'att' ? a.attGates : a.mlpGates)[l];

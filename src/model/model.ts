@@ -10,7 +10,7 @@ import { SamplerParams } from '../kernels/sampler.ts';
 import { GREEDY, type SamplingOptions } from '../token-model.ts';
 import { StepUniform } from '../kernels/step.ts';
 import { Activations } from './activations.ts';
-import { planStep, prefillGroups, type ForwardResources, type StepHead } from './forward.ts';
+import { planStep, prefillGrouping, prefillGroups, type ForwardResources, type StepHead } from './forward.ts';
 import { KvCache } from './kv-cache.ts';
 import { ExpertStreamer, expertSlots, slotCounts, type ExpertBudget, type ExpertCacheStats, type SlotCounts } from './expert-streamer.ts';
 import type { EvictionPolicy } from '../experts/residency.ts';
@@ -68,7 +68,7 @@ export class GpuModel {
   /** Under an expert budget: the body-only decode plan (prompt tokens), and the streamer. */
   private decodeBodyPlan: Dispatch[] = [];
   private streamer: ExpertStreamer | null = null;
-  private prefillPlans = new Map<StepHead, Promise<Dispatch[]>>();
+  private prefillPlans = new Map<string, Promise<Dispatch[]>>();
   private idSlot = 0;
   /** The tokens whose keys and values are in the cache, by position. */
   private ids: number[] = [];
@@ -137,7 +137,8 @@ export class GpuModel {
         return model;
       }
       model.decodePlan = await planStep(model.resources, 'decode', 'sample');
-      await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample')]);
+      // The plans of full chunks and of short prompts (whose experts may not be grouped).
+      await Promise.all([model.prefillPlan('none'), model.prefillPlan('sample'), model.prefillPlan('none', 1), model.prefillPlan('sample', 1)]);
       return model;
     } catch (e) {
       weights.destroy();
@@ -152,11 +153,14 @@ export class GpuModel {
     return { ctx, config, weights, cache, acts, step, samplerParams };
   }
 
-  private prefillPlan(head: StepHead): Promise<Dispatch[]> {
-    let p = this.prefillPlans.get(head);
+  /** The prefill plan of a chunk of `rows` rows (by default the largest): grouped or per-slot experts, as prefillGrouping says. */
+  private prefillPlan(head: StepHead, rows = this.acts.maxRows): Promise<Dispatch[]> {
+    const grouping = prefillGrouping(this.ctx, this.config, rows);
+    const key = `${head}:${grouping.att}:${grouping.mlp}`;
+    let p = this.prefillPlans.get(key);
     if (!p) {
-      p = planStep(this.resources, 'prefill', head);
-      this.prefillPlans.set(head, p);
+      p = planStep(this.resources, 'prefill', head, grouping);
+      this.prefillPlans.set(key, p);
     }
     return p;
   }
@@ -290,11 +294,12 @@ export class GpuModel {
       await this.streamTokens(ids, logits);
       return logits;
     }
-    const plan = await this.prefillPlan('all');
     const out = new Float32Array(ids.length * V);
     for (const { chunk, start } of this.chunksOf(ids)) {
       const bytes = chunk.length * V * 4;
-      this.submitChunk(chunk, plan, (enc) => enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes));
+      this.submitChunk(chunk, await this.prefillPlan('all', chunk.length), (enc) =>
+        enc.copyBufferToBuffer(this.acts.allLogits, 0, this.acts.allLogitsReadback, 0, bytes),
+      );
       out.set(new Float32Array(await mapRead(this.ctx, this.acts.allLogitsReadback, bytes)), start * V);
     }
     return out;
@@ -308,8 +313,7 @@ export class GpuModel {
     this.checkIds(ids);
     this.checkRoom(ids.length);
     if (this.streamer) return this.streamTokens(ids);
-    const plan = await this.prefillPlan('none');
-    for (const { chunk } of this.chunksOf(ids)) this.submitChunk(chunk, plan);
+    for (const { chunk } of this.chunksOf(ids)) this.submitChunk(chunk, await this.prefillPlan('none', chunk.length));
   }
 
   /** Feeds one token through a decode step; its logits, [vocab]. */
@@ -326,9 +330,9 @@ export class GpuModel {
 
   /** Submits the prompt's prefill; the sampler leaves the first new token in `nextId` on the GPU. */
   private async submitPrefill(ids: readonly number[]): Promise<void> {
-    const [body, last] = await Promise.all([this.prefillPlan('none'), this.prefillPlan('sample')]);
     for (const { chunk, isLast } of this.chunksOf(ids)) {
-      this.submitChunk(chunk, isLast ? last : body, isLast ? (enc) => this.copyId(enc) : undefined);
+      const plan = await this.prefillPlan(isLast ? 'sample' : 'none', chunk.length);
+      this.submitChunk(chunk, plan, isLast ? (enc) => this.copyId(enc) : undefined);
     }
   }
 
@@ -421,8 +425,8 @@ export class GpuModel {
     head: StepHead = 'sample',
   ): Promise<{ label: string; ms: number; source: 'timestamp' | 'wall' }[]> {
     if (this.streamer) throw new UsageError('Kernel times are measured without a GPU memory budget.');
-    const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head);
     const n = kind === 'decode' ? 1 : Math.min(rows, this.acts.maxRows);
+    const plan = kind === 'decode' ? this.decodePlan : await this.prefillPlan(head, n);
     this.checkRoom(n);
     this.step.write(n, this.cache.length);
     const times = await timePasses(
