@@ -61,6 +61,8 @@ function fuzzTargetNames(): string[] {
     'pytorch_model.bin tensor geometry',
     'manifest.json',
     'manifest.json over URLs, with the cache',
+    'expert pack manifest.json, merged into its base',
+    'expert pack shards, merged into its base',
     'shards and tokenizer.json of a converted model',
     'tokenizer.json (the tokenizer library behind it)',
   ];

@@ -13,6 +13,9 @@ import { convertModel } from '../../src/shards/convert.ts';
 import { streamShards } from '../../src/shards/load-model.ts';
 import { loadTokenizerJson, readFolderTokenizer } from '../../src/shards/load-tokenizer.ts';
 import { openManifest } from '../../src/shards/manifest-source.ts';
+import { openModelFolder } from '../../src/shards/model-folder.ts';
+import { convertPack } from '../../src/packs/convert-pack.ts';
+import { openPackFolder } from '../../src/packs/load-pack.ts';
 import { memoryShardStore } from '../../src/store/shard-store.ts';
 import { type Random, concat, int, mutateBytes, mutateJson, pick } from './mutate.ts';
 import { hostilePickle, mutatePickleInts, torchBin, writeZip } from './pickle.ts';
@@ -117,6 +120,8 @@ export interface Fixtures {
   binSharded: Folder;
   pickle: Uint8Array;
   converted: Folder;
+  /** tools/fixtures' expert pack a for tiny-molm, converted to q8. */
+  pack: Folder;
   tokenizer: Uint8Array;
   cleanup(): Promise<void>;
 }
@@ -145,6 +150,9 @@ export async function loadFixtures(): Promise<Fixtures> {
   const hf = new Map(tinySafetensors).set('tokenizer.json', tokenizer);
   await convertModel({ source: filesOf(hf), outDir: tmp, dtype: 'q8', shardBytes: 64 * 1024 });
   const converted = readFolder(tmp);
+  const packDir = join(tmp, 'pack');
+  await convertPack({ source: filesOf(readFolder(join(FIXTURES, 'packs/tiny-pack-a'))), outDir: packDir, dtype: 'q8', shardBytes: 16 * 1024 });
+  const pack = readFolder(packDir);
   return {
     tinySafetensors,
     stSharded: readFolder(join(FIXTURES, 'checkpoints/tiny-molm-st-sharded')),
@@ -152,6 +160,7 @@ export async function loadFixtures(): Promise<Fixtures> {
     binSharded: readFolder(join(FIXTURES, 'checkpoints/tiny-molm-bin-sharded')),
     pickle,
     converted,
+    pack,
     tokenizer,
     cleanup: () => rm(tmp, { recursive: true, force: true }),
   };
@@ -204,6 +213,11 @@ function randomGeometry(r: Random) {
 
 export function fuzzTargets(f: Fixtures): FuzzTarget[] {
   const readConverted = async (folder: Folder) => readAll((await openManifest(filesOf(folder))).tensors);
+  // A pack read from its folder, then merged into the tiny-molm checkpoint it extends (every merged tensor read).
+  const readMerged = async (pack: Folder) => {
+    const loaded = await openPackFolder(filesOf(pack));
+    await readAll((await openModelFolder(filesOf(f.tinySafetensors), { packs: [loaded] })).tensors);
+  };
   return [
     {
       name: 'safetensors bytes',
@@ -314,6 +328,24 @@ export function fuzzTargets(f: Fixtures): FuzzTarget[] {
         }));
         MolmTokenizer.fromJson(await loadTokenizerJson(MODEL_BASE, { store, fetch: get }));
       },
+    },
+    {
+      name: 'expert pack manifest.json, merged into its base',
+      seed: () => f.pack,
+      input: (r) => replaced(f.pack, 'manifest.json', damagedJson(r, f.pack.get('manifest.json')!)),
+      run: (folder) => readMerged(folder),
+    },
+    {
+      name: 'expert pack shards, merged into its base',
+      seed: () => f.pack,
+      input: (r) => {
+        const file = pick(
+          r,
+          [...f.pack.keys()].filter((k) => k !== 'manifest.json'),
+        );
+        return replaced(f.pack, file, mutateBytes(r, f.pack.get(file)!));
+      },
+      run: (folder) => readMerged(folder),
     },
     {
       name: 'shards and tokenizer.json of a converted model',
