@@ -17,6 +17,10 @@ import { chooseBackend, type BackendChoice } from '../src/engine/backend.ts';
 import { describeEngine } from '../src/engine/describe-engine.ts';
 import { browserGpu } from '../src/gpu/browser-gpu.ts';
 import { defaultShardStore } from '../src/store/shard-store.ts';
+import { DEFAULT_HUB_URL, parseHubUrl } from '../src/checkpoint/hub.ts';
+import type { ImportProgress } from '../src/shards/hub-store-import.ts';
+import { checkReleases, drawReleases, type ReleaseRow, showVerdicts } from './release-list.ts';
+import { formatBytes, RELEASE_DTYPE, type Release } from './releases.ts';
 import { type PackRanges, renderRouting } from './routing-view.ts';
 
 // The demo is UI only: it picks a model, hands the conversation to the engine (which runs in
@@ -32,6 +36,8 @@ const BUILTIN = new URL('models/molm-brown/', new URL(import.meta.env.BASE_URL, 
 const PACK = new URL('models/molm-brown-js/', new URL(import.meta.env.BASE_URL, location.href)).href;
 
 let loaded: { url: string; backend: BackendChoice; engine: Engine } | null = null;
+/** The model being loaded (a release's import may take hours): one load at a time. */
+let pending: { url: string; backend: BackendChoice; engine: Promise<Engine> } | null = null;
 let abort: AbortController | null = null;
 /** The conversation so far: chat messages, or in text mode the pieces of one document. */
 let history: ChatMessage[] = [];
@@ -51,13 +57,40 @@ function say(text: string, error = false): void {
 
 const chosenSource = () => (document.querySelector('input[name=source]:checked') as HTMLInputElement).value;
 
-function chosenUrl(): string {
-  if (chosenSource() === 'url') {
+/**
+ * The hub IBM's models come from: huggingface.co, or ?hub=URL (a mirror, or the tests' stand-in
+ * on 127.0.0.1); a value that is not an http(s) address is ignored, and said so.
+ */
+const askedHub = new URLSearchParams(location.search).get('hub');
+let badHub = false;
+const hubUrl = (() => {
+  if (askedHub === null) return DEFAULT_HUB_URL;
+  try {
+    return parseHubUrl(askedHub);
+  } catch {
+    badHub = true;
+    return DEFAULT_HUB_URL;
+  }
+})();
+/** The release chosen in "Models from IBM" (source 'hub'). */
+let release: Release | null = null;
+
+/** The model to load: its cache identity (what `loaded` is keyed by) and createEngine's options for it. */
+interface ModelChoice {
+  url: string;
+  model: string;
+  release?: Release;
+}
+
+function chosenModel(): ModelChoice {
+  const source = chosenSource();
+  if (source === 'hub' && release) return { url: `${hubUrl}/${release.repo}@${RELEASE_DTYPE}`, model: release.repo, release };
+  if (source === 'url') {
     const url = $<HTMLInputElement>('model-url').value.trim();
     if (!url) throw new Error('Enter the URL of a converted model (its manifest.json or its folder).');
-    return url;
+    return { url, model: url };
   }
-  return BUILTIN;
+  return { url: BUILTIN, model: BUILTIN };
 }
 
 const chosenBackend = () => (document.querySelector('input[name=backend]:checked') as HTMLInputElement).value as BackendChoice;
@@ -88,6 +121,9 @@ function describe(e: EngineProgress): string {
       return 'Downloading…';
     case 'upload':
       return `Loading weights: ${Math.round((e.overallLoaded / e.overallTotal) * 100)}%`;
+    case 'import':
+      showImport(e);
+      return `Downloading and converting ${e.repo.replace(/^.*\//, '')} (see Models from IBM)…`;
     case 'ready':
       download.hidden = true;
       return 'Ready.';
@@ -122,6 +158,8 @@ async function showCache(): Promise<void> {
     none.textContent = 'None yet.';
     list.append(none);
   }
+  // What is cached changes what the releases need of the storage.
+  void refreshReleases();
 }
 
 /**
@@ -141,33 +179,84 @@ function explain(err: unknown): string {
   if (e.name === 'ComputeThreadError' || err instanceof ComputeThreadError) {
     return `The CPU engine stopped (${e.message}). The next message loads it again.`;
   }
+  if (e.name === 'AbortError') return e.message;
+  if (e.name === 'QuotaError') return `The browser's storage has no room for the model: ${e.message}`;
   return `${e.name}: ${e.message}`;
 }
 
 const engineLine = $('engine');
 
-async function engine(): Promise<Engine> {
-  const url = chosenUrl();
+/**
+ * The engine of the chosen model, loaded if need be (one load at a time: a message sent while
+ * a release is being imported waits for it). `signal` stops the loading: a release's import
+ * keeps what it stored, and goes on from there the next time.
+ */
+async function engine(signal?: AbortSignal): Promise<Engine> {
+  const choice = chosenModel();
+  const backend = backendFor(choice);
+  if (loaded?.url === choice.url && loaded.backend === backend) return loaded.engine;
+  if (pending?.url === choice.url && pending.backend === backend) return pending.engine;
+  if (pending) throw new Error('Another model is loading: wait for it, or stop it.');
+  const load = loadEngine(choice, backend, signal);
+  pending = { url: choice.url, backend, engine: load };
+  showVerdicts($('release-list'), releaseRows, true);
+  try {
+    return await load;
+  } finally {
+    pending = null;
+    await showCache();
+  }
+}
+
+/** The engine for a model: Engine's choice, except that a release checked to fit only the CPU engine runs there under Auto. */
+function backendFor(choice: ModelChoice): BackendChoice {
   const backend = chosenBackend();
-  if (loaded?.url === url && loaded.backend === backend) return loaded.engine;
+  if (!choice.release || backend !== 'auto') return backend;
+  const row = releaseRows.find((r) => r.release === choice.release);
+  return row?.verdict.kind === 'cpu-only' ? 'wasm' : backend;
+}
+
+async function loadEngine(choice: ModelChoice, backend: BackendChoice, signal?: AbortSignal): Promise<Engine> {
   await loaded?.engine.dispose();
   loaded = null;
   say('Loading the model…');
   engineLine.textContent = 'The engine is chosen when the model loads.';
   // The built-in model loads with the expert pack when its switch is on.
-  const packs = url === BUILTIN && pack && packToggle.checked ? [PACK] : undefined;
+  const packs = choice.url === BUILTIN && pack && packToggle.checked ? [PACK] : undefined;
+  const hub = choice.release ? { hubUrl, dtype: RELEASE_DTYPE } : {};
+  if (choice.release) {
+    // The import's own Stop, with the message's (Stop, Escape) when a message started it.
+    const stop = new AbortController();
+    importing = { stop, last: null };
+    // (Without AbortSignal.any, in older browsers, only the import's own Stop stops it.)
+    signal = signal && typeof AbortSignal.any === 'function' ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+    startImport(choice.release);
+  }
+  const options = { model: choice.model, backend, packs, signal, ...hub, onProgress: (p: EngineProgress) => say(describe(p)) };
   try {
-    const e = await createEngine({ model: url, backend, packs, onProgress: (p) => say(describe(p)) });
-    loaded = { url, backend, engine: e };
+    let e: Engine;
+    try {
+      e = await createEngine(options);
+    } catch (err) {
+      // A release the GPU has no room for: the experts under a budget, a quarter of them on the
+      // GPU and the rest copied in from memory when picked (docs/experts.md).
+      if (!choice.release || !/has no room/.test((err as Error).message) || (err as Error).name !== 'DeviceLimitError') throw err;
+      say(`The GPU has no room for all of ${choice.release.name}: loading it with a quarter of its experts on the GPU, the rest streamed in…`);
+      e = await createEngine({ ...options, backend: 'webgpu', gpuMemoryBudget: '25%' });
+    }
+    loaded = { url: choice.url, backend, engine: e };
     engineLine.textContent = describeEngine(e).sentence;
     if (packs) sayPack(expertsOf(e));
+    if (choice.release) endImport(`${choice.release.name} is ready: ${describeEngine(e).label}.`);
     return e;
   } catch (err) {
     if (packs) sayPack('The model did not load with the expert pack; turn the pack off to run the base model alone.', true);
+    const stopped = choice.release ? importStopped(choice.release, err) : 'Loading the model stopped.';
+    if (choice.release) endImport(stopped);
+    if ((err as Error).name === 'AbortError') throw Object.assign(new Error(stopped), { name: 'AbortError' });
     throw err;
   } finally {
     download.hidden = true;
-    await showCache();
   }
 }
 
@@ -276,7 +365,7 @@ $('run').addEventListener('submit', async (event) => {
   addMessage('user', input);
   promptBox.value = '';
   try {
-    const e = await engine();
+    const e = await engine(abort.signal);
     say('Generating…');
     await reply(e, input, abort.signal);
   } catch (err) {
@@ -319,6 +408,7 @@ $('routing-prompt').addEventListener('change', showRouting);
 for (const radio of document.querySelectorAll('input[name=backend]')) {
   radio.addEventListener('change', () => {
     void showWebGpuNote();
+    void refreshReleases();
     if (!loaded) return;
     const next = loaded.backend === chosenBackend() ? '' : ' The next message loads the engine chosen under Engine.';
     engineLine.textContent = describeEngine(loaded.engine).sentence + next;
@@ -395,7 +485,8 @@ function expertsOf(e: Engine): string {
 /** The switch: shown for the built-in model when the site has the pack; usable between replies. */
 function showPackSwitch(): void {
   packBox.hidden = !pack || chosenSource() !== 'builtin';
-  packToggle.disabled = generating || switching;
+  // Hidden, it is no control (and nothing to tap on a phone).
+  packToggle.disabled = packBox.hidden || generating || switching;
 }
 
 /** The conversation starts again (the model changed, and forgot the context). */
@@ -499,3 +590,96 @@ async function showWebGpuNote(): Promise<void> {
 }
 void showWebGpuNote();
 void showCache();
+
+// Models from IBM: the three released MoLMs, each with its sizes and what this device can do
+// with it (checked before any download, again when Engine changes or the cache does). Choosing
+// one imports it from the hub into the shard cache (createEngine with the repo id: converted to
+// q4 in the engine's worker, shard by shard, resumable) and loads it.
+const releaseList = $('release-list');
+const hubImport = $('hub-import');
+const importBar = $<HTMLProgressElement>('hub-import-bar');
+const importText = $('hub-import-text');
+const importStop = $<HTMLButtonElement>('hub-import-stop');
+let releaseRows: ReleaseRow[] = [];
+/** The import under way: its stop, and its last progress event. */
+let importing: { stop: AbortController; last: ImportProgress | null } | null = null;
+let checks = 0;
+
+/** Checks the device again and redraws the verdicts (the latest check wins). */
+async function refreshReleases(): Promise<void> {
+  const n = ++checks;
+  const rows = await checkReleases(hubUrl, chosenBackend(), await webGpuProbe).catch((err) => {
+    console.warn('molm-web: the device check failed', err);
+    return null;
+  });
+  if (!rows || n !== checks) return;
+  releaseRows = rows;
+  showVerdicts(releaseList, rows, pending !== null);
+}
+
+function chooseRelease(r: Release): void {
+  release = r;
+  const radio = document.querySelector<HTMLInputElement>('input[name=source][value=hub]')!;
+  radio.disabled = false;
+  radio.checked = true;
+  $('hub-choice').textContent = `${r.name}, from the hub, as q4`;
+  showPackSwitch();
+  engine().then(
+    () => say(`${r.name} is loaded: send a message.`),
+    (err) => say(explain(err), true),
+  );
+}
+
+function startImport(r: Release): void {
+  hubImport.hidden = false;
+  importBar.hidden = false;
+  importStop.hidden = false;
+  importStop.disabled = false;
+  importBar.removeAttribute('value');
+  importText.textContent = `${r.name}: looking at the repo on ${new URL(hubUrl).host}…`;
+}
+
+/** One import event: MB read from the hub, MB stored of the converted copy, and the time left. */
+function showImport(p: ImportProgress): void {
+  if (importing) importing.last = p;
+  importBar.value = p.totalBytes ? p.writtenBytes / p.totalBytes : 0;
+  const left = p.secondsLeft === null ? 'time left: measuring' : p.secondsLeft > 0 ? `about ${duration(p.secondsLeft)} left` : 'stored';
+  const resumed = p.resumedBytes > 0 ? ` (${formatBytes(p.resumedBytes)} from before)` : '';
+  importText.textContent =
+    `${p.repo.replace(/^.*\//, '')}: ${formatBytes(p.readBytes)} read from the hub · ` +
+    `${formatBytes(p.writtenBytes)} of ${formatBytes(p.totalBytes)} stored${resumed} · ${left}`;
+}
+
+function duration(seconds: number): string {
+  if (seconds < 90) return `${Math.ceil(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+/** What a stopped or failed import leaves, in words. */
+function importStopped(r: Release, err: unknown): string {
+  const last = importing?.last;
+  const kept =
+    last && last.writtenBytes > 0
+      ? ` ${formatBytes(last.writtenBytes)} of ${formatBytes(last.totalBytes)} are stored: choosing it again goes on from there.`
+      : '';
+  if ((err as Error).name === 'AbortError') return `Stopped ${r.name}.${kept}`;
+  return `${r.name} did not load: ${explain(err)}${kept}`;
+}
+
+function endImport(text: string): void {
+  importing = null;
+  // Hidden and disabled: not a control until the next import.
+  importStop.hidden = true;
+  importStop.disabled = true;
+  importBar.hidden = true;
+  importText.textContent = text;
+}
+
+importStop.addEventListener('click', () => {
+  importStop.disabled = true;
+  importing?.stop.abort();
+});
+
+$('hub-name').textContent = new URL(hubUrl).host + (badHub ? ' (the page’s ?hub= is not an http(s) address)' : '');
+drawReleases(releaseList, hubUrl, chooseRelease);
