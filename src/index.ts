@@ -27,6 +27,7 @@ export type { PackRange, LoadedPack } from './packs/pack-shapes.ts';
 export type { PackInfo, PackManifest, PackAdds } from './manifest.ts';
 export { loadPack } from './packs/load-pack.ts';
 export { importHubModelToStore, importKey, type ImportProgress } from './shards/hub-store-import.ts';
+export { parseHubRepo, type HubRepo } from './checkpoint/hub.ts';
 export { DEFAULT_GENERATE_OPTIONS } from './engine/generation.ts';
 export { DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_STOP, renderChat, usageFromChat } from './engine/chat.ts';
 export type { ChatMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatUsage } from './engine/api.ts';

@@ -60,7 +60,13 @@ function preflight(res: ServerResponse): void {
   res.end();
 }
 
-const etagOf = (data: Uint8Array) => `"${createHash('sha256').update(data).digest('hex')}"`;
+/** A file's ETag: its sha256, computed once per byte array (a large file is hashed once, not per request). */
+const etags = new WeakMap<Uint8Array, string>();
+const etagOf = (data: Uint8Array) => {
+  let tag = etags.get(data);
+  if (!tag) etags.set(data, (tag = `"${createHash('sha256').update(data).digest('hex')}"`));
+  return tag;
+};
 
 async function listen(handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
