@@ -94,3 +94,34 @@ def load_model_folder(folder):
     with open(os.path.join(folder, "config.json")) as f:
         cfg = json.load(f)
     return cfg, train.load_safetensors(os.path.join(folder, "model.safetensors"))
+
+
+def weights_sha256(tensors):
+    """A model's content hash (what an expert pack's base.weightsSha256 names).
+
+    `tensors`: {name: tensor}, every tensor of the model (for a converted folder: every tensor its
+    manifest.json lists, dequantised to float32). Sorted by name in code-point order, each gives the
+    line "NAME D0xD1x... SHA256(float32 little-endian row-major values)\n"; the hash is the sha256 of
+    the UTF-8 concatenation of the lines, in lower-case hex.
+    """
+    import hashlib
+    import sys
+
+    lines = []
+    for name in sorted(tensors):
+        t = tensors[name].detach().to(torch.float32).contiguous().cpu().reshape(-1)
+        data = t.numpy().tobytes()
+        if sys.byteorder != "little":
+            data = t.numpy().byteswap().tobytes()
+        shape = "x".join(str(d) for d in tensors[name].shape)
+        lines.append(f"{name} {shape} {hashlib.sha256(data).hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Prints the weightsSha256 of a model folder (converted or Hugging Face).")
+    ap.add_argument("folder")
+    a = ap.parse_args()
+    print(weights_sha256(load_model_folder(a.folder)[1]))

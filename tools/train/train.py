@@ -70,8 +70,11 @@ class Router(nn.Module):
         self.k = k
         self.w_gate = nn.Sequential(nn.Linear(c, g), nn.GELU(), nn.Identity(), nn.Linear(g, e, bias=False))
 
+    def logits(self, x):
+        return self.w_gate(x)  # [N, E]
+
     def forward(self, x):
-        probs = F.softmax(self.w_gate(x), dim=-1)  # [N, E]
+        probs = F.softmax(self.logits(x), dim=-1)  # [N, E]
         top_p, top_i = probs.topk(self.k, dim=-1)  # not renormalised
         gates = torch.zeros_like(probs).scatter(-1, top_i, top_p)  # dense [N, E], zero where not chosen
         # mutual-information load-balancing loss (ModuleFormer paper): maximise H(E), minimise H(E|x)
@@ -196,14 +199,15 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
         h, weight, targets = ctx.saved_tensors
         scale = grad / h.shape[0]
         grad_h = torch.empty_like(h)
-        grad_w = torch.zeros_like(weight)
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None  # None: a frozen lm_head
         for i in range(0, h.shape[0], ChunkedLMHeadLoss.CHUNK):
             hc = h[i:i + ChunkedLMHeadLoss.CHUNK]
             p = torch.softmax(hc @ weight.t(), -1)
             p.scatter_add_(1, targets[i:i + ChunkedLMHeadLoss.CHUNK].unsqueeze(1), -torch.ones(hc.shape[0], 1))
             p.mul_(scale)
             grad_h[i:i + ChunkedLMHeadLoss.CHUNK] = p @ weight
-            grad_w.addmm_(p.t(), hc)
+            if grad_w is not None:
+                grad_w.addmm_(p.t(), hc)
         return grad_h, grad_w, None
 
 
