@@ -1,12 +1,15 @@
 // The JS heap of a hub import in headless Chromium (docs/hub.md, "In the browser"). Usage:
 //
-//   node tools/bench/hub-import-heap.mjs [--layers L] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]
+//   node tools/bench/hub-import-heap.mjs [--config FILE] [--layers L] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]
 //
-// Synthesises a random bf16 checkpoint of the MoLM-350M-4B config (tests/fixtures/configs/
-// molm-350m-4b.json) with L layers (default 2; 24 is the full model, about 8 GB), full width, so
+// Synthesises a random bf16 checkpoint of a released config (--config, default tests/fixtures/
+// configs/molm-350m-4b.json; molm-700m-4b.json and molm-700m-8b.json are the others) with L layers
+// (default 2; the config's n_layer is the full model: 24 for the 350M-4B and 700M-4B, about 8 GB,
+// 48 for the 700M-8B, about 16 GB), full width, so
 // the largest tensors are the real ones; or reads one synthesised before (--repo DIR, with its
 // config.json and model.safetensors; --keep leaves the synthesised one in place and prints its
-// path). Serves it as `bench-org/molm-350m-4b` from a hub stand-in on 127.0.0.1 (a "hub" that
+// path; its config.json is the one read). Serves it as `bench-org/NAME` (NAME: the config file's
+// name, e.g. molm-350m-4b) from a hub stand-in on 127.0.0.1 (a "hub" that
 // answers /ORG/NAME/resolve/REV/FILE with a 302 to a "CDN" origin that serves the bytes with Range,
 // ETag and CORS, as tests/hub-server.ts does, but streaming each range from the file: that one
 // holds whole files in memory and hashes them for every request's ETag, fine for fixtures, not
@@ -30,7 +33,7 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 import { createServer as createViteServer } from 'vite';
 
@@ -39,20 +42,22 @@ const option = (/** @type {string} */ name) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+const CONFIG = resolve(option('--config') ?? 'tests/fixtures/configs/molm-350m-4b.json');
+const configName = basename(CONFIG).replace(/\.json$/, '');
+const fullLayers = JSON.parse(await readFile(CONFIG, 'utf8')).n_layer;
 const layers = Number(option('--layers') ?? 2);
 const dtype = option('--dtype') ?? 'q4';
 const reuse = option('--repo');
 const keep = args.includes('--keep');
 const generate = !args.includes('--no-generate');
 const gcBetweenTensors = args.includes('--gc');
-if (!Number.isInteger(layers) || layers < 1 || layers > 24) {
-  console.error('usage: node tools/bench/hub-import-heap.mjs [--layers 1..24] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]');
+if (!Number.isInteger(layers) || layers < 1 || layers > fullLayers) {
+  console.error(`usage: node tools/bench/hub-import-heap.mjs [--config FILE] [--layers 1..${fullLayers}] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]`);
   process.exit(2);
 }
 
-const CONFIG = resolve('tests/fixtures/configs/molm-350m-4b.json');
 const TOKENIZER = resolve('tests/fixtures/tokenizer/tokenizer.json');
-const REPO = 'bench-org/molm-350m-4b';
+const REPO = `bench-org/${configName}`;
 const MiB = 2 ** 20;
 const fmt = (/** @type {number} */ b) => `${(b / MiB).toFixed(1)} MiB`;
 const secs = (/** @type {number} */ ms) => `${(ms / 1000).toFixed(1)} s`;
@@ -248,7 +253,7 @@ try {
   const estimate = () => page.evaluate(() => navigator.storage.estimate().then((e) => ({ usage: e.usage ?? 0, quota: e.quota ?? 0 })));
 
   console.log(
-    `chromium ${context.browser()?.version() ?? ''} (headless), ${REPO}: molm-350m-4b, ${config.nLayer} of 24 layers, bf16 source ${fmt(sourceBytes)}`,
+    `chromium ${context.browser()?.version() ?? ''} (headless), ${REPO}: ${configName}, ${config.nLayer} of ${fullLayers} layers, bf16 source ${fmt(sourceBytes)}`,
   );
   console.log(
     `converted (${dtype}): ${fmt(plan.totalBytes)} in ${plan.shardBytes.length} shards of at most ${fmt(Math.max(...plan.shardBytes))}; ` +
