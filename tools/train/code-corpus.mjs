@@ -40,20 +40,47 @@ const HELDOUT_CAP = 150_000;
 const PER_PACKAGE = { train: 150_000, heldout: 25_000 };
 const MAX_BYTES = 200_000;
 const PERMISSIVE = new Set(['MIT', 'ISC', 'Apache-2.0', 'BSD-2-Clause', 'BSD-3-Clause', '0BSD']);
-const BUILD_DIRS = new Set(['dist', 'build', 'lib', 'esm', 'cjs', 'es', 'es6', 'es2015', 'umd', 'module', 'modules',
-  'commonjs', 'src', 'node', 'browser', 'mjs', 'out', 'prod', 'dev', 'development', 'production']);
+const BUILD_DIRS = new Set([
+  'dist',
+  'build',
+  'lib',
+  'esm',
+  'cjs',
+  'es',
+  'es6',
+  'es2015',
+  'umd',
+  'module',
+  'modules',
+  'commonjs',
+  'src',
+  'node',
+  'browser',
+  'mjs',
+  'out',
+  'prod',
+  'dev',
+  'development',
+  'production',
+]);
+/** @type {Record<string, number>} */
 const EXT_RANK = { '.ts': 0, '.mts': 0, '.mjs': 1, '.js': 2, '.cjs': 3 };
 
+/** @param {string} s */
 const sha = (s) => createHash('sha256').update(s).digest();
+/** @param {string} a @param {string} b */
 const byCodePoint = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
+/** @param {{ license?: unknown; licenses?: unknown }} pj @returns {string | null} */
 function licenceOf(pj) {
+  /** @type {any} */
   let l = pj.license ?? pj.licenses;
-  if (Array.isArray(l)) l = l.map((x) => (typeof x === 'string' ? x : x.type)).join(' OR ');
+  if (Array.isArray(l)) l = l.map((/** @type {any} */ x) => (typeof x === 'string' ? x : x.type)).join(' OR ');
   else if (l && typeof l === 'object') l = l.type;
   return typeof l === 'string' ? l : null;
 }
 
+/** @param {string | null} licence @returns {boolean} */
 function permissive(licence) {
   if (!licence) return false;
   const expr = licence.replace(/[()]/g, ' ').trim();
@@ -61,8 +88,11 @@ function permissive(licence) {
   return expr.split(/\bOR\b/).some((p) => PERMISSIVE.has(p.trim()));
 }
 
+/** @param {string} dir */
 function listFiles(dir) {
+  /** @type {string[]} */
   const out = [];
+  /** @param {string} d */
   const walk = (d) => {
     for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => byCodePoint(a.name, b.name))) {
       if (e.name === 'node_modules') continue;
@@ -75,10 +105,19 @@ function listFiles(dir) {
   return out;
 }
 
-const BUNDLE = [/__webpack_require__/, /^\/\/#region /m, /\b__toESM\(/, /\b__commonJS\(/, /\b__defProp\b/,
-  /^\/\/ (src|lib|node_modules)\/[\w@/.-]+\.[mc]?[jt]sx?$/m, /\(function \(global, factory\) \{/, /^System\.register\(/m];
+const BUNDLE = [
+  /__webpack_require__/,
+  /^\/\/#region /m,
+  /\b__toESM\(/,
+  /\b__commonJS\(/,
+  /\b__defProp\b/,
+  /^\/\/ (src|lib|node_modules)\/[\w@/.-]+\.[mc]?[jt]sx?$/m,
+  /\(function \(global, factory\) \{/,
+  /^System\.register\(/m,
+];
 
 /** Why a file is skipped, or null. */
+/** @param {string} text */
 function reject(text) {
   if (text.includes('\0') || text.includes('\uFFFD')) return 'binary';
   if (text.includes(EOS_TEXT)) return 'special token';
@@ -97,21 +136,26 @@ function reject(text) {
 }
 
 /** Path key of one module across builds: build folders and the extension dropped. */
+/** @param {string} rel */
 function moduleKey(rel) {
   const parts = rel.replace(/\.[mc]?[jt]s$/, '').split('/');
   return parts.filter((p, i) => i === parts.length - 1 || !BUILD_DIRS.has(p)).join('/');
 }
 
 const tok = new Tokenizer(JSON.parse(readFileSync(join(root, 'tests', 'fixtures', 'tokenizer', 'tokenizer.json'), 'utf8')), {});
+/** @param {string} text @returns {number[]} */
 const encode = (text) => tok.encode(text, { add_special_tokens: false }).ids;
 
 // -------------------------------------------------------------- packages
 const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8'));
 const seen = new Set();
+/** @type {{ name: string; version: string; license: string | null; dir: string; split: 'train' | 'heldout'; order: string }[]} */
 const packages = [];
+/** @type {Record<string, string>} */
 const skippedPkgs = {};
 // Shallowest copy first: sort by depth, then by path.
-const paths = Object.keys(lock.packages).filter((p) => p.startsWith('node_modules/'))
+const paths = Object.keys(lock.packages)
+  .filter((p) => p.startsWith('node_modules/'))
   .sort((a, b) => a.split('node_modules/').length - b.split('node_modules/').length || byCodePoint(a, b));
 for (const p of paths) {
   const dir = join(root, p);
@@ -121,17 +165,27 @@ for (const p of paths) {
   if (seen.has(name)) continue;
   seen.add(name);
   const licence = licenceOf(pj);
-  if (pj.os || pj.cpu) { skippedPkgs[name] = 'platform-specific'; continue; }
-  if (!permissive(licence)) { skippedPkgs[name] = `licence ${licence}`; continue; }
+  if (pj.os || pj.cpu) {
+    skippedPkgs[name] = 'platform-specific';
+    continue;
+  }
+  if (!permissive(licence)) {
+    skippedPkgs[name] = `licence ${licence}`;
+    continue;
+  }
   const h = sha(name);
   packages.push({ name, version: pj.version, license: licence, dir, split: h[0] % 10 === 0 ? 'heldout' : 'train', order: h.toString('hex') });
 }
 packages.sort((a, b) => byCodePoint(a.order, b.order));
 
 // -------------------------------------------------------------- files
+/** @type {Record<'train' | 'heldout', number[]>} */
 const ids = { train: [], heldout: [] };
+/** @type {string[]} */
 const heldText = [];
+/** @type {{ name: string; version: string; license: string | null; split: string; files: number; tokens: number }[]} */
 const used = [];
+/** @type {Record<string, number>} */
 const reasons = {};
 const seenContent = new Set();
 for (const pkg of packages) {
@@ -151,13 +205,24 @@ for (const pkg of packages) {
   let nFiles = 0;
   let nTokens = 0;
   for (const rel of files) {
-    if (!chosen.has(rel)) { reasons['other build'] = (reasons['other build'] ?? 0) + 1; continue; }
+    if (!chosen.has(rel)) {
+      reasons['other build'] = (reasons['other build'] ?? 0) + 1;
+      continue;
+    }
     const f = join(pkg.dir, rel);
-    if (statSync(f).size > MAX_BYTES) { reasons.large = (reasons.large ?? 0) + 1; continue; }
-    const text = readFileSync(f, 'utf8').replace(/^\uFEFF/, '').replace(/\r\n?/g, '\n');
+    if (statSync(f).size > MAX_BYTES) {
+      reasons.large = (reasons.large ?? 0) + 1;
+      continue;
+    }
+    const text = readFileSync(f, 'utf8')
+      .replace(/^\uFEFF/, '')
+      .replace(/\r\n?/g, '\n');
     const h = sha(text).toString('hex');
     const why = seenContent.has(h) ? 'duplicate' : reject(text);
-    if (why) { reasons[why] = (reasons[why] ?? 0) + 1; continue; }
+    if (why) {
+      reasons[why] = (reasons[why] ?? 0) + 1;
+      continue;
+    }
     seenContent.add(h);
     const enc = encode(text);
     if (nTokens + enc.length + 1 > PER_PACKAGE[split] && nFiles > 0) break;
@@ -174,6 +239,7 @@ used.sort((a, b) => byCodePoint(a.name, b.name));
 
 // -------------------------------------------------------------- write + check
 mkdirSync(outDir, { recursive: true });
+/** @param {number[]} a */
 const u32 = (a) => Buffer.from(new Uint32Array(a).buffer);
 writeFileSync(join(outDir, 'train.u32'), u32(ids.train));
 writeFileSync(join(outDir, 'heldout.u32'), u32(ids.heldout));
@@ -184,13 +250,22 @@ if (again.length !== ids.heldout.length || again.some((x, i) => x !== ids.heldou
   throw new Error(`heldout.js tokenises to ${again.length} ids, not the ${ids.heldout.length} of heldout.u32`);
 }
 writeFileSync(join(outDir, 'packages.json'), JSON.stringify(used, null, 1) + '\n');
+/** @param {string} s */
 const count = (s) => used.filter((u) => u.split === s);
+/** @type {Record<string, number>} */
 const licences = {};
-for (const u of used) licences[u.license] = (licences[u.license] ?? 0) + 1;
+for (const u of used) licences[String(u.license)] = (licences[String(u.license)] ?? 0) + 1;
 console.log(`train: ${count('train').length} packages, ${count('train').reduce((s, u) => s + u.files, 0)} files, ${ids.train.length} tokens`);
-console.log(`held out: ${count('heldout').length} packages (${count('heldout').map((u) => u.name).join(', ')}), ` +
-  `${count('heldout').reduce((s, u) => s + u.files, 0)} files, ${ids.heldout.length} tokens; heldout.js tokenises to exactly heldout.u32`);
+console.log(
+  `held out: ${count('heldout').length} packages (${count('heldout')
+    .map((u) => u.name)
+    .join(', ')}), ` + `${count('heldout').reduce((s, u) => s + u.files, 0)} files, ${ids.heldout.length} tokens; heldout.js tokenises to exactly heldout.u32`,
+);
 console.log(`licences: ${JSON.stringify(licences)}`);
-console.log(`files skipped: ${JSON.stringify(reasons)}; packages skipped: ${Object.keys(skippedPkgs).length} ` +
-  `(${Object.entries(skippedPkgs).map(([n, r]) => `${n}: ${r}`).join(', ')})`);
+console.log(
+  `files skipped: ${JSON.stringify(reasons)}; packages skipped: ${Object.keys(skippedPkgs).length} ` +
+    `(${Object.entries(skippedPkgs)
+      .map(([n, r]) => `${n}: ${r}`)
+      .join(', ')})`,
+);
 console.log(`→ ${outDir}`);
