@@ -52,7 +52,9 @@ const keep = args.includes('--keep');
 const generate = !args.includes('--no-generate');
 const gcBetweenTensors = args.includes('--gc');
 if (!Number.isInteger(layers) || layers < 1 || layers > fullLayers) {
-  console.error(`usage: node tools/bench/hub-import-heap.mjs [--config FILE] [--layers 1..${fullLayers}] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]`);
+  console.error(
+    `usage: node tools/bench/hub-import-heap.mjs [--config FILE] [--layers 1..${fullLayers}] [--dtype q4|q8|f16|bf16|f32] [--repo DIR] [--keep] [--no-generate] [--gc]`,
+  );
   process.exit(2);
 }
 
