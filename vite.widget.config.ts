@@ -7,6 +7,9 @@ import { defineConfig } from 'vite';
 // with the built-in model at ../models/molm-brown/ relative to the script.
 export default defineConfig({
   publicDir: false,
+  // No checkpoint reading in the widget (hub import, local folders: src/engine/create.ts): it
+  // loads converted models by URL, and its script, worker included, must stay within 150 KB gzipped.
+  define: { __MOLM_READS_CHECKPOINTS__: 'false' },
   worker: { format: 'es' },
   build: {
     outDir: 'dist/app/widget',

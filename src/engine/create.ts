@@ -78,6 +78,12 @@ export interface Platform {
   isFolder?(path: string): boolean;
 }
 
+// The widget's single-file build leaves out what reads Hugging Face checkpoints (the hub
+// importer, local folders) and with it the checkpoint readers (vite.widget.config.ts defines
+// this false): its script has a size budget, and it loads converted models by URL.
+declare const __MOLM_READS_CHECKPOINTS__: boolean | undefined;
+const READS_CHECKPOINTS = typeof __MOLM_READS_CHECKPOINTS__ === 'undefined' || __MOLM_READS_CHECKPOINTS__;
+
 /** Loads the model and its tokenizer and returns an engine on this thread. */
 export async function createLocalEngine(options: CreateEngineOptions, platform: Platform): Promise<LocalEngine> {
   if (!options || typeof options.model !== 'string' || options.model === '') {
@@ -183,7 +189,7 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
       const onProgress = (p: { tensor: string; loadedBytes: number; totalBytes: number }) =>
         options.onProgress?.({ type: 'read', tensor: p.tensor, loaded: p.loadedBytes, total: p.totalBytes });
       let loaded: { model: TokenModel & { destroy(): void }; device: string };
-      if (folder) {
+      if (folder && READS_CHECKPOINTS) {
         base ??= await folderBase(folder);
         const o = { ...sizes, packs, onProgress };
         loaded =
@@ -193,6 +199,7 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
       } else {
         // A hub model is imported into the cache once (or the rest of a stopped import); then it is a cached model.
         if (hub) {
+          if (!READS_CHECKPOINTS) throw new UsageError(`This build of molm-web loads converted models by URL only; ${options.model} is a hub id. Use the molm-web package, or convert the model (\`molm convert\`) and give its URL.`);
           url = await importHubModelToStore({
             repo: hub,
             hubUrl: options.hubUrl,

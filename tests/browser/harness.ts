@@ -81,13 +81,13 @@ export function watchPage(page: Page, allowMissing: RegExp = /\/manifest\.json$/
  * and returns a handle whose fields are set once beforeAll has run. `webgpu: false` launches a
  * browser without WebGPU; `isolated: false` serves pages without COOP/COEP.
  */
-export function useBrowser(options: { webgpu?: boolean; isolated?: boolean } = {}): { browser: Browser; base: string } {
+export function useBrowser(options: { webgpu?: boolean; isolated?: boolean; args?: string[] } = {}): { browser: Browser; base: string } {
   const handle = {} as { browser: Browser; base: string; server: ViteDevServer };
   beforeAll(async () => {
     const { server, url } = await startViteServer({ isolated: options.isolated });
     handle.server = server;
     handle.base = url;
-    handle.browser = await launchBrowser([], { webgpu: options.webgpu });
+    handle.browser = await launchBrowser(options.args, { webgpu: options.webgpu });
   });
   afterAll(async () => {
     await handle.browser?.close();

@@ -142,7 +142,17 @@ export const faultsPage = {
   list: () => listCachedModels({ store }),
 
   /** Frees what `fill` took. */
-  freeSpace: () => del('filler', filler),
+  // The whole filler database goes: a deleted entry's bytes stay counted until Chromium compacts
+  // the database, a deleted database's at once.
+  async freeSpace(): Promise<void> {
+    await del('filler', filler);
+    await new Promise<void>((resolve, reject) => {
+      const r = indexedDB.deleteDatabase('faults-filler');
+      r.onsuccess = () => resolve();
+      r.onerror = () => reject(r.error);
+      r.onblocked = () => resolve();
+    });
+  },
 
   /** Keys of the stored shards, and the partial downloads with their sizes. */
   async stored(): Promise<{ shards: string[]; partials: { sha256: string; bytes: number; total: number }[] }> {
