@@ -199,7 +199,10 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
       } else {
         // A hub model is imported into the cache once (or the rest of a stopped import); then it is a cached model.
         if (hub) {
-          if (!READS_CHECKPOINTS) throw new UsageError(`This build of molm-web loads converted models by URL only; ${options.model} is a hub id. Use the molm-web package, or convert the model (\`molm convert\`) and give its URL.`);
+          if (!READS_CHECKPOINTS)
+            throw new UsageError(
+              `This build of molm-web loads converted models by URL only; ${options.model} is a hub id. Use the molm-web package, or convert the model (\`molm convert\`) and give its URL.`,
+            );
           url = await importHubModelToStore({
             repo: hub,
             hubUrl: options.hubUrl,
