@@ -17,11 +17,11 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { CHROMIUM, CHROMIUM_FLAGS } from './chromium.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = join(root, 'public', 'models', 'molm-brown');
 const GOLDEN = join(root, 'tests', 'fixtures', 'golden', 'molm-brown', 'expected.json');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** @type {{ input_ids: number[], greedy_new_tokens: number[] }} */
 const golden = JSON.parse(readFileSync(GOLDEN, 'utf8'));
 // Greedy, with no repetition penalty: the tokens the golden file's PyTorch reference chose.
@@ -287,15 +287,7 @@ window.runCheck = async (model, inputIds, settings) => {
   const { chromium } = /** @type {typeof import('playwright-core')} */ (repoRequire('playwright-core'));
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    args: CHROMIUM_FLAGS,
   });
   const pages = [
     ['esbuild bundle', `${server.url}/esbuild/index.html`],

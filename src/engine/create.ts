@@ -10,7 +10,8 @@ import { loadTokenizerJson, readFolderTokenizer } from '../shards/load-tokenizer
 import type { ShardStore } from '../store/shard-store.ts';
 import { LocalEngine, type PackSwap } from './engine.ts';
 import { loadPack, openPackFolder } from '../packs/load-pack.ts';
-import { type LoadedPack, type PackBase, type PackRange, checkPackAgainstBase, mergedRawConfig, packRanges } from '../packs/pack-shapes.ts';
+import { type LoadedPack, type PackBase, type PackRange, packRanges } from '../packs/pack-shapes.ts';
+import { mergePacks } from '../packs/merge.ts';
 import { weightsSha256 } from '../packs/weights-hash.ts';
 import { openModelFolder } from '../shards/model-folder.ts';
 import { type ImportProgress, importHubModelToStore } from '../shards/hub-store-import.ts';
@@ -178,12 +179,7 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
     },
     async check(packs: readonly LoadedPack[]): Promise<void> {
       if (!base) throw new Error('the base was never loaded');
-      for (const p of packs) checkPackAgainstBase({ info: p.info, location: p.location, tensorShapes: packShapes(p) }, base);
-      mergedRawConfig(
-        base.rawConfig,
-        base.config,
-        packs.map((p) => p.info),
-      );
+      mergePacks(base, packs);
     },
     async load(packs: LoadedPack[]): Promise<Loaded> {
       const onProgress = (p: { tensor: string; loadedBytes: number; totalBytes: number }) =>
@@ -225,8 +221,6 @@ function modelLoader(options: CreateEngineOptions, platform: Platform, backend: 
   };
   return loader;
 }
-
-const packShapes = (p: LoadedPack) => new Map([...p.tensors].map(([n, t]) => [n, t.info.shape]));
 
 /** A local base folder's config and weights hash (computed for a checkpoint, which records none). */
 async function folderBase(files: FileSource): Promise<PackBase> {

@@ -5,7 +5,7 @@ import type { WeightSink } from '../shards/load-model.ts';
 import { DTYPE_OF_STORAGE, type StorageType, expertBytesOf, isQuantType, storageBytes, storageOfDtype, valueBytes } from '../storage-types.ts';
 import { layerTensorNames } from '../tensor-names.ts';
 import { toStorage, type WeightPlan } from '../weight-plan.ts';
-import { type LoadedPack, type PackRange, mergedRawConfig, packRanges } from './pack-shapes.ts';
+import { type LoadedPack, type PackBase, type PackRange, checkPackAgainstBase, mergedRawConfig, packRanges } from './pack-shapes.ts';
 
 // A base model with packs merged in is an ordinary, larger model: every engine, the expert
 // budget and the routing trace see E + A experts and G + U router units. The base's tensors keep
@@ -237,6 +237,15 @@ export class PackMerge {
       close: () => base.close(),
     };
   }
+}
+
+/**
+ * Checks that every pack extends this base (its weights hash, its shapes) and merges them: the
+ * one way a base and packs meet, on every load path and before a live engine's swap.
+ */
+export function mergePacks(base: PackBase, packs: readonly LoadedPack[]): PackMerge {
+  for (const p of packs) checkPackAgainstBase(p, base);
+  return new PackMerge(base.config, base.rawConfig, packs);
 }
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {

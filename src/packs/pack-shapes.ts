@@ -78,7 +78,7 @@ const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
  * Checks that a pack extends this base: the weights hash it names, and exactly the tensors and
  * shapes its additions imply for the base's config.
  */
-export function checkPackAgainstBase(pack: { info: PackInfo; location: string; tensorShapes: ReadonlyMap<string, readonly number[]> }, base: PackBase): void {
+export function checkPackAgainstBase(pack: LoadedPack, base: PackBase): void {
   const where = pack.location;
   if (base.weightsSha256 === undefined) {
     throw new ModelFormatError(
@@ -93,7 +93,7 @@ export function checkPackAgainstBase(pack: { info: PackInfo; location: string; t
   }
   const want = expectedPackShapes(base.config, pack.info.adds);
   for (const [name, shape] of want) {
-    const got = pack.tensorShapes.get(name);
+    const got = pack.tensors.get(name)?.info.shape;
     if (!got)
       throw new ModelFormatError(`${where}: the pack lacks "${name}" ${shapeText(shape)}, which its "adds" imply for this base; convert the pack again.`);
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
@@ -102,7 +102,7 @@ export function checkPackAgainstBase(pack: { info: PackInfo; location: string; t
       );
     }
   }
-  for (const name of pack.tensorShapes.keys()) {
+  for (const name of pack.tensors.keys()) {
     if (!want.has(name)) throw new ModelFormatError(`${where}: the pack holds "${name}", which its "adds" do not imply for this base; convert the pack again.`);
   }
 }

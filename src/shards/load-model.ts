@@ -6,8 +6,8 @@ import { deleteUnlistedShards, manifestUrlOf } from '../store/model-cache.ts';
 import { defaultShardStore, isQuotaExceeded, quotaErrorFrom, type ModelRecord, type ShardStore } from '../store/shard-store.ts';
 import { abortError, fetchShard, fetchShards, type ShardRequest } from './fetcher.ts';
 import type { StoredManifest } from '../manifest.ts';
-import { PackMerge } from '../packs/merge.ts';
-import { type PackLoadOptions, type PackRange, checkPackAgainstBase } from '../packs/pack-shapes.ts';
+import { mergePacks } from '../packs/merge.ts';
+import type { PackLoadOptions, PackRange } from '../packs/pack-shapes.ts';
 import { sha256Hex, validateManifest } from './manifest-source.ts';
 
 // A converted model (manifest.json + shards) from a URL into a backend's memory, through the
@@ -190,17 +190,12 @@ export function streamShards<M>(url: string, options: ShardLoadOptions & PackLoa
       return { manifest, config, plan };
     },
     async ({ manifest, config, plan }, manifestUrl) => {
-      options.onBase?.({ config, rawConfig: manifest.config, weightsSha256: manifest.weightsSha256, location: manifestUrl });
+      const base = { config, rawConfig: manifest.config, weightsSha256: manifest.weightsSha256, location: manifestUrl };
+      options.onBase?.(base);
       const packs = options.packs ?? [];
       if (packs.length === 0) return consume({ config, plan });
       // The packs' own checks ran when they were loaded; here, that they extend this base.
-      for (const p of packs) {
-        checkPackAgainstBase(
-          { info: p.info, location: p.location, tensorShapes: new Map([...p.tensors].map(([n, t]) => [n, t.info.shape])) },
-          { config, rawConfig: manifest.config, weightsSha256: manifest.weightsSha256, location: manifestUrl },
-        );
-      }
-      const merge = new PackMerge(config, manifest.config, packs);
+      const merge = mergePacks(base, packs);
       const backend = await consume({ config: merge.config, plan: merge.plan(plan), packs: merge.ranges });
       return { ...backend, sink: merge.sink(backend.sink, plan) };
     },

@@ -3,8 +3,8 @@ import type { FileSource, TensorSource } from '../checkpoint/types.ts';
 import type { ModelConfig } from '../config.ts';
 import { MANIFEST_FILE, type Manifest } from '../manifest.ts';
 import { type OpenManifestOptions, openManifest } from './manifest-source.ts';
-import { PackMerge } from '../packs/merge.ts';
-import { type LoadedPack, checkPackAgainstBase } from '../packs/pack-shapes.ts';
+import { mergePacks } from '../packs/merge.ts';
+import type { LoadedPack } from '../packs/pack-shapes.ts';
 import { weightsSha256 as weightsSha256Of } from '../packs/weights-hash.ts';
 
 /** A model folder opened for reading: its config and its tensors, whichever form it has. */
@@ -28,14 +28,7 @@ export async function openModelFolder(files: FileSource, options: OpenModelOptio
   try {
     // A converted model records its weights hash; a checkpoint's is computed (one tensor at a time).
     const weightsSha256 = base.manifest ? base.manifest.weightsSha256 : await weightsSha256Of(base.config, base.tensors);
-    for (const p of packs) {
-      const tensorShapes = new Map([...p.tensors].map(([n, t]) => [n, t.info.shape]));
-      checkPackAgainstBase(
-        { info: p.info, location: p.location, tensorShapes },
-        { config: base.config, rawConfig: base.rawConfig, weightsSha256, location: files.location },
-      );
-    }
-    const merge = new PackMerge(base.config, base.rawConfig, packs);
+    const merge = mergePacks({ config: base.config, rawConfig: base.rawConfig, weightsSha256, location: files.location }, packs);
     return { config: merge.config, rawConfig: merge.rawConfig, tensors: merge.source(base.tensors), manifest: null };
   } catch (e) {
     await base.tensors.close();

@@ -2,27 +2,9 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll } from 'vitest';
 import { createServer, type ViteDevServer } from 'vite';
 import { ISOLATION_HEADERS } from '../../vite.demo.config.ts';
+import { CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS } from '../../tools/chromium.mjs';
 
-// Debian's Chromium with SwiftShader's WebGPU (no GPU here), never a downloaded browser.
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-/** What gives headless Chromium a WebGPU adapter without a GPU: SwiftShader's Vulkan. */
-const WEBGPU_FLAGS = [
-  '--enable-unsafe-webgpu',
-  '--enable-unsafe-swiftshader',
-  '--use-webgpu-adapter=swiftshader',
-  '--enable-features=Vulkan',
-  '--use-vulkan=swiftshader',
-  '--use-angle=swiftshader',
-];
+const FLAGS = CHROMIUM_FLAGS;
 
 /**
  * Chromium with SwiftShader's WebGPU, or with `webgpu: false` none at all: no flag that makes

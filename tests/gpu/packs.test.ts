@@ -1,7 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import { ModelFormatError } from '../../src/errors.ts';
 import { nodeGpu } from '../../src/gpu/node-gpu.ts';
@@ -14,14 +11,13 @@ import type { ReferenceModel } from '../../src/reference/model.ts';
 import { greedyGenerate } from '../../src/reference/model.ts';
 import { memoryShardStore } from '../../src/store/shard-store.ts';
 import { GREEDY, type RoutingRecord } from '../../src/token-model.ts';
-import { type ModelServer, startModelServer } from '../browser/model-server.ts';
 import {
   BASE,
-  type ConvertedPacks,
   type Expected,
   MERGED_A,
   MERGED_AB,
-  convertPackFixtures,
+  servedPackFixtures,
+  using,
   firstDifference,
   openPacks,
   referenceWithPacks,
@@ -37,26 +33,7 @@ import { maxAbsDiff } from './harness.ts';
 
 const LOGIT_TOL = 1e-4;
 
-const tmp = mkdtempSync(join(tmpdir(), 'molm-gpu-packs-'));
-let fx: ConvertedPacks;
-let server: ModelServer;
-beforeAll(async () => {
-  fx = await convertPackFixtures(tmp);
-  server = await startModelServer(tmp);
-});
-afterAll(async () => {
-  await server?.close();
-  rmSync(tmp, { recursive: true, force: true });
-});
-
-async function using<T>(model: Promise<GpuModel>, f: (m: GpuModel) => Promise<T>): Promise<T> {
-  const m = await model;
-  try {
-    return await f(m);
-  } finally {
-    m.destroy();
-  }
-}
+const env = servedPackFixtures('molm-gpu-packs-');
 
 async function fromFolder(base: string, packs: LoadedPack[], expertBudget?: ExpertBudget): Promise<GpuModel> {
   return loadGpuModel(nodeFileSource(base), { gpu: await nodeGpu(), maxContext: 64, prefillChunk: 4, packs, expertBudget });
@@ -119,34 +96,34 @@ describe('WebGPU with f32 packs on the f32 base, against PyTorch', () => {
     ['a + b', ['a', 'b'], MERGED_AB],
   ];
   it.each(CASES)('pack %s, every expert resident: logits, greedy tokens, and the routing trace', async (_what, names, e) => {
-    const packs = await openPacks(names.map((p) => fx[p].f32));
-    await using(fromFolder(fx.base.f32, packs), async (m) => {
+    const packs = await openPacks(names.map((p) => env.fx[p].f32));
+    await using(fromFolder(env.fx.base.f32, packs), async (m) => {
       expect(m.expertCache).toBeNull();
       const r = await run(m, e.input_ids, e.greedy_new_tokens.length);
       expectMatches(r, e.logits, e.greedy_new_tokens);
-      await checkTrace(r.trace, fx.base.f32, packs, e.input_ids);
+      await checkTrace(r.trace, env.fx.base.f32, packs, e.input_ids);
     });
   });
 
   it.each(CASES)('pack %s under an expert budget of half the expert weights: the same logits, tokens and trace, experts streamed', async (_what, names, e) => {
-    const packs = await openPacks(names.map((p) => fx[p].f32));
-    await using(fromFolder(fx.base.f32, packs, { bytes: '50%' }), async (m) => {
+    const packs = await openPacks(names.map((p) => env.fx[p].f32));
+    await using(fromFolder(env.fx.base.f32, packs, { bytes: '50%' }), async (m) => {
       const c = m.config;
       const slots = m.expertCache!;
       expect(slots.attSlots).toBeLessThan(c.nAttExperts);
       expect(slots.mlpSlots).toBeLessThan(c.nMlpExperts);
       const r = await run(m, e.input_ids, e.greedy_new_tokens.length);
       expectMatches(r, e.logits, e.greedy_new_tokens);
-      await checkTrace(r.trace, fx.base.f32, packs, e.input_ids);
+      await checkTrace(r.trace, env.fx.base.f32, packs, e.input_ids);
       expect(m.expertCache!.misses, 'experts were streamed in').toBeGreaterThan(0);
     });
   });
 
   it('no packs: the base alone, bit for bit, and its golden logits', async () => {
-    const alone = await using((async () => loadGpuModel(nodeFileSource(fx.base.f32), { gpu: await nodeGpu(), maxContext: 64, prefillChunk: 4 }))(), (m) =>
+    const alone = await using((async () => loadGpuModel(nodeFileSource(env.fx.base.f32), { gpu: await nodeGpu(), maxContext: 64, prefillChunk: 4 }))(), (m) =>
       m.prefillLogits(BASE.input_ids),
     );
-    const none = await using(fromFolder(fx.base.f32, []), (m) => m.prefillLogits(BASE.input_ids));
+    const none = await using(fromFolder(env.fx.base.f32, []), (m) => m.prefillLogits(BASE.input_ids));
     expect(firstDifference(none, alone)).toBe(-1);
     expect(maxAbsDiff(alone, BASE.logits)).toBeLessThanOrEqual(LOGIT_TOL);
   });
@@ -158,17 +135,17 @@ describe('WebGPU with packs on the q8 base, against the float64 reference on the
     ['q8', '50%'],
     ['f32', 'none'],
   ] as const)('%s packs trained on the q8 base, expert budget %s: logits within 1e-4, greedy tokens, trace', async (packType, budget) => {
-    const packs = await openPacks([fx.onQ8[packType].a, fx.onQ8[packType].b]);
+    const packs = await openPacks([env.fx.onQ8[packType].a, env.fx.onQ8[packType].b]);
     const ids = MERGED_AB.input_ids;
-    const ref = await referenceWithPacks(fx.base.q8, packs);
+    const ref = await referenceWithPacks(env.fx.base.q8, packs);
     const want = ref.prefill(ids);
     ref.reset();
     const tokens = greedyGenerate(ref, ids, 6);
-    await using(fromFolder(fx.base.q8, packs, budget === 'none' ? undefined : { bytes: budget }), async (m) => {
+    await using(fromFolder(env.fx.base.q8, packs, budget === 'none' ? undefined : { bytes: budget }), async (m) => {
       expect(m.expertCache === null).toBe(budget === 'none');
       const r = await run(m, ids, 6);
       expectMatches(r, want, tokens);
-      await checkTrace(r.trace, fx.base.q8, packs, ids);
+      await checkTrace(r.trace, env.fx.base.q8, packs, ids);
     });
   });
 });
@@ -180,36 +157,36 @@ describe('WebGPU with packs over HTTP (loadPack, loadModel, a memory shard store
     for (const dir of packDirs) packs.push(await loadPack(served(dir), { store }));
     return loadModel(served(base), { gpu: await nodeGpu(), store, maxContext: 64, prefillChunk: 4, packs, expertBudget });
   }
-  const served = (dir: string) => `${server.url}/${dir.slice(tmp.length + 1)}/manifest.json`;
+  const served = (dir: string) => `${env.server.url}/${dir.slice(env.tmp.length + 1)}/manifest.json`;
 
   it("f32: the folder path's logits bit for bit, from the network then from the cache", async () => {
-    const packDirs = [fx.a.f32, fx.b.f32];
-    const want = await using(fromFolder(fx.base.f32, await openPacks(packDirs)), (m) => m.prefillLogits(MERGED_AB.input_ids));
+    const packDirs = [env.fx.a.f32, env.fx.b.f32];
+    const want = await using(fromFolder(env.fx.base.f32, await openPacks(packDirs)), (m) => m.prefillLogits(MERGED_AB.input_ids));
     expect(maxAbsDiff(want, MERGED_AB.logits)).toBeLessThanOrEqual(LOGIT_TOL);
     const store = memoryShardStore();
     for (const round of ['network', 'cache'] as const) {
-      server.reset();
-      await using(overHttp(fx.base.f32, packDirs, store), async (m) => {
-        if (round === 'network') expect(server.count()).toBeGreaterThan(packDirs.length);
-        else expect(server.count(), 'no shard fetched when cached').toBe(0);
+      env.server.reset();
+      await using(overHttp(env.fx.base.f32, packDirs, store), async (m) => {
+        if (round === 'network') expect(env.server.count()).toBeGreaterThan(packDirs.length);
+        else expect(env.server.count(), 'no shard fetched when cached').toBe(0);
         expect(firstDifference(await m.prefillLogits(MERGED_AB.input_ids), want), round).toBe(-1);
       });
     }
   });
 
   it('under an expert budget of 50%: logits, greedy tokens and the trace (f32 against PyTorch, q8 against the reference)', async () => {
-    await using(overHttp(fx.base.f32, [fx.a.f32, fx.b.f32], memoryShardStore(), { bytes: '50%' }), async (m) => {
+    await using(overHttp(env.fx.base.f32, [env.fx.a.f32, env.fx.b.f32], memoryShardStore(), { bytes: '50%' }), async (m) => {
       expect(m.expertCache).not.toBeNull();
       const r = await run(m, MERGED_AB.input_ids, 6);
       expectMatches(r, MERGED_AB.logits, MERGED_AB.greedy_new_tokens);
-      await checkTrace(r.trace, fx.base.f32, await openPacks([fx.a.f32, fx.b.f32]), MERGED_AB.input_ids);
+      await checkTrace(r.trace, env.fx.base.f32, await openPacks([env.fx.a.f32, env.fx.b.f32]), MERGED_AB.input_ids);
     });
-    const q8Dirs = [fx.onQ8.q8.a, fx.onQ8.q8.b];
-    const ref = await referenceWithPacks(fx.base.q8, await openPacks(q8Dirs));
+    const q8Dirs = [env.fx.onQ8.q8.a, env.fx.onQ8.q8.b];
+    const ref = await referenceWithPacks(env.fx.base.q8, await openPacks(q8Dirs));
     const want = ref.prefill(MERGED_AB.input_ids);
     ref.reset();
     const tokens = greedyGenerate(ref, MERGED_AB.input_ids, 6);
-    await using(overHttp(fx.base.q8, q8Dirs, memoryShardStore(), { bytes: '50%' }), async (m) => {
+    await using(overHttp(env.fx.base.q8, q8Dirs, memoryShardStore(), { bytes: '50%' }), async (m) => {
       expect(m.expertCache).not.toBeNull();
       expectMatches(await run(m, MERGED_AB.input_ids, 6), want, tokens);
     });
@@ -217,15 +194,17 @@ describe('WebGPU with packs over HTTP (loadPack, loadModel, a memory shard store
 
   it('a pack on another base: a ModelFormatError before any weight is uploaded; then the base alone loads', async () => {
     const store = memoryShardStore();
-    const e = await overHttp(fx.base.q8, [fx.a.f32], store).then(
+    const e = await overHttp(env.fx.base.q8, [env.fx.a.f32], store).then(
       () => null,
       (err: unknown) => err,
     );
     expect(e).toBeInstanceOf(ModelFormatError);
     expect((e as Error).message).toMatch(/the pack tiny-pack-a extends tiny-molm .*holds other weights.*Use the pack with the model it was trained on/);
-    await using((async () => loadModel(served(fx.base.q8), { gpu: await nodeGpu(), store, maxContext: 64 }))(), async (m) => {
+    await using((async () => loadModel(served(env.fx.base.q8), { gpu: await nodeGpu(), store, maxContext: 64 }))(), async (m) => {
       expect(m.config.nAttExperts).toBe(4);
-      expect(maxAbsDiff(await m.prefillLogits(BASE.input_ids), (await referenceWithPacks(fx.base.q8)).prefill(BASE.input_ids))).toBeLessThanOrEqual(LOGIT_TOL);
+      expect(maxAbsDiff(await m.prefillLogits(BASE.input_ids), (await referenceWithPacks(env.fx.base.q8)).prefill(BASE.input_ids))).toBeLessThanOrEqual(
+        LOGIT_TOL,
+      );
     });
   });
 });

@@ -1,5 +1,7 @@
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { nodeFileSource } from '../../src/checkpoint/node-files.ts';
 import type { Manifest, PackManifest } from '../../src/manifest.ts';
 import { convertPack } from '../../src/packs/convert-pack.ts';
@@ -8,6 +10,7 @@ import type { LoadedPack } from '../../src/packs/pack-shapes.ts';
 import { ReferenceModel, loadReferenceWeights } from '../../src/reference/model.ts';
 import { convertModel } from '../../src/shards/convert.ts';
 import { openModelFolder } from '../../src/shards/model-folder.ts';
+import { type ModelServer, startModelServer } from '../browser/model-server.ts';
 
 // The expert-pack fixtures (tools/fixtures/make_pack.py) as the pack tests of every engine use
 // them: tiny-molm and its two random packs converted with the real converters, the merged
@@ -113,4 +116,31 @@ export function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): num
   if (a.length !== b.length) return Math.min(a.length, b.length);
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return i;
   return -1;
+}
+
+/**
+ * For a test file: the fixtures converted into a temporary folder, served over HTTP, both gone
+ * after the file's tests. The fields are set once its beforeAll has run.
+ */
+export function servedPackFixtures(prefix: string): { tmp: string; fx: ConvertedPacks; server: ModelServer } {
+  const env = { tmp: mkdtempSync(join(tmpdir(), prefix)) } as { tmp: string; fx: ConvertedPacks; server: ModelServer };
+  beforeAll(async () => {
+    env.fx = await convertPackFixtures(env.tmp);
+    env.server = await startModelServer(env.tmp);
+  });
+  afterAll(async () => {
+    await env.server?.close();
+    rmSync(env.tmp, { recursive: true, force: true });
+  });
+  return env;
+}
+
+/** Runs `f` on a loaded model, then destroys it. */
+export async function using<M extends { destroy(): void }, T>(model: Promise<M>, f: (m: M) => Promise<T>): Promise<T> {
+  const m = await model;
+  try {
+    return await f(m);
+  } finally {
+    m.destroy();
+  }
 }

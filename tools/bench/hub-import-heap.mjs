@@ -30,11 +30,13 @@
 // the import holds rather than what V8 had not collected yet.
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_FLAGS } from '../chromium.mjs';
+import { procStatus, rendererPids } from './renderer-memory.mjs';
 import { createServer as createViteServer } from 'vite';
 
 const args = process.argv.slice(2);
@@ -190,55 +192,10 @@ const hub = await listen(async (req, res) => {
   res.end();
 });
 
-/** @param {number | undefined} pid */
-async function procStatus(pid) {
-  try {
-    const text = await readFile(`/proc/${pid}/status`, 'utf8');
-    const kb = (/** @type {string} */ key) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? Number.NaN) * 1024;
-    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-  } catch {
-    return null;
-  }
-}
-
-/** The renderer processes of the Chromium whose --user-data-dir is `profile`. @param {string} profile */
-async function rendererPids(profile) {
-  const procs = [];
-  for (const d of await readdir('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = (await readFile(`/proc/${d}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-      const st = await readFile(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
-      procs.push({ pid: Number(d), ppid, cmd });
-    } catch {
-      // gone
-    }
-  }
-  const root = procs.find((p) => p.cmd.includes(`--user-data-dir=${profile} `) && !p.cmd.includes('--type='));
-  if (!root) return [];
-  const mine = new Set([root.pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of procs) if (!mine.has(p.pid) && mine.has(p.ppid)) mine.add(p.pid), (grew = true);
-  }
-  return procs.filter((p) => mine.has(p.pid) && p.cmd.includes('--type=renderer')).map((p) => p.pid);
-}
-
-const FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--enable-precise-memory-info',
-  ...(gcBetweenTensors ? ['--js-flags=--expose-gc'] : []),
-];
+const FLAGS = [...CHROMIUM_FLAGS, '--enable-precise-memory-info', ...(gcBetweenTensors ? ['--js-flags=--expose-gc'] : [])];
 const profile = await mkdtemp(join(tmpdir(), 'molm-hub-heap-profile-'));
 cleanup.push(profile);
-const context = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: FLAGS });
+const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: FLAGS });
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (e) => console.error(`pageerror: ${e.message}`));

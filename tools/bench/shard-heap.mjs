@@ -10,10 +10,12 @@
 // (V8's heap: objects, not ArrayBuffer contents) and Runtime.getHeapUsage usedSize +
 // backingStorageSize (the heap plus ArrayBuffer backing stores: what the shards' bytes occupy),
 // and reads the renderer process's resident-set peak (VmHWM) from /proc.
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_FLAGS, WEBGPU_FLAGS } from '../chromium.mjs';
+import { procStatus, rendererPids } from './renderer-memory.mjs';
 import { createServer } from 'vite';
 
 const args = process.argv.slice(2);
@@ -25,66 +27,12 @@ if (!modelDir) {
 const ci = args.indexOf('--concurrency');
 const concurrency = ci >= 0 ? Number(args[ci + 1]) : undefined;
 
-// The flags of tests/browser/harness.ts (SwiftShader WebGPU, no GPU needed).
-const FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--enable-unsafe-webgpu',
-  '--enable-unsafe-swiftshader',
-  '--use-webgpu-adapter=swiftshader',
-  '--enable-features=Vulkan',
-  '--use-vulkan=swiftshader',
-  '--use-angle=swiftshader',
-];
+const FLAGS = [...CHROMIUM_FLAGS, ...WEBGPU_FLAGS];
 
 /** @typedef {typeof import('../../tests/browser/pages/cache-page.ts').cachePage} CachePage */
 
 const MiB = 2 ** 20;
 const fmt = (/** @type {number} */ b) => `${(b / MiB).toFixed(1)} MiB`;
-
-/** @param {number | undefined} pid undefined (no renderer found): null, as for a process that is gone */
-async function procStatus(pid) {
-  try {
-    const text = await readFile(`/proc/${pid}/status`, 'utf8');
-    const kb = (/** @type {string} */ key) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN) * 1024;
-    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Renderer processes of the Chromium whose --user-data-dir is `profile`.
- * @param {string} profile
- */
-async function rendererPids(profile) {
-  const procs = [];
-  for (const d of await readdir('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      // Zygote children rewrite their command line as one space-separated string.
-      const cmd = (await readFile(`/proc/${d}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      procs.push({ pid: Number(d), ppid, cmd });
-    } catch {
-      // gone
-    }
-  }
-  const root = procs.find((p) => p.cmd.includes(`--user-data-dir=${profile} `) && !p.cmd.includes('--type='));
-  if (!root) return [];
-  const mine = new Set([root.pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of procs) if (!mine.has(p.pid) && mine.has(p.ppid)) mine.add(p.pid), (grew = true);
-  }
-  return procs.filter((p) => mine.has(p.pid) && p.cmd.includes('--type=renderer') && !p.cmd.includes('--top-chrome-webui')).map((p) => p.pid);
-}
 
 /** @type {import('../../src/manifest.ts').Manifest} */
 const manifest = JSON.parse(await readFile(join(modelDir, 'manifest.json'), 'utf8'));
@@ -107,7 +55,7 @@ const models = await startModelServer(dirname(modelDir));
 const url = `${models.url}/${basename(modelDir)}/manifest.json`;
 
 const profile = await mkdtemp(join(tmpdir(), 'molm-heap-profile-'));
-const context = await chromium.launchPersistentContext(profile, { executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: FLAGS });
+const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: FLAGS });
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(`${base}/tests/browser/pages/cache.html`);
